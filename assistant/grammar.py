@@ -102,7 +102,7 @@ def normalise_text(text: str) -> str:
 # The token graph (what the decoder walks)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity hash: decoders cache per graph
 class Graph:
     """Epsilon-free token automaton in CSR form.
 

@@ -1,0 +1,320 @@
+"""Beam search over the attention decoder, constrained by a grammar's token graph.
+
+Beam entries are token prefixes: the decoder state depends only on the tokens fed, so two
+grammar paths that spell the same phones (homophones, optional words that sound alike) share
+one entry and one model row. Each entry carries the *set* of graph states its prefix reaches,
+i.e. a state of the graph's determinisation, built lazily and cached per graph: after the
+first utterances, a step is one masked top-k in numpy and a few dict lookups.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from .grammar import Graph, any_token_graph, phone_loop_graph
+from .lexicon import EOS_ID, PAD_ID, TOKENS
+
+if TYPE_CHECKING:
+    from .grammar import Grammar
+
+NO_RIVAL_MARGIN = 10.0  # margin reported when no other intent survived the beam
+
+
+class StepModel(Protocol):
+    batch_size: int  # fixed batch of the decoder-step graph (= max beam); unused rows padded
+    state_size: int
+    vocab_size: int
+
+    def start(self) -> np.ndarray:
+        """Initial decoder state, shape [state_size]."""
+        ...
+
+    def step(self, tokens: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """tokens int32 [batch_size], states float32 [batch_size, state_size] ->
+        (log_probs float32 [batch_size, vocab_size], new_states [batch_size, state_size])."""
+        ...
+
+
+@dataclass
+class Hypothesis:
+    tokens: tuple[int, ...]  # ends with </s>
+    log_prob: float  # sum over tokens, </s> included
+    score: float  # length-normalised log-prob, what hypotheses are ranked by
+    readings: tuple[tuple[str, ...], ...] = ()  # word sequences of the graph paths (homophones)
+    dfa_state: int = -1  # determinised graph state before </s>
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        return self.readings[0] if self.readings else ()
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+    @property
+    def texts(self) -> list[str]:
+        return [" ".join(r) for r in self.readings]
+
+    def interpret(self, grammar: Grammar) -> tuple[str, str, dict[str, Any]] | None:
+        """(text, intent, slots) of the first reading the grammar recognises."""
+        for text in self.texts:
+            found = grammar.recognize_text(text)
+            if found is not None:
+                return text, found[0], found[1]
+        return None
+
+
+@dataclass
+class FreeResult:
+    tokens: tuple[int, ...]
+    log_prob: float
+
+    @property
+    def per_token(self) -> float:
+        return self.log_prob / max(1, len(self.tokens))
+
+    @property
+    def phones(self) -> str:
+        return " ".join(TOKENS[t] for t in self.tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lazy determinisation
+
+
+class _LazyDfa:
+    """Subset construction on demand. State d is a frozenset of graph states; ``masks[d]`` is
+    0 for allowed tokens and -inf elsewhere; ``trans[d]`` maps token -> next d."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.ids: dict[frozenset[int], int] = {}
+        self.sets: list[frozenset[int]] = []
+        self.trans: list[dict[int, int] | None] = []
+        self.masks = np.zeros((0, graph.vocab_size), dtype=np.float32)
+        self.start = self.state(frozenset([graph.start]))
+
+    def state(self, nfa_states: frozenset[int]) -> int:
+        found = self.ids.get(nfa_states)
+        if found is not None:
+            return found
+        d = len(self.sets)
+        self.ids[nfa_states] = d
+        self.sets.append(nfa_states)
+        self.trans.append(None)
+        if d == len(self.masks):  # grow by doubling: one fancy-index per step reads them
+            grown = np.full((max(16, 2 * d), self.graph.vocab_size), -np.inf, dtype=np.float32)
+            grown[:d] = self.masks
+            self.masks = grown
+        return d
+
+    def expand(self, d: int) -> dict[int, int]:
+        known = self.trans[d]
+        if known is not None:
+            return known
+        g = self.graph
+        by_token: dict[int, set[int]] = {}
+        for s in self.sets[d]:
+            lo, hi = int(g.arc_start[s]), int(g.arc_start[s + 1])
+            for tok, nxt in zip(
+                g.arc_token[lo:hi].tolist(), g.arc_next[lo:hi].tolist(), strict=True
+            ):
+                by_token.setdefault(tok, set()).add(nxt)
+        trans = {tok: self.state(frozenset(nxt)) for tok, nxt in by_token.items()}
+        self.trans[d] = trans
+        self.masks[d, :] = -np.inf
+        self.masks[d, list(trans)] = 0.0
+        return trans
+
+
+_DFAS: weakref.WeakKeyDictionary[Graph, _LazyDfa] = weakref.WeakKeyDictionary()
+
+
+def _dfa_for(graph: Graph) -> _LazyDfa:
+    dfa = _DFAS.get(graph)
+    if dfa is None:
+        dfa = _DFAS[graph] = _LazyDfa(graph)
+    return dfa
+
+
+# ---------------------------------------------------------------------------------------------
+# Search
+
+
+@dataclass
+class _Beam:
+    prefixes: list[tuple[int, ...]]
+    dstates: list[int]
+    scores: np.ndarray  # float64 [n]
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def _search(
+    model: StepModel, graph: Graph, beam: int, max_steps: int, length_penalty: float
+) -> list[Hypothesis]:
+    dfa = _dfa_for(graph)
+    beam = max(1, min(beam, model.batch_size))
+    batch = model.batch_size
+    states = np.repeat(np.asarray(model.start(), dtype=np.float32)[None], batch, axis=0)
+    tokens = np.full(batch, PAD_ID, dtype=np.int32)
+    dfa.expand(dfa.start)
+    live = _Beam([()], [dfa.start], np.zeros(1))
+    finished: list[Hypothesis] = []
+    for _ in range(max_steps):
+        log_probs, new_states = model.step(tokens, states)
+        n = len(live.prefixes)
+        total = live.scores[:, None] + log_probs[:n] + dfa.masks[live.dstates]
+        live = _select(total, live, dfa, beam, finished, length_penalty)
+        if not live.prefixes:
+            break
+        # Stop once a finished hypothesis beats what any live one could reach by ending now.
+        if finished and max(h.score for h in finished) > _best_possible(live, length_penalty):
+            break
+        rows = np.zeros(batch, dtype=np.int64)
+        rows[: len(live.rows)] = live.rows
+        states = new_states[rows]
+        tokens[:] = PAD_ID
+        tokens[: len(live.prefixes)] = [p[-1] for p in live.prefixes]
+    finished.sort(key=lambda h: h.score, reverse=True)
+    return finished
+
+
+def _select(
+    total: np.ndarray,
+    live: _Beam,
+    dfa: _LazyDfa,
+    beam: int,
+    finished: list[Hypothesis],
+    length_penalty: float,
+) -> _Beam:
+    """Best extensions of all live prefixes: </s> ones are finished, the best ``beam`` others
+    stay live. Looking at 2 * beam candidates is enough since at most beam end per step."""
+    vocab = total.shape[1]
+    flat = total.ravel()
+    k = min(2 * beam, flat.size)
+    top = np.argpartition(-flat, k - 1)[:k]
+    top = top[np.argsort(-flat[top], kind="stable")]
+    prefixes, dstates, scores, rows = [], [], [], []
+    for i in top.tolist():
+        score = float(flat[i])
+        if score == -np.inf:
+            break
+        row, tok = divmod(i, vocab)
+        prefix = (*live.prefixes[row], tok)
+        if tok == EOS_ID:
+            norm = score / len(prefix) ** length_penalty
+            finished.append(Hypothesis(prefix, score, norm, dfa_state=live.dstates[row]))
+        elif len(prefixes) < beam:
+            nxt = dfa.expand(live.dstates[row])[tok]
+            dfa.expand(nxt)
+            prefixes.append(prefix)
+            dstates.append(nxt)
+            scores.append(score)
+            rows.append(row)
+    return _Beam(prefixes, dstates, np.asarray(scores), np.asarray(rows, dtype=np.int64))
+
+
+def _best_possible(live: _Beam, length_penalty: float) -> float:
+    """Optimistic final score of the best live prefix if it ended at no cost on the next step.
+    Not a strict bound (later confident tokens raise a per-token average), but once a
+    finished hypothesis beats every live one by this measure, decoding on rarely helps."""
+    lengths = np.asarray([len(p) + 1 for p in live.prefixes], dtype=np.float64)
+    return float(np.max(live.scores / lengths**length_penalty))
+
+
+def constrained_search(
+    model: StepModel,
+    grammar: Grammar | Graph,
+    beam: int = 8,
+    max_steps: int = 80,
+    length_penalty: float = 1.0,
+    readings: int = 4,
+) -> list[Hypothesis]:
+    """Hypotheses that the grammar accepts, best (length-normalised) first; empty if none
+    finished within ``max_steps``. Each carries up to ``readings`` word readings."""
+    graph = grammar if isinstance(grammar, Graph) else grammar.graph
+    hyps = _search(model, graph, beam, max_steps, length_penalty)
+    for h in hyps:
+        h.readings = tuple(graph.word_paths(h.tokens, limit=readings))
+    return hyps
+
+
+_FREE_GRAPHS: dict[bool, Graph] = {}
+
+
+def free_search(
+    model: StepModel, beam: int = 4, max_steps: int = 80, phone_loop: bool = False
+) -> FreeResult:
+    """Best sequence with no grammar (any tokens), or with ``phone_loop`` any well-formed
+    words (phones, single "|" between words, </s> after a phone). The yardstick the
+    constrained result is compared with for confidence."""
+    graph = _FREE_GRAPHS.get(phone_loop)
+    if graph is None:
+        graph = _FREE_GRAPHS[phone_loop] = phone_loop_graph() if phone_loop else any_token_graph()
+    hyps = _search(model, graph, beam, max_steps, length_penalty=1.0)
+    if not hyps:
+        return FreeResult((), -np.inf)
+    return FreeResult(hyps[0].tokens, hyps[0].log_prob)
+
+
+# ---------------------------------------------------------------------------------------------
+# Confidence
+
+
+@dataclass(frozen=True)
+class ConfidenceFeatures:
+    constrained_per_token: float  # log-prob per token of the best grammar hypothesis
+    free_per_token: float  # log-prob per token of the unconstrained best
+    difference: float  # free - constrained: how much the grammar had to force
+    margin: float  # best score - score of the best hypothesis with another intent
+    length: int  # tokens in the best hypothesis
+
+    def as_array(self) -> np.ndarray:
+        return np.array(
+            [
+                self.constrained_per_token,
+                self.free_per_token,
+                self.difference,
+                self.margin,
+                float(self.length),
+            ],
+            dtype=np.float32,
+        )
+
+
+def confidence_features(
+    best: Hypothesis,
+    free: FreeResult,
+    others: Sequence[Hypothesis] = (),
+    grammar: Grammar | None = None,
+) -> ConfidenceFeatures:
+    """Numbers for a calibrator. ``others`` are the remaining hypotheses (best first); with a
+    grammar, the rival is the first of another intent, else the first with another text."""
+    constrained = best.log_prob / max(1, len(best.tokens))
+    free_pt = free.per_token if free.tokens else constrained
+    return ConfidenceFeatures(
+        constrained_per_token=constrained,
+        free_per_token=free_pt,
+        difference=free_pt - constrained,
+        margin=_margin(best, others, grammar),
+        length=len(best.tokens),
+    )
+
+
+def _margin(best: Hypothesis, others: Sequence[Hypothesis], grammar: Grammar | None) -> float:
+    def key(h: Hypothesis) -> str | None:
+        if grammar is None:
+            return h.text
+        found = h.interpret(grammar)
+        return found[1] if found else None
+
+    mine = key(best)
+    for other in others:
+        if other is not best and key(other) != mine:
+            return min(NO_RIVAL_MARGIN, best.score - other.score)
+    return NO_RIVAL_MARGIN
