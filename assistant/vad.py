@@ -90,6 +90,11 @@ class Segmenter:
         self._block_count = 0
         self.reset()
 
+    @property
+    def active(self) -> bool:
+        """True while an utterance is in progress."""
+        return self._in_speech
+
     def reset(self) -> None:
         """Forget any utterance in progress (e.g. while the assistant itself is speaking)."""
         self._recent: deque[tuple[np.ndarray, bool]] = deque(maxlen=self._pre_roll + self._window)

@@ -1,0 +1,272 @@
+"""`assistant`: the command line (the only place that parses arguments).
+
+User errors (a bad config, an unreadable file, a missing model) are one line on stderr and a
+non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import audio as audio_mod
+from .config import Config, ConfigError, load
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+log = logging.getLogger("assistant")
+
+
+def _error(message: str) -> None:
+    print(f"assistant: {message}", file=sys.stderr)
+
+
+def _setup_logging(level: str) -> None:
+    # Under systemd the journal adds timestamps; by hand, add our own.
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("INVOCATION_ID"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+
+
+def _load_config(args: argparse.Namespace) -> Config:
+    config = load(args.config)
+    return config.with_overrides(
+        source=getattr(args, "source", None),
+        broker=getattr(args, "broker", None),
+        site=getattr(args, "site", None),
+        model=getattr(args, "model", None),
+        realtime=getattr(args, "realtime", None),
+    )
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon, DaemonError
+
+    config = _load_config(args)
+    _setup_logging(args.log_level or config.log_level)
+    overrides = {
+        "source": args.source,
+        "broker": args.broker,
+        "site": args.site,
+        "model": args.model,
+        "realtime": args.realtime,
+    }
+    try:
+        return Daemon(config, config_path=args.config, overrides=overrides).run()
+    except DaemonError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+
+
+# ----------------------------------------------------------------------- transcribe
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from .daemon import DaemonError, load_recognizer
+
+    _setup_logging(args.log_level or "warning")
+    try:
+        recognizer = load_recognizer(args.model)
+    except DaemonError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    status = EXIT_OK
+    for name in args.files:
+        try:
+            pcm = audio_mod.read_audio(name)
+        except audio_mod.AudioError as exc:
+            _error(str(exc))
+            status = EXIT_FAILED
+            continue
+        started = time.perf_counter()
+        result = recognizer.recognize(pcm)
+        ms = round((time.perf_counter() - started) * 1000.0, 1)
+        if args.json:
+            record = {
+                "file": name,
+                "text": result.text,
+                "intent": result.intent,
+                "slots": result.slots,
+                "confidence": round(float(result.confidence), 4),
+                "ms": ms,
+            }
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+        else:
+            verdict = result.intent if result.intent else "rejected"
+            slots = " ".join(f"{k}={_slot_text(v)}" for k, v in result.slots.items())
+            print(
+                f"{name}: {result.text!r} -> {verdict} {slots}".rstrip()
+                + f" ({result.confidence:.2f}, {ms:.0f} ms)",
+                flush=True,
+            )
+    return status
+
+
+def _slot_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("value", value.get("text", value)))
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- say
+
+
+def cmd_say(args: argparse.Namespace) -> int:
+    from .tts import Speaker
+
+    config = _load_config(args)
+    _setup_logging(args.log_level or "warning")
+    speaker = Speaker(config.tts)
+    try:
+        wav = Path(args.wav) if args.wav else None
+        if speaker.say(" ".join(args.text), wav_path=wav):
+            return EXIT_OK
+        _error("could not speak (see the warning above); try --wav FILE to save it instead")
+        return EXIT_FAILED
+    finally:
+        speaker.close()
+
+
+# ------------------------------------------------------------------------- devices
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    try:
+        devices = audio_mod.list_devices()
+    except audio_mod.AudioError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    if not devices:
+        print("no audio input devices found")
+        return EXIT_OK
+    for info in devices:
+        print(info)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- check
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .daemon import DaemonError, load_recognizer
+
+    _setup_logging(args.log_level or "error")
+    failures = 0
+
+    def verdict(what: str, ok: bool, detail: str) -> None:
+        nonlocal failures
+        failures += 0 if ok else 1
+        print(f"{what + ':':<8} {'OK  ' if ok else 'FAIL'} {detail}", flush=True)
+
+    try:
+        config = _load_config(args)
+        verdict("config", True, str(config.path) if config.path else "built-in defaults")
+    except ConfigError as exc:
+        verdict("config", False, str(exc))
+        config = Config()
+
+    try:
+        recognizer = load_recognizer(config.model.dir)
+        verdict("model", True, recognizer.name)
+    except DaemonError as exc:
+        verdict("model", False, str(exc))
+
+    source = config.audio.source
+    try:
+        if source == "mic":
+            device = audio_mod.resolve_device(config.audio.device, audio_mod.list_devices())
+            verdict("audio", True, f"microphone {device}")
+        elif source == "-":
+            verdict("audio", True, "raw s16le 16 kHz mono on stdin")
+        else:
+            audio_mod.FileSource(source)
+            verdict("audio", True, f"file {source}")
+    except audio_mod.AudioError as exc:
+        verdict("audio", False, str(exc))
+
+    ok, detail = _check_broker(config)
+    verdict("broker", ok, detail)
+    return EXIT_OK if failures == 0 else EXIT_FAILED
+
+
+def _check_broker(config: Config) -> tuple[bool, str]:
+    from .mqtt import probe_broker
+
+    return probe_broker(config.mqtt)
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="assistant", description="Offline voice commands for the Raspberry Pi."
+    )
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="override log level"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help="TOML config (default /etc/assistant/…)")
+
+    run = sub.add_parser("run", help="run the daemon")
+    with_config(run)
+    run.add_argument("--source", help="mic, - (raw s16le 16 kHz mono on stdin) or an audio file")
+    run.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker")
+    run.add_argument("--site", help="site name in MQTT topics (default: hostname)")
+    run.add_argument("--model", type=Path, metavar="DIR", help="model bundle directory")
+    run.add_argument(
+        "--realtime", action="store_true", default=None, help="pace file sources at real time"
+    )
+    run.set_defaults(func=cmd_run)
+
+    transcribe = sub.add_parser("transcribe", help="recognise audio files")
+    transcribe.add_argument("--model", type=Path, metavar="DIR", help="model bundle directory")
+    transcribe.add_argument("--json", action="store_true", help="one JSON object per line")
+    transcribe.add_argument("files", nargs="+", metavar="FILE")
+    transcribe.set_defaults(func=cmd_transcribe)
+
+    say = sub.add_parser("say", help="speak a sentence")
+    with_config(say)
+    say.add_argument("--wav", metavar="FILE", help="save to a WAV file instead of playing")
+    say.add_argument("text", nargs="+")
+    say.set_defaults(func=cmd_say)
+
+    devices = sub.add_parser("devices", help="list audio input devices")
+    devices.set_defaults(func=cmd_devices)
+
+    check = sub.add_parser("check", help="check config, model, audio device and broker")
+    with_config(check)
+    check.add_argument("--model", type=Path, metavar="DIR", help="model bundle directory")
+    check.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker")
+    check.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""The daemon: audio -> Segmenter -> Recognizer -> Bus, and the service lifecycle around it.
+
+Threads, one job each:
+  audio      reads frames, runs the VAD, queues utterances (never waits for recognition, so a
+             slow Pi drops no microphone samples while it recognises);
+  recognise  turns utterances into Results, publishes them, queues spoken replies;
+  tts        (tts.Speaker) speaks replies and MQTT "say" requests, muting the microphone;
+  main       signals, sd_notify (READY, WATCHDOG while the audio loop is alive, STOPPING),
+             SIGHUP reload, shutdown.
+SIGTERM stops the source, finishes the utterance in flight, flushes the outbox and exits 0.
+A file source behaves the same at its end of file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from . import audio as audio_mod
+from .config import Config, ConfigError, load
+from .mqtt import BrokerUnavailable, Bus, BusConfigError
+from .notify import Notifier, watchdog_interval
+from .result import Result
+from .tts import MicGate, Speaker, render_reply
+from .vad import Segmenter, Utterance
+
+log = logging.getLogger(__name__)
+
+_END = object()
+FLUSH_TIMEOUT_S = 10.0
+AUDIO_STALL_S = 5.0  # no frame (or back-off tick) for this long: the audio loop is stuck
+RECOGNISE_STALL_S = 60.0  # one utterance taking this long: the recogniser is stuck
+QUEUE_LIMIT = 32  # utterances waiting for recognition; beyond that the oldest are dropped
+
+
+class DaemonError(Exception):
+    """A user-readable reason the daemon cannot start."""
+
+
+def load_recognizer(model_dir: Path | None) -> Any:
+    from .bundle import BundleError
+    from .recognizer import DEFAULT_MODEL_DIR, Recognizer
+
+    path = Path(model_dir) if model_dir is not None else Path(DEFAULT_MODEL_DIR)
+    try:
+        return Recognizer.load(path)
+    except BundleError as exc:
+        raise DaemonError(f"model {path}: {exc}") from None
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        overrides: dict[str, Any] | None = None,
+        source: audio_mod.Source | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self._config_path = config_path
+        self._overrides = overrides or {}
+        self._notifier = notifier or Notifier()
+        self._source_override = source
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._utterances: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_LIMIT)
+        self._heartbeat = time.monotonic()
+        self._recognising_since: float | None = None
+        self._bus_lock = threading.Lock()
+        self._pending_segmenter: Segmenter | None = None
+        self._t0 = time.time()  # wall clock of stream time 0
+        self.published = 0
+        self.gate = MicGate(config.tts.mute_tail_ms / 1000)
+        self.speaker: Speaker | None = None
+        self.recognizer: Any = None
+        self.bus: Any = None
+        self.source: audio_mod.Source | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def request_stop(self, *_: Any) -> None:
+        # The audio loop stops at the next point where no utterance is in progress; the
+        # supervisor stops the source outright if that takes longer than an utterance can last.
+        self._stop.set()
+
+    def request_reload(self, *_: Any) -> None:
+        self._reload.set()
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT or the end of a file source; the process exit status."""
+        self._start()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+            signal.signal(signal.SIGHUP, self.request_reload)
+        audio_thread = threading.Thread(target=self._audio_loop, name="audio", daemon=True)
+        recognise_thread = threading.Thread(
+            target=self._recognise_loop, name="recognise", daemon=True
+        )
+        recognise_thread.start()
+        audio_thread.start()
+        self._notifier.ready(f"listening on {self.source.name}")  # type: ignore[union-attr]
+        log.info("ready: %s -> %s", self.source.name, self.recognizer.name)  # type: ignore[union-attr]
+        self._supervise(audio_thread)
+        # Drain: the audio loop has flushed the segmenter; let recognition finish.
+        self._notifier.stopping()
+        audio_thread.join(FLUSH_TIMEOUT_S)
+        recognise_thread.join(FLUSH_TIMEOUT_S + RECOGNISE_STALL_S)
+        return self._shutdown()
+
+    def _start(self) -> None:
+        config = self.config
+        self.recognizer = load_recognizer(config.model.dir)
+        self.source = self._source_override or self._open_source(config)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.speaker = Speaker(config.tts, self.gate) if config.tts.enabled else None
+        self.bus = self._make_bus(config)
+        try:
+            self.bus.start()
+        except (BusConfigError, BrokerUnavailable) as exc:
+            raise DaemonError(str(exc)) from None
+
+    def _open_source(self, config: Config) -> audio_mod.Source:
+        try:
+            return audio_mod.open_source(
+                config.audio.source,
+                frame_ms=config.vad.frame_ms,
+                realtime=config.audio.realtime,
+                device=config.audio.device,
+                on_wait=self._beat,
+            )
+        except audio_mod.AudioError as exc:
+            raise DaemonError(str(exc)) from None
+
+    def _make_bus(self, config: Config) -> Any:
+        return Bus(config.mqtt, config.state_dir / "outbox.sqlite3", on_say=self._on_say)
+
+    def _shutdown(self) -> int:
+        ok = True
+        with self._bus_lock:
+            if self.bus is not None:
+                ok = self.bus.stop(FLUSH_TIMEOUT_S)
+        if not ok:
+            log.warning("outbox not fully delivered; it is kept on disk for the next start")
+        if self.speaker is not None:
+            self.speaker.close()
+        log.info("stopped after %d transcript(s)", self.published)
+        return 0
+
+    # -- main thread: watchdog and reload --------------------------------------------
+
+    def _beat(self) -> None:
+        self._heartbeat = time.monotonic()
+
+    def healthy(self) -> bool:
+        now = time.monotonic()
+        if now - self._heartbeat > AUDIO_STALL_S:
+            return False
+        since = self._recognising_since
+        return since is None or now - since < RECOGNISE_STALL_S
+
+    def _supervise(self, audio_thread: threading.Thread) -> None:
+        interval = watchdog_interval()
+        next_pet = 0.0
+        was_healthy = True
+        stop_deadline: float | None = None
+        while audio_thread.is_alive():
+            if self._stop.is_set() and stop_deadline is None:
+                log.info("stopping: finishing the utterance in flight")
+                self._notifier.stopping()
+                stop_deadline = time.monotonic() + self.config.vad.max_utterance_ms / 1000 + 1
+            if stop_deadline is not None and time.monotonic() > stop_deadline:
+                self.source.stop()  # type: ignore[union-attr]
+            if self._reload.is_set():
+                self._reload.clear()
+                self._do_reload()
+            healthy = self.healthy()
+            if healthy != was_healthy:
+                if healthy:
+                    log.info("audio loop alive again")
+                else:
+                    log.error("audio loop stalled: no longer petting the watchdog")
+                was_healthy = healthy
+            if interval and healthy and time.monotonic() >= next_pet:
+                self._notifier.watchdog()
+                next_pet = time.monotonic() + interval
+            audio_thread.join(min(0.5, interval or 0.5))
+
+    def _do_reload(self) -> None:
+        path = self._config_path or self.config.path
+        self._notifier.reloading()
+        try:
+            new = load(path).with_overrides(**self._overrides)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running config: %s", exc)
+            self._notifier.ready("reload failed; running on the previous config")
+            return
+        old = self.config
+        if new.audio != old.audio or new.state_dir != old.state_dir:
+            log.warning("audio and state_dir changes take effect after a restart")
+            new = dataclasses.replace(new, audio=old.audio, state_dir=old.state_dir)
+        if new.model != old.model:
+            try:
+                self.recognizer = load_recognizer(new.model.dir)
+                log.info("model reloaded: %s", self.recognizer.name)
+            except DaemonError as exc:
+                log.error("reload kept the old model: %s", exc)
+                new = dataclasses.replace(new, model=old.model)
+        if new.vad != old.vad:
+            self._pending_segmenter = Segmenter(new.vad)
+        if new.tts != old.tts and self.speaker is not None:
+            self.speaker.update(new.tts)
+        if new.mqtt != old.mqtt:
+            with self._bus_lock:
+                self.bus.stop(FLUSH_TIMEOUT_S)
+                self.bus = self._make_bus(new)
+                self.bus.start()
+        logging.getLogger().setLevel(new.log_level.upper())
+        self.config = new
+        log.info("configuration reloaded from %s", path or "defaults")
+        self._notifier.ready("configuration reloaded")
+
+    # -- audio thread ------------------------------------------------------------------
+
+    def _audio_loop(self) -> None:
+        assert self.source is not None
+        segmenter = Segmenter(self.config.vad)
+        self._t0 = time.time()
+        try:
+            for frame in self.source.frames():
+                self._beat()
+                if self._stop.is_set() and not segmenter.active:
+                    break
+                if self._pending_segmenter is not None and not segmenter.active:
+                    segmenter, self._pending_segmenter = self._pending_segmenter, None
+                    log.info("VAD settings applied")
+                if self.gate.muted:
+                    segmenter.skip(frame.size)  # our own voice: never listen to it
+                    continue
+                utterance = segmenter.feed(frame)
+                if utterance is not None:
+                    self._enqueue(utterance)
+            self.source.stop()
+        except audio_mod.AudioError as exc:
+            log.error("audio source failed: %s", exc)
+        except Exception:
+            log.exception("audio loop crashed")
+            raise
+        finally:
+            last = segmenter.flush()
+            if last is not None:
+                self._enqueue(last)
+            self._utterances.put(_END)
+
+    def _enqueue(self, utterance: Utterance) -> None:
+        try:
+            self._utterances.put_nowait(utterance)
+        except queue.Full:
+            # Recognition cannot keep up (it should on any Pi): drop the oldest, not the audio.
+            dropped = self._utterances.get_nowait()
+            log.error("recogniser behind: dropped utterance at %.1f s", dropped.start_s)
+            self._utterances.put_nowait(utterance)
+
+    # -- recognise thread ----------------------------------------------------------------
+
+    def _recognise_loop(self) -> None:
+        while True:
+            item = self._utterances.get()
+            if item is _END:
+                return
+            self._recognising_since = time.monotonic()
+            try:
+                self._handle(item)
+            except Exception:  # noqa: BLE001 - one bad utterance must not end the service
+                log.exception("failed to handle utterance at %.2f s", item.start_s)
+            finally:
+                self._recognising_since = None
+
+    def _handle(self, utterance: Utterance) -> None:
+        recognizer = self.recognizer
+        try:
+            result = recognizer.recognize(utterance.pcm)
+        except Exception:  # noqa: BLE001 - publish a rejection so subscribers stay in step
+            log.exception("recognition failed for utterance at %.2f s", utterance.start_s)
+            result = Result(text="", intent=None)
+        latency_ms = (time.monotonic() - utterance.closed_at) * 1000.0
+        with self._bus_lock:
+            self.bus.publish_transcript(
+                result,
+                utterance_id=uuid.uuid4().hex,
+                started=self._t0 + utterance.start_s,
+                ended=self._t0 + utterance.end_s,
+                latency_ms=round(latency_ms, 1),
+                model=recognizer.name,
+            )
+        self.published += 1
+        log.info(
+            "%.2f-%.2f s: %r intent=%s confidence=%.2f latency=%.0f ms",
+            utterance.start_s,
+            utterance.end_s,
+            result.text,
+            result.intent,
+            result.confidence,
+            latency_ms,
+        )
+        reply = render_reply(result, self.config.replies)
+        if reply and self.speaker is not None and self.source is not None and self.source.live:
+            self.speaker.say_async(reply)
+
+    # -- bus callback (MQTT network thread) -----------------------------------------------
+
+    def _on_say(self, request: Any) -> None:
+        # Called on the bus's say thread, one request at a time: speaking here serialises them.
+        if self.speaker is None:
+            log.info("say request ignored (tts disabled): %r", request.text)
+        else:
+            self.speaker.say(request.text)
+        # "said" is sent even when nothing could be played: the request was handled.
+        with self._bus_lock:
+            self.bus.publish_said(request)
