@@ -45,8 +45,19 @@ class Hypothesis:
     tokens: tuple[int, ...]  # ends with </s>
     log_prob: float  # sum over tokens, </s> included
     score: float  # length-normalised log-prob, what hypotheses are ranked by
-    readings: tuple[tuple[str, ...], ...] = ()  # word sequences of the graph paths (homophones)
     dfa_state: int = -1  # determinised graph state before </s>
+    graph: Graph | None = field(default=None, repr=False, compare=False)
+    max_readings: int = 4
+    _readings: tuple[tuple[str, ...], ...] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def readings(self) -> tuple[tuple[str, ...], ...]:
+        """Word sequences of up to ``max_readings`` graph paths spelling these tokens
+        (homophones give several); found on first use, not during the search."""
+        if self._readings is None:
+            paths = self.graph.word_paths(self.tokens, self.max_readings) if self.graph else []
+            self._readings = tuple(paths)
+        return self._readings
 
     @property
     def words(self) -> tuple[str, ...]:
@@ -240,7 +251,7 @@ def constrained_search(
     graph = grammar if isinstance(grammar, Graph) else grammar.graph
     hyps = _search(model, graph, beam, max_steps, length_penalty)
     for h in hyps:
-        h.readings = tuple(graph.word_paths(h.tokens, limit=readings))
+        h.graph, h.max_readings = graph, readings
     return hyps
 
 

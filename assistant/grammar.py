@@ -37,6 +37,7 @@ import random
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -131,6 +132,16 @@ class Graph:
     def arcs(self, state: int) -> range:
         return range(int(self.arc_start[state]), int(self.arc_start[state + 1]))
 
+    @cached_property
+    def adjacency(self) -> list[list[tuple[int, int, int]]]:
+        """(token, next state, word id) per state as Python lists: fast for path walks."""
+        toks, nxts, words = (a.tolist() for a in (self.arc_token, self.arc_next, self.arc_word))
+        bounds = self.arc_start.tolist()
+        return [
+            list(zip(toks[lo:hi], nxts[lo:hi], words[lo:hi], strict=True))
+            for lo, hi in itertools.pairwise(bounds)
+        ]
+
     def accepts(self, tokens: Sequence[int]) -> bool:
         states = {self.start}
         for tok in tokens:
@@ -149,6 +160,7 @@ class Graph:
         such as "for"/"four" give several)."""
         dead: set[tuple[int, int]] = set()
         found: list[tuple[str, ...]] = []
+        adjacency = self.adjacency
 
         def walk(state: int, pos: int, words: tuple[str, ...]) -> bool:
             if len(found) >= limit or (state, pos) in dead:
@@ -159,12 +171,10 @@ class Graph:
                     return True
                 return False
             ok = False
-            for a in self.arcs(state):
-                if self.arc_token[a] != tokens[pos]:
-                    continue
-                w = int(self.arc_word[a])
-                more = words + (self.words[w],) if w >= 0 else words
-                ok |= walk(int(self.arc_next[a]), pos + 1, more)
+            for tok, nxt, w in adjacency[state]:
+                if tok == tokens[pos]:
+                    more = words + (self.words[w],) if w >= 0 else words
+                    ok |= walk(nxt, pos + 1, more)
             if not ok:
                 dead.add((state, pos))
             return ok

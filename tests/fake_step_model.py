@@ -31,6 +31,14 @@ class FakeStepModel:
         self.strength = strength
         self.calls = 0
 
+    def _expected(self, pos: int, token: int) -> bool:
+        """Was ``token`` (fed at step ``pos``) the target, or the distractor the model liked?"""
+        if pos == 0:
+            return token == PAD_ID
+        if pos > len(self.target):
+            return False
+        return token in (self.target[pos - 1], self.distractors.get(pos - 1))
+
     def start(self) -> np.ndarray:
         return np.array([0.0, 1.0], dtype=np.float32)
 
@@ -40,12 +48,7 @@ class FakeStepModel:
         self.calls += 1
         pos = states[:, 0].astype(int)
         on = states[:, 1] > 0.5
-        prev_ok = np.array(
-            [
-                p == 0 and t == PAD_ID or 0 < p <= len(self.target) and t == self.target[p - 1]
-                for p, t in zip(pos, tokens, strict=True)
-            ]
-        )
+        prev_ok = np.array([self._expected(p, t) for p, t in zip(pos, tokens, strict=True)])
         on = on & prev_ok
         logits = np.zeros((self.batch_size, self.vocab_size), dtype=np.float32)
         for row in np.flatnonzero(on):

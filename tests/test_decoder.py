@@ -1,0 +1,172 @@
+"""Constrained beam search against a deterministic fake decoder step."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fake_step_model import FakeStepModel
+
+from assistant import lexicon
+from assistant.decoder import (
+    NO_RIVAL_MARGIN,
+    Hypothesis,
+    confidence_features,
+    constrained_search,
+    free_search,
+)
+from assistant.grammar import Grammar, grammar_from_dict, load_grammar
+from assistant.lexicon import EOS_ID, TOKEN_INDEX, WORD_BOUNDARY_ID
+
+HOME = """
+language: en
+intents:
+  HassTurnOn:
+    data: [{sentences: ["turn on [the] {area} light[s]", "turn on [the] {name}"]}]
+  HassTurnOff:
+    data: [{sentences: ["turn off [the] {area} light[s]", "turn off [the] {name}"]}]
+  HassStartTimer:
+    data: [{sentences: ["set a timer for {minutes} minute[s]"]}]
+lists:
+  area: {values: [kitchen, living room, bedroom]}
+  name: {values: [lamp, fan, {in: "(tv|television)", out: tv}]}
+  minutes: {range: {from: 1, to: 60}}
+"""
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Grammar:
+    path = tmp_path_factory.mktemp("g") / "home.yaml"
+    path.write_text(textwrap.dedent(HOME), encoding="utf-8")
+    return load_grammar(path)
+
+
+def run(grammar: Grammar, text: str, **model_args: object) -> list[Hypothesis]:
+    model = FakeStepModel(lexicon.text_to_tokens(text), **model_args)  # type: ignore[arg-type]
+    return constrained_search(model, grammar, beam=8, max_steps=60)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["turn on the kitchen lights", "turn off fan", "set a timer for twenty five minutes"],
+)
+def test_finds_the_sentence_the_model_prefers(home: Grammar, text: str) -> None:
+    hyps = run(home, text)
+    assert hyps[0].text == text
+    assert hyps[0].tokens == tuple(lexicon.text_to_tokens(text))
+    assert hyps[0].interpret(home)[1] in {"HassTurnOn", "HassTurnOff", "HassStartTimer"}
+    assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+
+
+def test_every_hypothesis_is_in_the_grammar(home: Grammar) -> None:
+    hyps = run(home, "turn on the kitchen lights")
+    for h in hyps:
+        assert home.graph.accepts(h.tokens)
+        assert h.tokens[-1] == EOS_ID and h.readings
+        assert home.recognize_text(h.text) is not None
+
+
+def test_rejects_paths_outside_the_grammar(home: Grammar) -> None:
+    # The model prefers "garage" to "kitchen" (an out-of-grammar phone at the area's start):
+    # free decoding follows it, the grammar does not.
+    target = lexicon.text_to_tokens("turn on the kitchen lights")
+    pos = target.index(TOKEN_INDEX["K"], 6)
+    model = FakeStepModel(target, distractors={pos: TOKEN_INDEX["G"]})
+    free = free_search(model, beam=4, max_steps=60)
+    assert free.tokens[pos] == TOKEN_INDEX["G"]
+    hyps = constrained_search(FakeStepModel(target, distractors={pos: TOKEN_INDEX["G"]}), home)
+    assert hyps[0].text == "turn on the kitchen lights"
+    feats = confidence_features(hyps[0], free, hyps[1:], home)
+    assert feats.difference > 0.0  # the grammar had to override the model
+    assert feats.free_per_token > feats.constrained_per_token
+
+
+def test_confidence_margin_to_other_intent(home: Grammar) -> None:
+    hyps = run(home, "turn on the lamp")
+    free = free_search(FakeStepModel(lexicon.text_to_tokens("turn on the lamp")))
+    feats = confidence_features(hyps[0], free, hyps[1:], home)
+    assert 0.0 < feats.margin <= NO_RIVAL_MARGIN
+    assert abs(feats.difference) < 1e-6  # the model's favourite is in the grammar
+    assert feats.as_array().shape == (5,)
+
+
+def test_homophones_share_one_beam_entry() -> None:
+    g = grammar_from_dict(
+        {"intents": {"A": {"data": [{"sentences": ["(for|four) (to|two|too)"]}]}}}
+    )
+    hyps = constrained_search(FakeStepModel(lexicon.text_to_tokens("four two")), g)
+    token_seqs = [h.tokens for h in hyps]
+    assert len(token_seqs) == len(set(token_seqs))
+    best = hyps[0]
+    assert len(best.readings) >= 4  # one token sequence, several word readings
+    assert "four two" in best.texts and len(set(best.texts)) == len(best.texts)
+
+
+def test_phone_loop_free_search_is_well_formed() -> None:
+    target = lexicon.text_to_tokens("hello world")
+    result = free_search(FakeStepModel(target), phone_loop=True)
+    assert list(result.tokens) == target
+    assert result.tokens[0] > WORD_BOUNDARY_ID
+    assert result.phones.endswith("</s>")
+
+
+def test_row_padding_and_small_batch(home: Grammar) -> None:
+    hyps = run(home, "turn off the bedroom light", batch_size=3)
+    assert hyps[0].text == "turn off the bedroom light"
+
+
+def test_max_steps_too_small_gives_nothing(home: Grammar) -> None:
+    model = FakeStepModel(lexicon.text_to_tokens("turn on the kitchen lights"))
+    assert constrained_search(model, home, max_steps=5) == []
+
+
+class ConstantModel(FakeStepModel):
+    """Fixed-cost model step: lets the test measure the search's own Python time."""
+
+    def step(self, tokens: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += 1
+        pos = states[:, 0].astype(int)
+        logits = self._table[np.minimum(pos, len(self.target) - 1)]
+        return logits, states + np.array([1.0, 0.0], dtype=np.float32)
+
+    def prepare(self) -> None:
+        table = np.full((len(self.target), self.vocab_size), -8.0, dtype=np.float32)
+        table[np.arange(len(self.target)), self.target] = -0.01
+        self._table = table
+
+
+def _decode_time(grammar: Grammar, text: str) -> tuple[float, int]:
+    model = ConstantModel(lexicon.text_to_tokens(text))
+    model.prepare()
+    constrained_search(model, grammar)  # warm the lazy determinisation cache
+    model.calls = 0
+    start = time.perf_counter()
+    hyps = constrained_search(model, grammar)
+    elapsed = time.perf_counter() - start
+    assert hyps[0].text == text
+    return elapsed, model.calls
+
+
+def test_decode_cost_does_not_grow_with_sentence_count(tmp_path: Path, home: Grammar) -> None:
+    words = "red green blue cyan pink gold grey white black brown".split()
+    lists = {f"l{i}": {"values": [f"{w}" for w in words]} for i in range(7)}
+    big = grammar_from_dict(
+        {
+            "intents": {
+                "Big": {"data": [{"sentences": [" ".join(f"{{l{i}}}" for i in range(7))]}]}
+            },
+            "lists": lists,
+        }
+    )
+    assert big.expansion_count() == 1e7
+    big_time, big_steps = _decode_time(big, "red blue pink gold grey white cyan")
+    small_time, small_steps = _decode_time(home, "set a timer for twenty five minutes")
+    per_step_big, per_step_small = big_time / big_steps, small_time / small_steps
+    print(
+        f"search time per step: big {per_step_big * 1e3:.3f} ms, "
+        f"small {per_step_small * 1e3:.3f} ms"
+    )
+    assert per_step_big < 1e-3 and per_step_small < 1e-3  # 25 steps -> a few ms in all
