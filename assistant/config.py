@@ -213,11 +213,12 @@ def _replies(value: Any, where: _Locator) -> Mapping[str, str]:
 def _check_template(template: str) -> None:
     import string
 
-    for _, name, spec, _ in string.Formatter().parse(template):
+    # Plain {slot} only: attribute access or conversions would let a template poke at objects.
+    for _, name, spec, conversion in string.Formatter().parse(template):
         if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise ValueError(f"placeholder {{{name}}} must be a plain slot name")
-        if spec:
-            raise ValueError(f"placeholder {{{name}:{spec}}} may not have a format spec")
+        if spec or conversion:
+            raise ValueError(f"placeholder {{{name}}} may not have a format spec or conversion")
 
 
 def _section(name: str, cls: type, table: dict[str, Any], where: _Locator) -> Any:
