@@ -673,6 +673,9 @@ class Bus:
                 self._note_error(_describe_refusal(reason))
 
         def on_publish(_c, _u, mid, _reason, _props) -> None:
+            if mid == session.goodbye_mid:
+                session.goodbye_mid = None
+                return
             seq = session.inflight.pop(mid, None)
             if seq is not None:
                 session.acked.append(seq)
@@ -795,13 +798,7 @@ class Bus:
         payload = dumps(Status("offline", self.settings.site).to_dict())
         info = session.client.publish(self.topics.status, payload, qos=1, retain=True)
         if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-            session.goodbye_mid = info.mid
-
-            def on_publish(_c, _u, mid, _reason, _props) -> None:
-                if mid == session.goodbye_mid:
-                    session.goodbye_mid = None
-
-            session.client.on_publish = on_publish
+            session.goodbye_mid = info.mid  # on_publish clears it at the PUBACK
 
 
 def probe_broker(settings: MqttSettings, timeout: float = 3.0) -> tuple[bool, str]:
