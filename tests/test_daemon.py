@@ -1,0 +1,306 @@
+"""The daemon end to end: real recordings in, real Mosquitto out, real sd_notify socket.
+
+Uses the real model bundle (models/home) and the real broker fixture from conftest.py; only
+the microphone hardware is replaced (in the watchdog test).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as paho
+import pytest
+import soundfile as sf
+
+from assistant.audio import read_audio
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+pytestmark = pytest.mark.skipif(not (DATA / "manifest.csv").exists(), reason="no shared data")
+SITE = "testsite"
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+class NotifySocket:
+    """What systemd sees: a datagram socket the service writes sd_notify messages to."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            for line in data.decode().splitlines():
+                self.messages.append((time.monotonic(), line))
+
+    def seen(self, message: str) -> list[float]:
+        return [t for t, m in self.messages if m == message]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+class Subscriber:
+    def __init__(self, host: str, port: int, topic: str) -> None:
+        self.messages: list[dict] = []
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        ready = threading.Event()
+        self.client.on_connect = lambda c, *_: (c.subscribe(topic, qos=1), ready.set())
+        self.client.on_message = lambda _c, _u, msg: self.messages.append(json.loads(msg.payload))
+        self.client.connect(host, port)
+        self.client.loop_start()
+        assert ready.wait(5)
+        time.sleep(0.2)
+
+    def wait_for(self, count: int, timeout: float) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # and nothing more arrives
+        return list(self.messages)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def commands(count: int) -> list[tuple[str, np.ndarray]]:
+    """Real test-split single-command recordings (Speech Commands words, AN4 answers)."""
+    with open(DATA / "manifest.csv", newline="") as handle:
+        rows = [
+            r
+            for r in csv.DictReader(handle)
+            if r["split"] == "test"
+            and r["corpus"] == "speech_commands_v2_test"
+            and r["label"]
+            and r["label"] not in ("_unknown_", "_silence_")
+        ]
+    picked = rows[:: max(1, len(rows) // count)][:count]
+    return [(r["path"], read_audio(DATA / r["path"])) for r in picked]
+
+
+def session_wav(tmp_path: Path, clips: list[np.ndarray], noise_db: float = -45.0) -> Path:
+    """Commands separated by 2 s of quiet room noise (running tap at `noise_db` dBFS)."""
+    tap = read_audio(DATA / "noise" / "running_tap.flac").astype(np.float64)
+    gap = 32000
+    parts = []
+    for clip in clips:
+        parts += [np.zeros(gap), clip.astype(np.float64)]
+    parts.append(np.zeros(gap))
+    audio = np.concatenate(parts)
+    noise = np.resize(tap, audio.size)
+    noise *= 10 ** (noise_db / 20) * 32768 / np.sqrt(np.mean(noise**2))
+    mixed = np.clip(audio + noise, -32768, 32767).astype(np.int16)
+    path = tmp_path / "session.wav"
+    sf.write(path, mixed, 16000)
+    return path
+
+
+def run_daemon(
+    args: list[str], tmp_path: Path, notify: NotifySocket | None = None, **env: str
+) -> subprocess.Popen[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    environ.update(STATE_DIRECTORY=str(tmp_path / "state"), PYTHONUNBUFFERED="1", **env)
+    if notify is not None:
+        environ["NOTIFY_SOCKET"] = str(notify.path)
+    return subprocess.Popen(
+        [sys.executable, "-m", "assistant.cli", "--log-level", "info", "run", *args],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    from assistant.daemon import load_recognizer
+
+    return load_recognizer(None)
+
+
+# -- tests ----------------------------------------------------------------------------------
+
+
+def test_file_source_end_to_end(tmp_path: Path, mosquitto_broker, recognizer) -> None:
+    clips = commands(5)
+    wav = session_wav(tmp_path, [pcm for _, pcm in clips])
+    # Expected: what the recogniser says about each command on its own, in order.
+    expected = [recognizer.recognize(pcm).text for _, pcm in clips]
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, f"assistant/{SITE}/transcript")
+    notify = NotifySocket(tmp_path / "notify.sock")
+    broker = f"{mosquitto_broker.host}:{mosquitto_broker.port}"
+    proc = run_daemon(["--source", str(wav), "--broker", broker, "--site", SITE], tmp_path, notify)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        notify.close()
+    assert proc.returncode == 0, err[-3000:]
+    got = sub.wait_for(len(clips), 10)
+    sub.close()
+    assert [m["text"] for m in got] == expected, err[-3000:]
+    assert len({m["id"] for m in got}) == len(got)
+    assert all(m["site"] == SITE and m["model"] == recognizer.name for m in got)
+    assert all(0 <= m["latency_ms"] < 5000 for m in got)
+    starts = [m["started"] for m in got]
+    assert starts == sorted(starts)
+    assert notify.seen("READY=1") and notify.seen("STOPPING=1")
+    assert notify.seen("READY=1")[0] < notify.seen("STOPPING=1")[0]
+
+
+def test_silence_and_noise_publish_nothing(tmp_path: Path, mosquitto_broker) -> None:
+    noise = np.concatenate(
+        [
+            read_audio(DATA / "noise" / f"{n}.flac")[: 16000 * 20]
+            for n in ("white_noise", "pink_noise", "running_tap", "exercise_bike")
+        ]
+        + [np.zeros(16000 * 10, np.int16)]
+    )
+    wav = tmp_path / "noise.wav"
+    sf.write(wav, noise, 16000)
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, f"assistant/{SITE}/transcript")
+    broker = f"{mosquitto_broker.host}:{mosquitto_broker.port}"
+    proc = run_daemon(["--source", str(wav), "--broker", broker, "--site", SITE], tmp_path)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    assert sub.wait_for(1, 1.0) == []
+    sub.close()
+
+
+def test_sigterm_finishes_and_flushes(tmp_path: Path, mosquitto_broker) -> None:
+    clips = commands(8)
+    wav = session_wav(tmp_path, [pcm for _, pcm in clips])
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, f"assistant/{SITE}/transcript")
+    notify = NotifySocket(tmp_path / "notify.sock")
+    broker = f"{mosquitto_broker.host}:{mosquitto_broker.port}"
+    proc = run_daemon(
+        ["--source", str(wav), "--broker", broker, "--site", SITE, "--realtime"],
+        tmp_path,
+        notify,
+        WATCHDOG_USEC="1000000",
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not notify.seen("READY=1") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(6.5)  # two or three commands in, mid-way through the file
+        assert notify.seen("WATCHDOG=1"), "no watchdog pings while the audio loop runs"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        notify.close()
+    assert proc.returncode == 0, err[-3000:]
+    assert notify.seen("STOPPING=1")
+    # Everything the daemon recognised before it stopped reached the broker.
+    line = [ln for ln in err.splitlines() if "stopped after" in ln][-1]
+    published = int(line.split("stopped after ")[1].split()[0])
+    assert 1 <= published < len(clips)
+    assert len(sub.wait_for(published, 10)) == published
+    sub.close()
+
+
+def test_sighup_reload_keeps_old_config_when_broken(tmp_path: Path, mosquitto_broker) -> None:
+    clips = commands(6)
+    wav = session_wav(tmp_path, [pcm for _, pcm in clips])
+    config = tmp_path / "assistant.toml"
+    good = f"[mqtt]\nhost = '{mosquitto_broker.host}'\nport = {mosquitto_broker.port}\n"
+    good += f"site = '{SITE}'\n[audio]\nsource = '{wav}'\nrealtime = true\n"
+    config.write_text(good)
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, f"assistant/{SITE}/transcript")
+    notify = NotifySocket(tmp_path / "notify.sock")
+    proc = run_daemon(["--config", str(config)], tmp_path, notify)
+    try:
+        deadline = time.monotonic() + 60
+        while not notify.seen("READY=1") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        config.write_text(good + "[vad]\naggressiveness = 'very'\n")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        assert proc.poll() is None, "a broken config on reload must not stop the daemon"
+        config.write_text(good + "[vad]\nhangover_ms = 500\n")
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        notify.close()
+    assert proc.returncode == 0, err[-3000:]
+    assert "reload failed, keeping the running config" in err
+    assert f"{config}:9: vad.aggressiveness" in err
+    assert "configuration reloaded" in err
+    assert len(notify.seen("RELOADING=1")) == 2
+    # The daemon kept working through both reloads: every command was published.
+    assert len(sub.wait_for(len(clips), 10)) == len(clips)
+    sub.close()
+
+
+def test_watchdog_stops_when_the_audio_loop_stalls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mosquitto_broker
+) -> None:
+    from assistant import daemon as daemon_mod
+    from assistant.config import Config
+    from assistant.notify import Notifier
+
+    notify = NotifySocket(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    monkeypatch.setattr(daemon_mod, "AUDIO_STALL_S", 0.5)
+
+    class StallingMic:
+        """The microphone hardware: delivers for a while, then read() hangs (driver bug)."""
+
+        name = "mic:stalling"
+        live = True
+
+        def __init__(self) -> None:
+            self.stopped = threading.Event()
+
+        def frames(self):
+            for _ in range(30):
+                time.sleep(0.03)
+                yield np.zeros(480, np.int16)
+            self.stopped.wait(3.0)  # stuck
+
+        def stop(self) -> None:
+            self.stopped.set()
+
+    config = Config(state_dir=tmp_path / "state").with_overrides(
+        broker=f"{mosquitto_broker.host}:{mosquitto_broker.port}", site=SITE
+    )
+    daemon = daemon_mod.Daemon(config, source=StallingMic(), notifier=Notifier())
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(daemon.run()))
+    thread.start()
+    thread.join(15)
+    notify.close()
+    assert result == [0]
+    pings = notify.seen("WATCHDOG=1")
+    ready = notify.seen("READY=1")[0]
+    assert pings, "pinged while frames were flowing"
+    # Frames flowed for ~0.9 s; with a 0.5 s stall limit no ping comes after ~1.6 s.
+    assert max(pings) - ready < 1.8
+    assert not daemon.healthy()
