@@ -1,0 +1,119 @@
+"""The model bundle: a folder with manifest.json, TFLite graphs, the grammar and CARD.md.
+
+Every way a bundle can be wrong (missing or corrupt file, manifest from another version,
+graphs whose shapes disagree with the manifest) becomes one BundleError with a message a
+user can act on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .features import FeatureParams
+from .lexicon import TOKENS
+
+MANIFEST_FORMAT = 1
+
+
+class BundleError(Exception):
+    """A model bundle that cannot be used, with the reason."""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    file: str
+    frames: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    name: str
+    version: str
+    features: FeatureParams
+    tokens: tuple[str, ...]
+    encoders: tuple[EncoderSpec, ...]  # shortest first
+    decoder_step: str
+    beam: int
+    encoder_steps: int
+    enc_dim: int
+    state_size: int
+    grammar: Path
+    calibration: dict[str, Any]
+    raw: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}-{self.version}"
+
+
+def _require(manifest: dict, key: str, kind: type | tuple[type, ...], where: Path) -> Any:
+    if key not in manifest:
+        raise BundleError(f"{where}: manifest has no '{key}'")
+    value = manifest[key]
+    if not isinstance(value, kind):
+        raise BundleError(f"{where}: manifest '{key}' has the wrong type ({type(value).__name__})")
+    return value
+
+
+def load_bundle(path: Path) -> Bundle:
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such model folder")
+    if not manifest_path.is_file():
+        raise BundleError(f"{path}: not a model bundle (no manifest.json)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path}: must hold a JSON object")
+    fmt = manifest.get("format")
+    if fmt != MANIFEST_FORMAT:
+        raise BundleError(
+            f"{manifest_path}: bundle format {fmt!r}, this version reads format {MANIFEST_FORMAT}"
+        )
+    tokens = tuple(_require(manifest, "tokens", list, manifest_path))
+    if tokens != TOKENS:
+        raise BundleError(f"{manifest_path}: token list differs from this version's phone set")
+    features = FeatureParams.from_dict(_require(manifest, "features", dict, manifest_path))
+    if features.sample_rate != _require(manifest, "sample_rate", int, manifest_path):
+        raise BundleError(f"{manifest_path}: sample_rate and features.sample_rate disagree")
+    encoders = []
+    for entry in _require(manifest, "encoders", list, manifest_path):
+        try:
+            encoders.append(
+                EncoderSpec(str(entry["file"]), int(entry["frames"]), int(entry["steps"]))
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{manifest_path}: bad encoder entry {entry!r}") from exc
+    if not encoders:
+        raise BundleError(f"{manifest_path}: no encoders listed")
+    step = _require(manifest, "decoder_step", dict, manifest_path)
+    grammar = path / str(_require(manifest, "grammar", str, manifest_path))
+    for file in [e.file for e in encoders] + [step.get("file", "")]:
+        if not (path / file).is_file():
+            raise BundleError(f"{path}: model file '{file}' is missing")
+    if not grammar.is_file():
+        raise BundleError(f"{path}: grammar file '{grammar.name}' is missing")
+    return Bundle(
+        path=path,
+        name=str(manifest.get("name", path.name)),
+        version=str(manifest.get("version", "0")),
+        features=features,
+        tokens=tokens,
+        encoders=tuple(sorted(encoders, key=lambda e: e.frames)),
+        decoder_step=str(step["file"]),
+        beam=int(step.get("beam", 8)),
+        encoder_steps=int(_require(manifest, "encoder_steps", int, manifest_path)),
+        enc_dim=int(_require(manifest, "enc_dim", int, manifest_path)),
+        state_size=int(_require(manifest, "state_size", int, manifest_path)),
+        grammar=grammar,
+        calibration=dict(manifest.get("calibration", {})),
+        raw=manifest,
+    )

@@ -1,0 +1,37 @@
+"""Whichever TFLite interpreter is installed: ai-edge-litert (Python 3.11+ on x86-64 and
+aarch64), else tflite-runtime (32-bit Pi OS), else full TensorFlow (training machines)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def interpreter_class() -> tuple[type, str]:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, "tflite-runtime"
+    except ImportError:
+        pass
+    try:
+        import tensorflow as tf
+
+        return tf.lite.Interpreter, "tensorflow"
+    except ImportError as exc:
+        raise ImportError(
+            "no TFLite runtime installed: pip install ai-edge-litert (or tflite-runtime)"
+        ) from exc
+
+
+def load_interpreter(path: Path, num_threads: int = 1) -> Any:
+    interpreter_cls, _ = interpreter_class()
+    interpreter = interpreter_cls(model_path=str(path), num_threads=num_threads)
+    interpreter.allocate_tensors()
+    return interpreter

@@ -1,0 +1,1 @@
+"""Training, export, evaluation and benchmarking tools (need the `train` extra)."""

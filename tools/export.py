@@ -1,0 +1,123 @@
+"""Export a trained checkpoint as TFLite graphs: one encoder per input length bucket and one
+decoder step.
+
+Facts that shape this file (TF 2.21, see DESIGN.md): XNNPACK cannot resize inputs, so every
+shape is fixed (a few length buckets; all encoders pad their output to the longest bucket so
+that one decoder-step graph serves them all); the variables are attached to a tf.Module, not
+the Keras model, or the converter drops the weights; and dense layers are quantised per tensor
+so that older runtimes can load the dynamic-range model.
+
+Quantisation is dynamic range (int8 weights, float activations). Full-integer conversion
+segfaults on a looped GRU; unrolling avoids that but measured here it grows each encoder
+with its length (0.9 MB at 1.5 s, 1.4 MB at 3 s, int8) while the looped graph stays at
+0.46 MB for any length, at 2.7 ms instead of 1.5 ms for 3 s of audio (ai-edge-litert, x86).
+The size limit (1.5 MB for the bundle) decides: the GRUs stay looped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from tools.model import ModelConfig, Recogniser, subsampled_length
+from tools.train import build_model
+
+DEFAULT_BUCKETS = (300, 800)  # frames of 10 ms: 3 s, 8 s
+BEAM = 8
+
+
+class EncoderExport(tf.Module):
+    def __init__(self, model: Recogniser, frames: int, max_steps: int):
+        super().__init__()
+        # Keras 3 wraps each tf.Variable: attach the tf.Variables themselves, or the converter
+        # silently freezes nothing and the graph computes with missing weights.
+        self.tf_variables = [v.value for v in model.variables]
+        pad = max_steps - subsampled_length(frames)
+        n_mels = model.config.n_mels
+
+        @tf.function(input_signature=[tf.TensorSpec([1, frames, n_mels], tf.float32, name="feats")])
+        def encode(feats):
+            enc, keys = model.encode(feats)
+            ctc = tf.nn.log_softmax(model.ctc_head(enc))
+            paddings = [[0, 0], [0, pad], [0, 0]]
+            return {"enc": tf.pad(enc, paddings), "keys": tf.pad(keys, paddings), "ctc": ctc}
+
+        self.encode = encode
+
+
+class StepExport(tf.Module):
+    def __init__(self, model: Recogniser, max_steps: int, beam: int):
+        super().__init__()
+        self.tf_variables = [v.value for v in model.variables]
+        c = model.config
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([beam], tf.int32, name="tokens"),
+                tf.TensorSpec([beam, c.dec_units], tf.float32, name="state"),
+                tf.TensorSpec([1, max_steps, c.enc_dim], tf.float32, name="enc"),
+                tf.TensorSpec([1, max_steps, c.dec_units], tf.float32, name="keys"),
+                tf.TensorSpec([1, max_steps], tf.float32, name="mask"),
+            ]
+        )
+        def step(tokens, state, enc, keys, mask):
+            log_probs, new_state = model.decode_step(tokens, state, enc, keys, mask)
+            return {"log_probs": log_probs, "state": new_state}
+
+        self.step = step
+
+
+def convert(module: tf.Module, function, quantise: bool) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [function.get_concrete_function()], module
+    )
+    if quantise:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+    return converter.convert()
+
+
+def load_trained(checkpoint: Path, config: ModelConfig) -> Recogniser:
+    model = build_model(config)
+    model.load_weights(checkpoint)
+    return model
+
+
+def export(
+    checkpoint: Path,
+    config: ModelConfig,
+    out_dir: Path,
+    quantise: bool,
+    buckets: tuple[int, ...] = DEFAULT_BUCKETS,
+    beam: int = BEAM,
+) -> dict:
+    """Write encoder-<frames>.tflite and decoder-step.tflite; return their manifest entries."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = load_trained(checkpoint, config)
+    max_steps = subsampled_length(max(buckets))
+    encoders = []
+    for frames in buckets:
+        module = EncoderExport(model, frames, max_steps)
+        name = f"encoder-{frames}.tflite"
+        (out_dir / name).write_bytes(convert(module, module.encode, quantise))
+        encoders.append({"file": name, "frames": frames, "steps": subsampled_length(frames)})
+    step = StepExport(model, max_steps, beam)
+    (out_dir / "decoder-step.tflite").write_bytes(convert(step, step.step, quantise))
+    return {
+        "encoders": encoders,
+        "decoder_step": {"file": "decoder-step.tflite", "beam": beam},
+        "encoder_steps": max_steps,
+        "enc_dim": config.enc_dim,
+        "state_size": config.dec_units,
+        "quantisation": "int8 weights (dynamic range)" if quantise else "float32",
+    }
+
+
+def reference_outputs(checkpoint: Path, config: ModelConfig, feats: np.ndarray) -> np.ndarray:
+    """The Keras model's encoder states for a check against the TFLite graph."""
+    model = build_model(config)
+    model.load_weights(checkpoint)
+    enc, _ = model.encode(feats[None])
+    return enc.numpy()[0]

@@ -1,0 +1,129 @@
+"""Feature sets on disk: log-mel of each clip (clean and augmented copies) plus token targets.
+
+Features are computed once per variant with assistant.features.log_mel (the runtime's own
+function) and stored as one flat float16 array with offsets, so an epoch reads no audio.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from assistant.features import log_mel
+from assistant.lexicon import EOS_ID, text_to_tokens
+from tools import augment
+from tools.corpus import Clip, load_audio
+
+
+@dataclass
+class FeatureSet:
+    feats: np.ndarray  # [total_frames, n_mels] float16
+    offsets: np.ndarray  # [n + 1]
+    tokens: list[np.ndarray]
+    texts: list[str]
+    corpora: list[str]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def item(self, i: int) -> np.ndarray:
+        return self.feats[self.offsets[i] : self.offsets[i + 1]].astype(np.float32)
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tok_offsets = np.cumsum([0] + [len(t) for t in self.tokens])
+        np.savez(
+            path,
+            feats=self.feats,
+            offsets=self.offsets,
+            tokens=np.concatenate(self.tokens).astype(np.int16),
+            tok_offsets=tok_offsets,
+            texts=np.array(self.texts),
+            corpora=np.array(self.corpora),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureSet:
+        z = np.load(path)
+        tok, to = z["tokens"], z["tok_offsets"]
+        return cls(
+            feats=z["feats"],
+            offsets=z["offsets"],
+            tokens=[tok[to[i] : to[i + 1]].astype(np.int32) for i in range(len(to) - 1)],
+            texts=list(z["texts"]),
+            corpora=list(z["corpora"]),
+        )
+
+    @classmethod
+    def concat(cls, sets: list[FeatureSet]) -> FeatureSet:
+        offsets = [np.zeros(1, dtype=np.int64)]
+        base = 0
+        for s in sets:
+            offsets.append(s.offsets[1:] + base)
+            base += int(s.offsets[-1])
+        return cls(
+            feats=np.concatenate([s.feats for s in sets]),
+            offsets=np.concatenate(offsets),
+            tokens=[t for s in sets for t in s.tokens],
+            texts=[t for s in sets for t in s.texts],
+            corpora=[c for s in sets for c in s.corpora],
+        )
+
+
+def targets(text: str) -> np.ndarray:
+    return np.array(text_to_tokens(text) if text else [EOS_ID], dtype=np.int32)
+
+
+_NOISES: list[np.ndarray] = []
+
+
+def _init_worker(noises: list[np.ndarray]) -> None:
+    _NOISES[:] = noises
+
+
+def _variant(audio: np.ndarray, variant: int, seed: int) -> np.ndarray:
+    """Variant 0 is the clean clip; others get speed, gain, silence padding and noise."""
+    if variant == 0:
+        return audio
+    rng = np.random.default_rng(seed)
+    audio = augment.change_speed(audio, float(rng.choice([0.85, 0.9, 0.95, 1.05, 1.1, 1.15])))
+    audio = augment.pad_silence(audio, rng)
+    if _NOISES and rng.random() < 0.8:
+        noise = _NOISES[int(rng.integers(len(_NOISES)))]
+        audio = augment.mix_noise(audio, noise, float(rng.uniform(0, 25)), rng)
+    return augment.random_gain(audio, rng)
+
+
+def _features(job: tuple[str, int, int]) -> np.ndarray:
+    path, variant, seed = job
+    return log_mel(_variant(load_audio(Path(path)), variant, seed)).astype(np.float16)
+
+
+def build(
+    clips: list[Clip],
+    variants: int,
+    noises: list[np.ndarray],
+    workers: int = 2,
+    desc: str = "features",
+) -> FeatureSet:
+    jobs = [
+        (str(c.path), v, hash((str(c.path), v)) & 0xFFFFFFF) for v in range(variants) for c in clips
+    ]
+    with mp.Pool(workers, initializer=_init_worker, initargs=(noises,)) as pool:
+        feats = list(tqdm(pool.imap(_features, jobs, chunksize=32), total=len(jobs), desc=desc))
+    offsets = np.cumsum([0] + [len(f) for f in feats])
+    toks = [targets(c.text) for c in clips] * variants
+    return FeatureSet(
+        feats=np.concatenate(feats),
+        offsets=offsets,
+        tokens=toks,
+        texts=[c.text for c in clips] * variants,
+        corpora=[c.corpus for c in clips] * variants,
+    )

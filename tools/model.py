@@ -1,0 +1,105 @@
+"""The recogniser's network, defined once for training and for export.
+
+Encoder: log-mel -> two stride-2 convolutions (4x fewer frames, 40 ms per step) -> projection
+-> two bidirectional GRU layers. A CTC head on the encoder (training only) teaches it
+alignments early. Decoder: GRU over previous tokens with Luong ("general") attention over the
+encoder states; no input feeding, so teacher-forced training runs over all steps at once and
+inference is one small graph per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from assistant.lexicon import TOKENS
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_mels: int = 40
+    conv_channels: int = 32
+    proj_dim: int = 128
+    enc_units: int = 96  # per direction
+    enc_layers: int = 2
+    embed_dim: int = 64
+    dec_units: int = 160
+    vocab_size: int = len(TOKENS)
+
+    @property
+    def enc_dim(self) -> int:
+        return 2 * self.enc_units
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def subsampled_length(frames):
+    """Encoder steps for a number of feature frames (two 'same'-padded stride-2 convs)."""
+    return (frames + 3) // 4
+
+
+class Recogniser(keras.Model):
+    def __init__(self, config: ModelConfig, unroll: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        c = config
+        self.conv1 = layers.Conv2D(c.conv_channels, 3, strides=2, padding="same", activation="relu")
+        self.conv2 = layers.Conv2D(c.conv_channels, 3, strides=2, padding="same", activation="relu")
+        self.proj = layers.Dense(c.proj_dim, activation="relu")
+        self.enc_rnns = [
+            layers.Bidirectional(layers.GRU(c.enc_units, return_sequences=True, unroll=unroll))
+            for _ in range(c.enc_layers)
+        ]
+        self.ctc_head = layers.Dense(c.vocab_size + 1)  # last index = CTC blank
+        self.attn_keys = layers.Dense(c.dec_units, use_bias=False)  # Luong "general" W
+        self.embed = layers.Embedding(c.vocab_size, c.embed_dim)
+        self.dec_cell = layers.GRUCell(c.dec_units)
+        self.dec_rnn = layers.RNN(self.dec_cell, return_sequences=True)
+        self.combine = layers.Dense(c.dec_units, activation="tanh")
+        self.out = layers.Dense(c.vocab_size)
+
+    # -- encoder -------------------------------------------------------------------------
+    def encode(self, feats, training=False):
+        """feats [B, T, n_mels] -> (encoder states [B, T', enc_dim], attention keys [B, T', dec])."""
+        x = feats[..., None]
+        x = self.conv1(x)
+        x = self.conv2(x)
+        shape = tf.shape(x)
+        x = tf.reshape(x, [shape[0], shape[1], x.shape[2] * x.shape[3]])
+        x = self.proj(x)
+        for rnn in self.enc_rnns:
+            x = rnn(x, training=training)
+        return x, self.attn_keys(x)
+
+    # -- decoder -------------------------------------------------------------------------
+    def attend(self, dec_h, enc, keys, enc_mask):
+        """dec_h [B, U, H]; enc [B, T', D]; keys [B, T', H]; enc_mask [B, T'] (1 = real)."""
+        scores = tf.einsum("buh,bth->but", dec_h, keys)
+        scores += (1.0 - enc_mask[:, None, :]) * -1e9
+        weights = tf.nn.softmax(scores, axis=-1)
+        context = tf.einsum("but,btd->bud", weights, enc)
+        return self.out(self.combine(tf.concat([dec_h, context], axis=-1)))
+
+    def decode_teacher_forced(self, prev_tokens, enc, keys, enc_mask, training=False):
+        dec_h = self.dec_rnn(self.embed(prev_tokens), training=training)
+        return self.attend(dec_h, enc, keys, enc_mask)
+
+    def decode_step(self, tokens, state, enc, keys, enc_mask):
+        """One step for a beam: tokens [B], state [B, H]; enc/keys/mask of batch 1 (shared)."""
+        h, _ = self.dec_cell(self.embed(tokens), [state])
+        batch = tf.shape(tokens)[0]
+        enc_b = tf.repeat(enc, batch, axis=0)
+        keys_b = tf.repeat(keys, batch, axis=0)
+        mask_b = tf.repeat(enc_mask, batch, axis=0)
+        logits = self.attend(h[:, None, :], enc_b, keys_b, mask_b)[:, 0, :]
+        return tf.nn.log_softmax(logits), h
+
+    def call(self, inputs, training=False):
+        feats, prev_tokens, enc_mask = inputs
+        enc, keys = self.encode(feats, training=training)
+        logits = self.decode_teacher_forced(prev_tokens, enc, keys, enc_mask, training=training)
+        return logits, self.ctc_head(enc)

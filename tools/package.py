@@ -1,0 +1,60 @@
+"""Write a model bundle folder (manifest.json, TFLite graphs, grammar) from a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from assistant.bundle import MANIFEST_FORMAT
+from assistant.features import FeatureParams
+from assistant.lexicon import TOKENS
+from tools.export import DEFAULT_BUCKETS, export
+from tools.model import ModelConfig
+
+
+def write_bundle(
+    checkpoint: Path,
+    out: Path,
+    grammar: Path,
+    name: str,
+    version: str,
+    quantise: bool = True,
+    buckets: tuple[int, ...] = DEFAULT_BUCKETS,
+    training: dict[str, Any] | None = None,
+) -> Path:
+    config_path = checkpoint.parent / "config.json"
+    config = (
+        ModelConfig(**json.loads(config_path.read_text()))
+        if config_path.exists()
+        else ModelConfig()
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    graphs = export(checkpoint, config, out, quantise=quantise, buckets=buckets)
+    if grammar.resolve() != (out / "grammar.yaml").resolve():
+        shutil.copyfile(grammar, out / "grammar.yaml")
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "version": version,
+        "sample_rate": FeatureParams().sample_rate,
+        "features": FeatureParams().to_dict(),
+        "tokens": list(TOKENS),
+        "model": config.to_dict(),
+        **graphs,
+        "grammar": "grammar.yaml",
+        "training": training or {},
+        "calibration": {},
+        "metrics": {},
+    }
+    update_manifest(out, manifest)
+    return out
+
+
+def update_manifest(bundle: Path, fields: dict[str, Any]) -> dict[str, Any]:
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    manifest.update(fields)
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -1,0 +1,235 @@
+"""Train the recogniser on feature sets: `python -m tools.train --sets .cache/real_train.npz --out runs/x`.
+
+Joint attention (label-smoothed cross-entropy, teacher forcing) + CTC loss, SpecAugment,
+length-bucketed batches, a checkpoint after every epoch (training resumes from it), and a
+CSV of the training curve for plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from assistant.lexicon import PAD_ID
+from tools.featcache import FeatureSet
+from tools.model import ModelConfig, Recogniser, subsampled_length
+
+CTC_WEIGHT = 0.3
+LABEL_SMOOTHING = 0.1
+
+
+def make_batches(
+    lengths: np.ndarray, max_frames: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Groups of similar length whose padded size stays under max_frames."""
+    order = np.argsort(lengths + rng.uniform(0, 30, size=lengths.shape))
+    batches, current, longest = [], [], 0
+    for i in order:
+        longest_if_added = max(longest, lengths[i])
+        if current and longest_if_added * (len(current) + 1) > max_frames:
+            batches.append(np.array(current))
+            current, longest_if_added = [], lengths[i]
+        current.append(i)
+        longest = longest_if_added
+    if current:
+        batches.append(np.array(current))
+    rng.shuffle(batches)
+    return batches
+
+
+def spec_augment(feats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    feats = feats.copy()
+    t, f = feats.shape
+    for _ in range(2):
+        width = int(rng.integers(0, 8))
+        start = int(rng.integers(0, f - width + 1))
+        feats[:, start : start + width] = 0.0
+    for _ in range(max(1, t // 100)):
+        width = int(rng.integers(0, min(20, max(1, t // 5))))
+        start = int(rng.integers(0, t - width + 1))
+        feats[start : start + width, :] = 0.0
+    return feats
+
+
+def collate(data: FeatureSet, idx: np.ndarray, rng: np.random.Generator | None):
+    feats = [data.item(i) for i in idx]
+    if rng is not None:
+        feats = [spec_augment(f, rng) for f in feats]
+    # Extra padding at the end, as the runtime pads to a fixed bucket length.
+    extra = int(rng.integers(0, 60)) if rng is not None else 0
+    t_max = max(len(f) for f in feats) + extra
+    t_max += (-t_max) % 4
+    x = np.zeros((len(idx), t_max, feats[0].shape[1]), np.float32)
+    for row, f in enumerate(feats):
+        x[row, : len(f)] = f
+    frames = np.array([len(f) for f in feats], np.int32)
+    toks = [data.tokens[i] for i in idx]
+    u_max = max(len(t) for t in toks)
+    y = np.full((len(idx), u_max), PAD_ID, np.int32)
+    for row, t in enumerate(toks):
+        y[row, : len(t)] = t
+    prev = np.concatenate([np.full((len(idx), 1), PAD_ID, np.int32), y[:, :-1]], axis=1)
+    y_len = np.array([len(t) for t in toks], np.int32)
+    return x, frames, prev, y, y_len
+
+
+class Trainer:
+    def __init__(self, model: Recogniser, lr: float):
+        self.model = model
+        self.optimizer = tf.keras.optimizers.Adam(learning_rate=lr, clipnorm=5.0)
+        self.lr = self.optimizer.learning_rate
+
+    def losses(self, x, frames, prev, y, y_len, training):
+        enc_len = subsampled_length(frames)
+        t_enc = subsampled_length(tf.shape(x)[1])
+        enc_mask = tf.sequence_mask(enc_len, t_enc, dtype=tf.float32)
+        logits, ctc_logits = self.model((x, prev, enc_mask), training=training)
+        dec_mask = tf.sequence_mask(y_len, tf.shape(y)[1], dtype=tf.float32)
+        onehot = tf.one_hot(y, self.model.config.vocab_size)
+        smooth = onehot * (1 - LABEL_SMOOTHING) + LABEL_SMOOTHING / self.model.config.vocab_size
+        ce = tf.nn.softmax_cross_entropy_with_logits(smooth, logits)
+        att_loss = tf.reduce_sum(ce * dec_mask) / tf.reduce_sum(dec_mask)
+        # CTC targets: the phones without the end token.
+        ctc_len = y_len - 1
+        ctc_labels = tf.where(tf.sequence_mask(ctc_len, tf.shape(y)[1]), y, 0)
+        ctc = tf.nn.ctc_loss(
+            ctc_labels, ctc_logits, ctc_len, enc_len, logits_time_major=False, blank_index=-1
+        )
+        ctc_loss = tf.reduce_mean(ctc / tf.cast(tf.maximum(ctc_len, 1), tf.float32))
+        correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32)
+        acc = tf.reduce_sum(correct * dec_mask) / tf.reduce_sum(dec_mask)
+        return att_loss, ctc_loss, acc
+
+    @tf.function(reduce_retracing=True)
+    def train_step(self, x, frames, prev, y, y_len):
+        with tf.GradientTape() as tape:
+            att, ctc, acc = self.losses(x, frames, prev, y, y_len, training=True)
+            loss = (1 - CTC_WEIGHT) * att + CTC_WEIGHT * ctc
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
+        return att, ctc, acc
+
+    @tf.function(reduce_retracing=True)
+    def eval_step(self, x, frames, prev, y, y_len):
+        return self.losses(x, frames, prev, y, y_len, training=False)
+
+
+def build_model(config: ModelConfig, unroll: bool = False) -> Recogniser:
+    model = Recogniser(config, unroll=unroll)
+    x = np.zeros((1, 40, config.n_mels), np.float32)
+    model((x, np.zeros((1, 3), np.int32), np.ones((1, 10), np.float32)))
+    return model
+
+
+def evaluate(trainer: Trainer, data: FeatureSet, max_frames: int) -> tuple[float, float, float]:
+    rng = np.random.default_rng(0)
+    totals = np.zeros(3)
+    count = 0
+    for idx in make_batches(data.lengths(), max_frames, rng):
+        att, ctc, acc = trainer.eval_step(*collate(data, idx, None))
+        totals += np.array([float(att), float(ctc), float(acc)]) * len(idx)
+        count += len(idx)
+    return tuple(totals / max(count, 1))
+
+
+def train(
+    sets: list[Path],
+    dev: Path | None,
+    out: Path,
+    epochs: int,
+    lr: float,
+    max_frames: int,
+    config: ModelConfig,
+    seed: int = 0,
+    threads: int = 2,
+) -> Path:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    out.mkdir(parents=True, exist_ok=True)
+    data = FeatureSet.concat([FeatureSet.load(p) for p in sets])
+    dev_data = FeatureSet.load(dev) if dev else None
+    model = build_model(config)
+    trainer = Trainer(model, lr)
+    ckpt_path, state_path = out / "ckpt.weights.h5", out / "state.json"
+    start_epoch = 0
+    if ckpt_path.exists() and state_path.exists():
+        model.load_weights(ckpt_path)
+        start_epoch = json.loads(state_path.read_text())["epoch"]
+        print(f"resuming after epoch {start_epoch}")
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    history = out / "history.csv"
+    rng = np.random.default_rng(seed)
+    print(f"{len(data)} training utterances, {model.count_params()} parameters")
+    for epoch in range(start_epoch, epochs):
+        progress = epoch / max(epochs - 1, 1)
+        warm = min(1.0, (epoch + 1) / 2)  # two warm-up epochs
+        trainer.lr.assign(lr * warm * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress))))
+        batches = make_batches(data.lengths(), max_frames, rng)
+        sums, n, t0 = np.zeros(3), 0, time.time()
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}")
+        for idx in bar:
+            att, ctc, acc = trainer.train_step(*collate(data, idx, rng))
+            sums += np.array([float(att), float(ctc), float(acc)]) * len(idx)
+            n += len(idx)
+            bar.set_postfix(
+                att=f"{sums[0] / n:.3f}", ctc=f"{sums[1] / n:.3f}", acc=f"{sums[2] / n:.3f}"
+            )
+        row = {
+            "epoch": epoch + 1,
+            "lr": float(trainer.lr.numpy()),
+            "seconds": round(time.time() - t0, 1),
+            "train_att": sums[0] / n,
+            "train_ctc": sums[1] / n,
+            "train_acc": sums[2] / n,
+        }
+        if dev_data is not None:
+            row.update(
+                zip(
+                    ("dev_att", "dev_ctc", "dev_acc"),
+                    evaluate(trainer, dev_data, max_frames),
+                    strict=True,
+                )
+            )
+        print(json.dumps(row))
+        new_file = not history.exists()
+        with open(history, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new_file:
+                writer.writeheader()
+            writer.writerow(row)
+        model.save_weights(ckpt_path)
+        state_path.write_text(json.dumps({"epoch": epoch + 1}))
+    return ckpt_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sets", type=Path, nargs="+", required=True)
+    parser.add_argument("--dev", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--max-frames", type=int, default=12000, help="padded frames per batch")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    train(
+        args.sets,
+        args.dev,
+        args.out,
+        args.epochs,
+        args.lr,
+        args.max_frames,
+        ModelConfig(),
+        threads=args.threads,
+    )
+
+
+if __name__ == "__main__":
+    main()
