@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import Bundle, BundleError, EncoderSpec
-from .tflite import load_interpreter
+from .bundle import Bundle, BundleError
+from .tflite import load_interpreter, named_io
 
 log = logging.getLogger(__name__)
 
@@ -20,17 +20,6 @@ class Encoded:
     steps: int  # real (unpadded) encoder steps
     ctc_log_probs: np.ndarray  # [steps, vocab + 1], last column = blank
     cropped: bool
-
-
-def _by_name(details: list[dict], interpreter_file: str) -> dict[str, dict]:
-    named = {}
-    for d in details:
-        # Names look like "serving_default_feats:0" or "StatefulPartitionedCall:1"
-        # depending on the converter; keep both the raw and the short form.
-        named[d["name"]] = d
-        short = d["name"].split(":")[0].removeprefix("serving_default_")
-        named[short] = d
-    return named
 
 
 class TfliteModel:
@@ -54,67 +43,75 @@ class TfliteModel:
             raise BundleError(f"{path}: not a usable TFLite model ({exc})") from exc
 
     def _check_shapes(self) -> None:
-        for spec, interpreter in self.encoders:
-            inputs = interpreter.get_input_details()
-            shape = tuple(inputs[0]["shape"])
-            want = (1, spec.frames, self.bundle.features.n_mels)
-            if len(inputs) != 1 or shape != want:
-                raise BundleError(f"{spec.file}: input shape {shape}, manifest says {want}")
-            outputs = {tuple(o["shape"]) for o in interpreter.get_output_details()}
-            if (1, self.bundle.encoder_steps, self.bundle.enc_dim) not in outputs:
-                raise BundleError(f"{spec.file}: outputs {sorted(outputs)} do not match manifest")
-        self._step_in = self._classify_step_inputs()
-        outs = self.step_interpreter.get_output_details()
-        self._step_out = {}
-        for o in outs:
-            if tuple(o["shape"]) == (self.batch_size, self.vocab_size):
-                self._step_out["log_probs"] = o["index"]
-            elif tuple(o["shape"]) == (self.batch_size, self.state_size):
-                self._step_out["state"] = o["index"]
-        if len(self._step_out) != 2:
-            raise BundleError(f"{self.bundle.decoder_step}: outputs do not match the manifest")
-
-    def _classify_step_inputs(self) -> dict[str, int]:
+        """Every graph's inputs and outputs, by signature name, against the manifest."""
         b, s, t = self.batch_size, self.state_size, self.bundle.encoder_steps
-        wanted = {
-            "tokens": (b,),
-            "state": (b, s),
-            "enc": (1, t, self.bundle.enc_dim),
-            "keys": (1, t, s),
-            "mask": (1, t),
-        }
-        found = {}
-        for d in self.step_interpreter.get_input_details():
-            for name, shape in wanted.items():
-                if name not in found and tuple(d["shape"]) == shape and name in d["name"]:
-                    found[name] = d["index"]
-        if len(found) != len(wanted):
-            raise BundleError(f"{self.bundle.decoder_step}: inputs do not match the manifest")
-        return found
-
-    def bucket_for(self, frames: int) -> tuple[EncoderSpec, Any]:
+        n_mels, enc_dim, vocab = self.bundle.features.n_mels, self.bundle.enc_dim, self.vocab_size
+        self._enc_io = []
         for spec, interpreter in self.encoders:
+            inputs, outputs = self._io(interpreter, spec.file)
+            self._expect(spec.file, inputs, {"feats": (1, spec.frames, n_mels)}, "input shape")
+            self._expect(
+                spec.file,
+                outputs,
+                {"enc": (1, t, enc_dim), "keys": (1, t, s), "ctc": (1, spec.steps, vocab + 1)},
+                "outputs",
+            )
+            self._enc_io.append(
+                (inputs["feats"]["index"], {k: v["index"] for k, v in outputs.items()})
+            )
+        inputs, outputs = self._io(self.step_interpreter, self.bundle.decoder_step)
+        self._expect(
+            self.bundle.decoder_step,
+            inputs,
+            {
+                "tokens": (b,),
+                "state": (b, s),
+                "enc": (1, t, enc_dim),
+                "keys": (1, t, s),
+                "mask": (1, t),
+            },
+            "inputs",
+        )
+        self._expect(
+            self.bundle.decoder_step, outputs, {"log_probs": (b, vocab), "state": (b, s)}, "outputs"
+        )
+        self._step_in = {k: v["index"] for k, v in inputs.items()}
+        self._step_out = {k: v["index"] for k, v in outputs.items()}
+
+    @staticmethod
+    def _io(interpreter: Any, file: str) -> tuple[dict[str, dict], dict[str, dict]]:
+        try:
+            return named_io(interpreter)
+        except (ValueError, RuntimeError) as exc:
+            raise BundleError(f"{file}: graph has no usable signature ({exc})") from exc
+
+    @staticmethod
+    def _expect(file: str, found: dict[str, dict], wanted: dict[str, tuple], what: str) -> None:
+        shapes = {name: tuple(int(x) for x in d["shape"]) for name, d in found.items()}
+        if shapes != wanted:
+            raise BundleError(
+                f"{file}: {what} {sorted(shapes.items())} do not match the manifest "
+                f"({sorted(wanted.items())})"
+            )
+
+    def bucket_index(self, frames: int) -> int:
+        """The shortest encoder that holds the utterance (the longest crops it)."""
+        for i, (spec, _) in enumerate(self.encoders):
             if frames <= spec.frames:
-                return spec, interpreter
-        return self.encoders[-1]
+                return i
+        return len(self.encoders) - 1
 
     def encode(self, feats: np.ndarray) -> Encoded:
-        spec, interpreter = self.bucket_for(len(feats))
+        index = self.bucket_index(len(feats))
+        spec, interpreter = self.encoders[index]
+        feats_index, out_index = self._enc_io[index]
         cropped = len(feats) > spec.frames
         feats = feats[: spec.frames]
         padded = np.zeros((1, spec.frames, feats.shape[1]), np.float32)
         padded[0, : len(feats)] = feats
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], padded)
+        interpreter.set_tensor(feats_index, padded)
         interpreter.invoke()
-        outputs = {}
-        for o in interpreter.get_output_details():
-            shape = tuple(o["shape"])
-            if shape == (1, self.bundle.encoder_steps, self.bundle.enc_dim):
-                outputs["enc"] = interpreter.get_tensor(o["index"])
-            elif shape == (1, self.bundle.encoder_steps, self.state_size):
-                outputs["keys"] = interpreter.get_tensor(o["index"])
-            else:
-                outputs["ctc"] = interpreter.get_tensor(o["index"])
+        outputs = {name: interpreter.get_tensor(i) for name, i in out_index.items()}
         steps = min((len(feats) + 3) // 4, spec.steps)
         mask = np.zeros((1, self.bundle.encoder_steps), np.float32)
         mask[0, :steps] = 1.0

@@ -35,3 +35,10 @@ def load_interpreter(path: Path, num_threads: int = 1) -> Any:
     interpreter = interpreter_cls(model_path=str(path), num_threads=num_threads)
     interpreter.allocate_tensors()
     return interpreter
+
+
+def named_io(interpreter: Any) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Input and output tensor details by their signature names (enc, keys, tokens, ...):
+    tensor names and order differ between converter versions, signature names do not."""
+    runner = interpreter.get_signature_runner()
+    return dict(runner.get_input_details()), dict(runner.get_output_details())

@@ -1,4 +1,4 @@
-"""Train the recogniser on feature sets: `python -m tools.train --sets .cache/real_train.npz --out runs/x`.
+"""Train the recogniser: `python -m tools.train --sets .cache/real_train.npz --out runs/x`.
 
 Joint attention (label-smoothed cross-entropy, teacher forcing) + CTC loss, SpecAugment,
 length-bucketed batches, a checkpoint after every epoch (training resumes from it), and a
@@ -149,6 +149,7 @@ def train(
     config: ModelConfig,
     seed: int = 0,
     threads: int = 2,
+    init: Path | None = None,
 ) -> Path:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -163,6 +164,9 @@ def train(
         model.load_weights(ckpt_path)
         start_epoch = json.loads(state_path.read_text())["epoch"]
         print(f"resuming after epoch {start_epoch}")
+    elif init is not None:
+        model.load_weights(init)  # fine-tune from a pretrained model (e.g. a shipped bundle)
+        print(f"starting from {init}")
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     history = out / "history.csv"
     rng = np.random.default_rng(seed)
@@ -218,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--max-frames", type=int, default=12000, help="padded frames per batch")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--init", type=Path, help="weights to start from (fine-tuning)")
     args = parser.parse_args(argv)
     train(
         args.sets,
@@ -228,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         args.max_frames,
         ModelConfig(),
         threads=args.threads,
+        init=args.init,
     )
 
 

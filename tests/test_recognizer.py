@@ -1,0 +1,166 @@
+"""The shipped bundle on real recordings it never heard, and every way a bundle can be broken."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assistant.bundle import BundleError, load_bundle
+from assistant.recognizer import DEFAULT_MODEL_DIR, Recognizer
+from tools.corpus import DEFAULT_DATA, load_audio, read_manifest
+
+EVAL = Path(__file__).resolve().parent.parent / "models" / "eval"
+KEYWORDS = {"yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"}
+
+
+@pytest.fixture(scope="module")
+def test_clips():
+    if not (DEFAULT_DATA / "manifest.csv").exists():
+        pytest.skip("shared data not present")
+    return [c for c in read_manifest(DEFAULT_DATA) if c.split == "test"]
+
+
+@pytest.fixture(scope="module")
+def keywords() -> Recognizer:
+    return Recognizer.load(DEFAULT_MODEL_DIR, grammar=EVAL / "speech_commands.yaml")
+
+
+def test_bundle_manifest_is_complete():
+    bundle = load_bundle(DEFAULT_MODEL_DIR)
+    manifest = bundle.raw
+    for key in (
+        "name",
+        "version",
+        "sample_rate",
+        "features",
+        "tokens",
+        "encoders",
+        "grammar",
+        "training",
+        "metrics",
+        "calibration",
+        "quantisation",
+    ):
+        assert key in manifest, key
+    assert (DEFAULT_MODEL_DIR / "CARD.md").is_file()
+    size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.glob("*.tflite"))
+    assert size < 1.6 * 1024 * 1024
+
+
+def test_keywords_of_unseen_speakers(keywords, test_clips):
+    clips = [c for c in test_clips if c.label in KEYWORDS][:40]
+    right = sum(keywords.recognize(load_audio(c.path)).intent == c.label for c in clips)
+    assert right >= 0.8 * len(clips), f"{right}/{len(clips)}"
+
+
+def test_digits_of_unseen_speakers(test_clips):
+    recognizer = Recognizer.load(DEFAULT_MODEL_DIR, grammar=EVAL / "fsdd.yaml")
+    clips = [c for c in test_clips if c.corpus == "fsdd"][::25]
+    results = [recognizer.recognize(load_audio(c.path)) for c in clips]
+    right = sum(r.slots.get("digit") == c.label for r, c in zip(results, clips, strict=True))
+    assert right >= 0.8 * len(clips), f"{right}/{len(clips)}"
+
+
+def test_noise_and_silence_are_rejected(keywords):
+    rng = np.random.default_rng(0)
+    noise = load_audio(DEFAULT_DATA / "noise" / "white_noise.flac")[:32000]
+    assert keywords.recognize(noise).intent is None
+    assert keywords.recognize(np.zeros(16000, np.int16)).intent is None
+    assert keywords.recognize(rng.normal(0, 0.001, 16000).astype(np.float32)).intent is None
+
+
+def test_short_and_long_audio_give_results(keywords, test_clips):
+    short = keywords.recognize(np.zeros(800, np.int16))  # 50 ms
+    assert short.intent is None and short.text == ""
+    clip = load_audio(next(c for c in test_clips if c.label == "yes").path)
+    long = np.concatenate([clip, np.zeros(16000 * 59, np.float32)])  # 60 s
+    result = keywords.recognize(long)
+    assert result.timings["total"] > 0
+
+
+def test_result_has_timings_and_confidence(keywords, test_clips):
+    clip = next(c for c in test_clips if c.label == "stop")
+    result = keywords.recognize(load_audio(clip.path))
+    assert 0.0 <= result.confidence <= 1.0
+    assert {"features", "encoder", "decoder", "total"} <= set(result.timings)
+
+
+# -- broken bundles --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bundle_copy(tmp_path) -> Path:
+    target = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_MODEL_DIR, target, ignore=shutil.ignore_patterns("*.png", "*.h5"))
+    return target
+
+
+def _manifest(bundle: Path) -> dict:
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+def test_missing_model_file(bundle_copy):
+    (bundle_copy / "decoder-step.tflite").unlink()
+    with pytest.raises(BundleError, match="decoder-step.tflite' is missing"):
+        Recognizer.load(bundle_copy)
+
+
+def test_corrupt_model_file(bundle_copy):
+    path = bundle_copy / load_bundle(bundle_copy).encoders[0].file
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(BundleError, match="not a usable TFLite model"):
+        Recognizer.load(bundle_copy)
+
+
+def test_swapped_model_files(bundle_copy):
+    specs = load_bundle(bundle_copy).encoders
+    a, b = bundle_copy / specs[0].file, bundle_copy / specs[1].file
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)
+    with pytest.raises(BundleError, match="input shape"):
+        Recognizer.load(bundle_copy)
+
+
+def test_manifest_from_another_version(bundle_copy):
+    manifest = _manifest(bundle_copy)
+    manifest["format"] = 99
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format 99"):
+        Recognizer.load(bundle_copy)
+
+
+def test_manifest_that_does_not_match_the_graphs(bundle_copy):
+    manifest = _manifest(bundle_copy)
+    manifest["enc_dim"] += 1
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="do not match"):
+        Recognizer.load(bundle_copy)
+
+
+def test_manifest_not_json(bundle_copy):
+    (bundle_copy / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        Recognizer.load(bundle_copy)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(BundleError, match="no such model folder"):
+        Recognizer.load(tmp_path / "nothing")
+    with pytest.raises(BundleError, match="no manifest.json"):
+        Recognizer.load(tmp_path)
+
+
+def test_grammar_errors_are_bundle_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("intents:\n  X:\n    data:\n      - sentences: ['turn on {nothing}']\n")
+    with pytest.raises(BundleError, match="nothing"):
+        Recognizer.load(DEFAULT_MODEL_DIR, grammar=bad)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("intents: [unclosed\n")
+    with pytest.raises(BundleError, match="broken.yaml"):
+        Recognizer.load(DEFAULT_MODEL_DIR, grammar=broken)

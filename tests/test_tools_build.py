@@ -1,0 +1,53 @@
+"""tools/ end to end on a tiny scale: features of real clips, a training epoch, export to
+TFLite, and the runtime loading and running the result. (CI never trains a real model.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from assistant.bundle import load_bundle  # noqa: E402
+from assistant.features import log_mel  # noqa: E402
+from assistant.recognizer import Recognizer  # noqa: E402
+from tools import prepare  # noqa: E402
+from tools.corpus import DEFAULT_DATA, load_audio, read_manifest  # noqa: E402
+from tools.model import ModelConfig  # noqa: E402
+from tools.package import write_bundle  # noqa: E402
+from tools.train import train  # noqa: E402
+
+GRAMMAR = Path(__file__).resolve().parent.parent / "models" / "eval" / "speech_commands.yaml"
+TINY = ModelConfig(
+    conv_channels=4, proj_dim=16, enc_units=8, enc_layers=1, embed_dim=8, dec_units=16
+)
+
+
+@pytest.mark.skipif(not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data")
+def test_tiny_build(tmp_path):
+    cache = tmp_path / "cache"
+    prepare.main(["--cache", str(cache), "--limit", "24", "--variants", "2"])
+    run = tmp_path / "run"
+    checkpoint = train(
+        [cache / "real_train.npz"],
+        cache / "real_dev.npz",
+        run,
+        epochs=1,
+        lr=1e-3,
+        max_frames=4000,
+        config=TINY,
+        threads=2,
+    )
+    assert (run / "history.csv").read_text().count("\n") == 2
+    bundle_dir = write_bundle(
+        checkpoint, tmp_path / "bundle", GRAMMAR, "tiny", "0", quantise=True, buckets=(100, 300)
+    )
+    bundle = load_bundle(bundle_dir)
+    assert [e.frames for e in bundle.encoders] == [100, 300]
+    recognizer = Recognizer.load(bundle_dir)
+    clip = next(c for c in read_manifest() if c.split == "test" and c.label == "yes")
+    result = recognizer.recognize(load_audio(clip.path))
+    assert 0.0 <= result.confidence <= 1.0
+    assert log_mel(np.zeros(1600, np.float32)).shape == (8, 40)

@@ -1,0 +1,198 @@
+"""One command from a grammar to a complete bundle:
+
+    python -m tools.build --grammar my_commands.yaml --out models/mine
+
+Steps (each shows progress; finished steps are reused when the command is run again):
+  1. synthetic speech of the grammar's sentences from the offline TTS voices (tools.synth),
+     leaving some voices out for an honest held-out test;
+  2. features of the real recordings, train split only (tools.prepare);
+  3. training: fine-tunes the shipped home model's weights (--init) on real + synthetic
+     speech, or trains from scratch with --init none;
+  4. export to TFLite, int8 weights (the bundle) and float (for comparison);
+  5. confidence calibration on held-out train speakers (tools.calibrate);
+  6. evaluation: held-out voices clean and in noise, and the real test split per corpus;
+  7. plots (training.png, snr.png) and CARD.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+from tools import prepare, synth
+from tools.calibrate import calibrate
+from tools.corpus import DEFAULT_DATA, load_noises
+from tools.evaluate import evaluate
+from tools.heldout import accuracy_by_snr
+from tools.model import ModelConfig
+from tools.package import update_manifest, write_bundle
+from tools.report import plot_snr, plot_training, write_card
+from tools.train import train
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_INIT = ROOT / "models" / "home" / "checkpoint.weights.h5"
+HELDOUT_VOICES = "piper:*,flite:rms"
+
+
+def step(name: str) -> float:
+    print(f"\n== {name}", flush=True)
+    return time.time()
+
+
+def build(args: argparse.Namespace) -> Path:
+    started = time.time()
+    work: Path = args.work or ROOT / ".cache" / f"build-{args.out.name}"
+    work.mkdir(parents=True, exist_ok=True)
+    cache: Path = args.cache
+    synth_set, heldout_dir = work / "synth.npz", work / "heldout"
+    grammar = [str(g) for g in args.grammar]
+
+    if args.synth_count and not synth_set.exists():
+        step("synthetic speech")
+        synth.main(
+            [
+                "--grammar",
+                *grammar,
+                "--count",
+                str(args.synth_count),
+                "--out",
+                str(synth_set),
+                "--exclude",
+                HELDOUT_VOICES,
+                "--workers",
+                str(args.workers),
+            ]
+        )
+    if args.heldout_count and not (heldout_dir / "labels.json").exists():
+        step("held-out voices")
+        synth.main(
+            [
+                "--grammar",
+                *grammar,
+                "--count",
+                str(args.heldout_count),
+                "--clean",
+                "--voices",
+                HELDOUT_VOICES,
+                "--wav-dir",
+                str(heldout_dir),
+                "--seed",
+                "1",
+                "--workers",
+                str(args.workers),
+            ]
+        )
+    real_train, real_dev = cache / "real_train.npz", cache / "real_dev.npz"
+    if not real_train.exists():
+        step("features of the real recordings")
+        prepare.main(
+            ["--data", str(args.data), "--cache", str(cache)]
+            + (["--limit", str(args.limit)] if args.limit else [])
+        )
+
+    step("training")
+    sets = [real_train] + ([synth_set] if synth_set.exists() else [])
+    init = None if str(args.init) == "none" or not Path(args.init).exists() else Path(args.init)
+    run = work / "run"
+    checkpoint = train(
+        sets,
+        real_dev,
+        run,
+        args.epochs,
+        args.lr,
+        12000,
+        ModelConfig(),
+        init=init,
+        threads=args.workers,
+    )
+
+    step("export")
+    training_info = {
+        "real": "train split of ../shared/data (speech_commands, an4, speechocean762, "
+        "wake_word_benchmark, fsdd), 3 copies each (clean + speed/noise/gain)",
+        "synthetic": f"{args.synth_count} grammar sentences, TTS voices except {HELDOUT_VOICES}",
+        "init": str(init.relative_to(ROOT)) if init and init.is_relative_to(ROOT) else str(init),
+        "epochs": args.epochs,
+    }
+    grammar_file = Path(args.grammar[0])
+    float_dir = work / "float"
+    for out, quantise in ((args.out, True), (float_dir, False)):
+        write_bundle(
+            checkpoint,
+            out,
+            grammar_file,
+            args.out.name,
+            args.version,
+            quantise=quantise,
+            training=training_info,
+        )
+    shutil.copyfile(checkpoint, args.out / "checkpoint.weights.h5")
+    shutil.copyfile(run / "config.json", args.out / "config.json")
+    plot_training(run / "history.csv", args.out / "training.png")
+
+    step("calibration (dev split)")
+    calibration = calibrate(args.out, args.data)
+    update_manifest(float_dir, {"calibration": calibration})
+
+    metrics: dict = {}
+    if heldout_dir.exists():
+        step("held-out voices, clean and in noise")
+        noises = load_noises(args.data)
+        metrics["heldout"] = accuracy_by_snr(args.out, heldout_dir, noises)
+        float_heldout = accuracy_by_snr(float_dir, heldout_dir, noises)
+        plot_snr(
+            {"int8": metrics["heldout"], "float": float_heldout},
+            args.out / "snr.png",
+            f"{args.out.name}: held-out TTS voices",
+        )
+        metrics["heldout_float"] = float_heldout
+    if args.eval_corpora:
+        step("real test split, per corpus")
+        metrics["test_int8"] = evaluate(args.out, args.data, "test", args.limit)
+        metrics["test_float"] = evaluate(float_dir, args.data, "test", args.limit)
+    metrics["build_minutes"] = round((time.time() - started) / 60, 1)
+    update_manifest(
+        args.out,
+        {
+            "metrics": metrics,
+            "runtime": "ai-edge-litert",
+            "build": " ".join(["python -m tools.build", *args.argv]),
+        },
+    )
+    write_card(args.out)
+    print(f"\nbundle written to {args.out} in {metrics['build_minutes']} minutes")
+    return args.out
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--grammar", type=Path, nargs="+", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--version", default="1")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--cache", type=Path, default=ROOT / ".cache")
+    parser.add_argument("--work", type=Path)
+    parser.add_argument("--init", default=str(DEFAULT_INIT), help="weights to fine-tune, or 'none'")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--synth-count", type=int, default=3000)
+    parser.add_argument("--heldout-count", type=int, default=200)
+    parser.add_argument(
+        "--eval-corpora", action="store_true", help="also score the real test split"
+    )
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=0, help="tiny runs for tests")
+    args = parser.parse_args(argv)
+    args.argv = argv
+    build(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Fit a bundle's confidence calibrator on held-out *train* speakers (the dev split).
+
+For every dev clip the recogniser's best grammar path is labelled right (intent, slots, or
+AN4 words all correct) or wrong (wrong command, out-of-grammar speech, noise). A logistic
+regression on the decoder's confidence features then gives P(right); the threshold is the
+one that maximises dev accuracy while keeping false accepts on non-commands at or under 1%.
+
+Logistic regression on 5 features is 20 lines of numpy: not worth scikit-learn as a
+training dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from assistant.grammar import normalise_text
+from assistant.recognizer import DEFAULT_CALIBRATION, Recognizer
+from tools.corpus import DEFAULT_DATA
+from tools.evaluate import Item, load_sets
+from tools.package import update_manifest
+
+FEATURE_NAMES = DEFAULT_CALIBRATION["features"]
+
+
+def is_right(item: Item, intent: str | None, text: str, slots: dict) -> bool:
+    if intent is None or item.expected_intent is None:
+        return False
+    if item.expected_intent == "*":
+        return normalise_text(text) == normalise_text(item.text)
+    return intent == item.expected_intent and all(
+        str(slots.get(k)) == str(v) for k, v in item.expected_slots.items()
+    )
+
+
+def collect(model: Path, data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features, right/wrong labels, and whether the clip was a non-command."""
+    feats, labels, negative = [], [], []
+    for name, (grammar, items) in load_sets(data, "dev").items():
+        recognizer = Recognizer.load(model, grammar=grammar)
+        for item in tqdm(items, desc=f"calibration: {name}", leave=False):
+            intent, text, slots, features = recognizer.features_of(item.audio)
+            if features is None:
+                continue
+            feats.append(features.as_array())
+            labels.append(is_right(item, intent, text, slots))
+            negative.append(item.expected_intent is None)
+    return np.array(feats), np.array(labels, float), np.array(negative, bool)
+
+
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 3000
+) -> tuple[np.ndarray, float]:
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+    z = (x - mean) / std
+    w, b = np.zeros(x.shape[1]), 0.0
+    for _ in range(steps):  # plain gradient descent: convex, small, converges fast
+        p = 1 / (1 + np.exp(-(z @ w + b)))
+        w -= 0.5 * (z.T @ (p - y) / len(y) + l2 * w)
+        b -= 0.5 * float(np.mean(p - y))
+    # Fold the standardisation into the weights so the runtime needs none.
+    return w / std, b - float(np.sum(w * mean / std))
+
+
+def choose_threshold(
+    p: np.ndarray, right: np.ndarray, negative: np.ndarray, max_fa: float = 0.01
+) -> float:
+    best, best_acc = 0.5, -1.0
+    for t in np.linspace(0.05, 0.95, 91):
+        accept = p >= t
+        fa = accept[negative].mean() if negative.any() else 0.0
+        acc = np.mean(np.where(accept, right, ~right.astype(bool)))
+        if fa <= max_fa and acc > best_acc:
+            best, best_acc = float(t), float(acc)
+    return best
+
+
+def calibrate(model: Path, data: Path) -> dict:
+    x, y, negative = collect(model, data)
+    w, b = fit_logistic(x, y)
+    p = 1 / (1 + np.exp(-(x @ w + b)))
+    threshold = choose_threshold(p, y, negative)
+    accept = p >= threshold
+    summary = {
+        "features": FEATURE_NAMES,
+        "weights": [round(float(v), 5) for v in w],
+        "bias": round(float(b), 5),
+        "threshold": round(threshold, 3),
+        "fitted_on": f"dev split (held-out train speakers), {len(y)} clips",
+        "dev_false_accepts": round(float(accept[negative].mean()), 4) if negative.any() else None,
+        "dev_right_accepted": round(float(accept[y > 0].mean()), 4) if (y > 0).any() else None,
+    }
+    update_manifest(model, {"calibration": summary})
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = parser.parse_args(argv)
+    print(calibrate(args.model, args.data))
+
+
+if __name__ == "__main__":
+    main()

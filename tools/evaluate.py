@@ -1,0 +1,173 @@
+"""Evaluate a bundle on real voices it never heard (split=test), per corpus, and fit its
+confidence calibrator on held-out *train* speakers (never on test).
+
+    python -m tools.evaluate --model models/home [--data ../shared/data] [--calibrate]
+
+Sets and what counts as right:
+- speech_commands: 10 keywords must give their intent; `_unknown_` words and `_silence_`
+  must be rejected (12-class accuracy, as the corpus defines it).
+- fsdd: the digit slot equals the label.
+- an4: word error rate of the text, and sentence accuracy.
+- false_accepts: noise windows (1-3 s of every noise file) and speechocean762 read
+  sentences, against the home grammar: the share that yields an intent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from assistant.grammar import normalise_text
+from assistant.recognizer import Recognizer
+from tools.corpus import DEFAULT_DATA, Clip, is_dev_speaker, load_audio, load_noises, read_manifest
+
+EVAL_GRAMMARS = Path(__file__).resolve().parent.parent / "models" / "eval"
+HOME_GRAMMAR = Path(__file__).resolve().parent.parent / "models" / "home" / "grammar.yaml"
+SC = "speech_commands_v2_test"
+
+
+@dataclass(frozen=True)
+class Item:
+    audio: np.ndarray
+    expected_intent: str | None  # None: must be rejected
+    expected_slots: dict
+    text: str
+
+
+def word_errors(ref: str, hyp: str) -> tuple[int, int]:
+    """(edit distance in words, reference length)."""
+    r, h = ref.split(), hyp.split()
+    dist = list(range(len(h) + 1))
+    for i in range(1, len(r) + 1):
+        prev, dist[0] = dist[0], i
+        for j in range(1, len(h) + 1):
+            cur = min(dist[j] + 1, dist[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
+            prev, dist[j] = dist[j], cur
+    return dist[len(h)], len(r)
+
+
+def _split(clips: list[Clip], split: str) -> list[Clip]:
+    if split == "test":
+        return [c for c in clips if c.split == "test"]
+    return [c for c in clips if c.split == "train" and is_dev_speaker(c)]
+
+
+def speech_commands_items(clips: list[Clip], split: str) -> Iterator[Item]:
+    for c in _split([c for c in clips if c.corpus == SC], split):
+        keyword = c.label not in ("_unknown_", "_silence_")
+        yield Item(load_audio(c.path), c.label if keyword else None, {}, c.text)
+
+
+def fsdd_items(clips: list[Clip], split: str) -> Iterator[Item]:
+    for c in _split([c for c in clips if c.corpus == "fsdd"], split):
+        yield Item(load_audio(c.path), "Digit", {"digit": c.label}, c.text)
+
+
+def an4_items(clips: list[Clip], split: str) -> Iterator[Item]:
+    for c in _split([c for c in clips if c.corpus == "an4" and c.text], split):
+        yield Item(load_audio(c.path), "*", {}, c.text)
+
+
+def false_accept_items(clips: list[Clip], split: str, data: Path) -> Iterator[Item]:
+    if split == "test":
+        rng = np.random.default_rng(7)
+        for noise in load_noises(data):
+            pos = 0
+            while pos + 16000 <= noise.size:
+                length = int(rng.uniform(1.0, 3.0) * 16000)
+                yield Item(noise[pos : pos + length], None, {}, "")
+                pos += length
+    else:  # Speech Commands' own 1 s noise clips (train split) for calibration
+        for c in [c for c in clips if c.label == "_silence_" and c.split == "train"][:150]:
+            yield Item(load_audio(c.path), None, {}, "")
+    sentences = _split([c for c in clips if c.corpus == "speechocean762"], split)
+    for c in sentences[:: max(1, len(sentences) // 400)]:
+        yield Item(load_audio(c.path), None, {}, c.text)
+
+
+def _slots_match(expected: dict, got: dict) -> bool:
+    return all(str(got.get(k)) == str(v) for k, v in expected.items())
+
+
+def run_set(recognizer: Recognizer, items: list[Item], desc: str) -> dict:
+    correct = errors = words = accepted = 0
+    times: list[float] = []
+    for item in tqdm(items, desc=desc, leave=False):
+        t0 = time.perf_counter()
+        result = recognizer.recognize(item.audio)
+        times.append((time.perf_counter() - t0) * 1000)
+        accepted += result.intent is not None
+        if item.expected_intent == "*":  # transcript task (AN4): score the words
+            hyp = normalise_text(result.text) if result.intent else ""
+            e, n = word_errors(normalise_text(item.text), hyp)
+            errors, words = errors + e, words + n
+            correct += e == 0
+        elif item.expected_intent is None:
+            correct += result.intent is None
+        else:
+            correct += result.intent == item.expected_intent and _slots_match(
+                item.expected_slots, result.slots
+            )
+    n = max(len(items), 1)
+    out = {
+        "clips": len(items),
+        "accuracy": correct / n,
+        "accepted": accepted / n,
+        "ms_median": float(np.median(times)) if times else 0.0,
+        "ms_p95": float(np.percentile(times, 95)) if times else 0.0,
+    }
+    if words:
+        out["wer"] = errors / words
+    return out
+
+
+def load_sets(data: Path, split: str) -> dict[str, tuple[Path, list[Item]]]:
+    clips = read_manifest(data)
+    return {
+        "speech_commands": (
+            EVAL_GRAMMARS / "speech_commands.yaml",
+            list(speech_commands_items(clips, split)),
+        ),
+        "fsdd": (EVAL_GRAMMARS / "fsdd.yaml", list(fsdd_items(clips, split))),
+        "an4": (EVAL_GRAMMARS / "an4.yaml", list(an4_items(clips, split))),
+        "false_accepts": (HOME_GRAMMAR, list(false_accept_items(clips, split, data))),
+    }
+
+
+def evaluate(model: Path, data: Path, split: str = "test", limit: int = 0) -> dict[str, dict]:
+    results = {}
+    for name, (grammar, items) in load_sets(data, split).items():
+        if limit:
+            items = items[:limit]
+        recognizer = Recognizer.load(model, grammar=grammar)
+        results[name] = run_set(recognizer, items, f"{name} ({split})")
+        if name == "false_accepts":
+            results[name]["rate"] = results[name]["accepted"]
+        print(name, json.dumps({k: round(v, 4) for k, v in results[name].items()}))
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--split", choices=["test", "dev"], default="test")
+    parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="write the metrics as JSON here")
+    args = parser.parse_args(argv)
+    results = evaluate(args.model, args.data, args.split, args.limit)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Plots (training curves, accuracy against SNR) and CARD.md for a bundle."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on a Pi or in CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_training(history: Path, out: Path) -> None:
+    rows = list(csv.DictReader(history.open()))
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("train_att", "dev_att", "train_ctc", "dev_ctc"):
+        if key in rows[0]:
+            loss_ax.plot(epochs, [float(r[key]) for r in rows], label=key)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="losses")
+    loss_ax.legend()
+    for key in ("train_acc", "dev_acc"):
+        if key in rows[0]:
+            acc_ax.plot(epochs, [float(r[key]) for r in rows], label=key)
+    acc_ax.set(xlabel="epoch", ylabel="token accuracy (teacher forced)", title="accuracy")
+    acc_ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_snr(curves: dict[str, dict[str, dict]], out: Path, title: str) -> None:
+    """curves: label -> {"clean": {"accuracy"}, "24 dB": ...}."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, by_snr in curves.items():
+        keys = list(by_snr)
+        ax.plot(keys, [by_snr[k]["accuracy"] for k in keys], marker="o", label=label)
+    ax.set(
+        xlabel="condition (noise SNR on speech energy)",
+        ylabel="command accuracy",
+        title=title,
+        ylim=(0, 1.02),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def write_card(bundle: Path) -> None:
+    m = json.loads((bundle / "manifest.json").read_text())
+    metrics = m.get("metrics", {})
+    sizes = {p.name: p.stat().st_size for p in sorted(bundle.glob("*.tflite"))}
+    lines = [
+        f"# Model card: {m['name']} {m['version']}",
+        "",
+        "GRU encoder + attention decoder over ARPAbet phonemes, decoding constrained by",
+        f"`{m['grammar']}` (Home Assistant sentence templates). Quantisation: {m.get('quantisation')}.",
+        f"Graph files: {', '.join(f'{k} ({v / 1024:.0f} KiB)' for k, v in sizes.items())}; "
+        f"total {sum(sizes.values()) / 1024 / 1024:.2f} MiB.",
+        "",
+        "## Training data",
+        "",
+        "```json",
+        json.dumps(m.get("training", {}), indent=2),
+        "```",
+        "",
+        "## Results on voices the model never heard (`split=test` of the shared data)",
+        "",
+        "Each corpus is decoded with a grammar that fits it (`models/eval/*.yaml`).",
+        "",
+        "| set | clips | int8 | float | measure |",
+        "|---|---|---|---|---|",
+    ]
+    test_q, test_f = metrics.get("test_int8", {}), metrics.get("test_float", {})
+    rows = [
+        (
+            "speech_commands",
+            "accuracy",
+            "12-class accuracy (10 keywords, unknown and silence rejected)",
+        ),
+        ("fsdd", "accuracy", "digit accuracy"),
+        ("an4", "wer", "word error rate"),
+        ("an4", "accuracy", "sentence accuracy"),
+        ("false_accepts", "rate", "non-commands (noise, read sentences) given an intent"),
+    ]
+    for name, key, what in rows:
+        q, f = test_q.get(name, {}), test_f.get(name, {})
+        lines.append(
+            f"| {name} | {q.get('clips', '')} | {_pct(q.get(key))} | {_pct(f.get(key))} | {what} |"
+        )
+    timing = test_q.get("speech_commands", {})
+    if timing:
+        lines += [
+            "",
+            f"Time per 1 s command (int8, one thread, {m.get('runtime', 'ai-edge-litert')}): "
+            f"median {timing['ms_median']:.1f} ms, p95 {timing['ms_p95']:.1f} ms.",
+        ]
+    heldout = metrics.get("heldout", {})
+    if heldout:
+        lines += [
+            "",
+            "## The grammar's own commands, spoken by TTS voices held out of training",
+            "",
+            "| condition | accuracy (intent and slots) | exact text |",
+            "|---|---|---|",
+        ]
+        for key, v in heldout.items():
+            lines.append(f"| {key} | {_pct(v['accuracy'])} | {_pct(v['text_exact'])} |")
+    cal = m.get("calibration", {})
+    if cal:
+        lines += [
+            "",
+            "## Confidence",
+            "",
+            f"Logistic calibrator fitted on {cal.get('fitted_on')}; "
+            f"threshold {cal.get('threshold')}; "
+            f"dev false accepts {_pct(cal.get('dev_false_accepts'))}, dev right answers accepted "
+            f"{_pct(cal.get('dev_right_accepted'))}.",
+        ]
+    lines += [
+        "",
+        "Plots: `training.png` (curves), `snr.png` (accuracy against noise).",
+        "Reproduce: see `build` in the manifest and README (`python -m tools.build`).",
+    ]
+    (bundle / "CARD.md").write_text("\n".join(lines) + "\n")
