@@ -1,23 +1,31 @@
-"""pcm -> Result: features, encoder, grammar-constrained beam search, calibrated confidence.
+"""pcm -> Result: features, encoder, grammar-constrained beam search, CTC re-ranking,
+calibrated confidence.
 
-Rejection compares the best grammar path with the best unconstrained decode of the same audio:
-speech the grammar cannot explain (or noise) forces the constrained path far below the free
-one. A logistic calibrator fitted by tools/ on held-out speakers turns those numbers into a
-probability that the intent is right; below the bundle's threshold the intent is None.
+The attention decoder proposes an N-best list inside the grammar; the encoder's CTC head
+scores each proposal too, and the two are combined (joint attention/CTC decoding, applied
+to the N-best). Rejection compares the chosen grammar path with what the audio supports
+without any grammar: the best free attention decode and the best CTC path. Speech the grammar
+cannot explain (or noise) forces the grammar path far below those. A logistic calibrator
+fitted by tools/ on held-out speakers turns these numbers into the probability that the
+intent is right; below the bundle's threshold the intent is None.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .bundle import Bundle, BundleError, load_bundle
-from .decoder import ConfidenceFeatures, confidence_features, constrained_search, free_search
+from .ctc import best_path_log_prob, ctc_log_likelihoods
+from .decoder import Hypothesis, confidence_features, constrained_search, free_search
 from .features import SAMPLE_RATE, log_mel, to_float_pcm
 from .grammar import Grammar, GrammarError, load_grammar
+from .lexicon import EOS_ID, PAD_ID
 from .model import TfliteModel
 from .result import Result
 
@@ -25,14 +33,34 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "home"
 MIN_SAMPLES = SAMPLE_RATE // 10  # 0.1 s: shorter than any word
-# Used until a bundle carries a fitted calibrator: rejects when the grammar path is more than
-# about 0.5 nats per token below the free decode.
-DEFAULT_CALIBRATION = {
-    "features": ["constrained_per_token", "free_per_token", "difference", "margin", "length"],
-    "weights": [0.0, 0.0, -6.0, 0.3, 0.0],
+CTC_WEIGHT = 0.5  # share of the CTC score in the N-best ranking
+FEATURES = (
+    "constrained_per_token",
+    "free_per_token",
+    "difference",
+    "margin",
+    "length",
+    "ctc_gap",
+)
+# Used until a bundle carries a fitted calibrator: rejects when the grammar path is much
+# less likely than the unconstrained decodes.
+DEFAULT_CALIBRATION: dict[str, Any] = {
+    "features": list(FEATURES),
+    "weights": [0.0, 0.0, -3.0, 0.3, 0.0, -2.0],
     "bias": 3.0,
     "threshold": 0.5,
 }
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """The best grammar reading of an utterance before the accept/reject decision."""
+
+    text: str
+    intent: str | None
+    slots: dict[str, Any]
+    features: dict[str, float]
+    timings: dict[str, float]
 
 
 class Recognizer:
@@ -44,9 +72,15 @@ class Recognizer:
         self.grammar = grammar
         self.beam = min(beam or bundle.beam, bundle.beam)
         calibration = {**DEFAULT_CALIBRATION, **bundle.calibration}
-        self.weights = np.array(calibration["weights"], np.float32)
+        names = list(calibration["features"])
+        unknown = set(names) - set(FEATURES)
+        if unknown or len(names) != len(calibration["weights"]):
+            raise BundleError(f"{bundle.path}: calibration features {sorted(unknown)} unknown")
+        self.feature_names = names
+        self.weights = np.array(calibration["weights"], np.float64)
         self.bias = float(calibration["bias"])
         self.threshold = float(calibration["threshold"])
+        self.ctc_weight = float(bundle.raw.get("decode", {}).get("ctc_weight", CTC_WEIGHT))
 
     @classmethod
     def load(
@@ -71,17 +105,36 @@ class Recognizer:
     def name(self) -> str:
         return self.bundle.label
 
-    def confidence(self, features: ConfidenceFeatures) -> float:
-        z = float(self.weights @ features.as_array()) + self.bias
+    def confidence(self, features: dict[str, float]) -> float:
+        x = np.array([features[name] for name in self.feature_names])
+        z = float(self.weights @ x) + self.bias
         return float(1.0 / (1.0 + np.exp(-np.clip(z, -30, 30))))
 
     def recognize(self, pcm: np.ndarray) -> Result:
         """Mono 16 kHz audio (int16 or float) -> Result. Too-short or silent audio is rejected
         (intent None), never an exception."""
         t0 = time.perf_counter()
+        decoded = self.decode(pcm)
+        timings = {**decoded.timings, "total": (time.perf_counter() - t0) * 1000}
+        if decoded.intent is None:
+            return Result(text=decoded.text, intent=None, confidence=0.0, timings=timings)
+        confidence = self.confidence(decoded.features)
+        if confidence < self.threshold:
+            return Result(text=decoded.text, intent=None, confidence=confidence, timings=timings)
+        return Result(
+            text=decoded.text,
+            intent=decoded.intent,
+            slots=decoded.slots,
+            confidence=confidence,
+            timings=timings,
+        )
+
+    def decode(self, pcm: np.ndarray) -> Decoded:
+        """Best grammar reading and its confidence features (what tools/ calibrates on)."""
+        t0 = time.perf_counter()
         audio = to_float_pcm(np.asarray(pcm)).reshape(-1)
         if audio.size < MIN_SAMPLES or not np.any(audio):
-            return Result(text="", intent=None, timings={"total": _ms(t0)})
+            return Decoded("", None, {}, {}, {})
         feats = log_mel(audio, self.bundle.features)
         t_feat = time.perf_counter()
         encoded = self.model.encode(feats)
@@ -92,57 +145,45 @@ class Recognizer:
                 self.bundle.encoders[-1].frames / 100,
             )
         t_enc = time.perf_counter()
-        max_steps = encoded.steps + 8  # attention emits at most ~1 token per 40 ms step
+        max_steps = encoded.steps + 8  # about one token per 40 ms encoder step at most
         hyps = constrained_search(self.model, self.grammar, beam=self.beam, max_steps=max_steps)
         free = free_search(self.model, beam=1, max_steps=max_steps)
+        ranked, ctc_scores = self._rerank(hyps, encoded.ctc_log_probs)
         t_dec = time.perf_counter()
         timings = {
             "features": (t_feat - t0) * 1000,
             "encoder": (t_enc - t_feat) * 1000,
             "decoder": (t_dec - t_enc) * 1000,
         }
-        for i, best in enumerate(hyps):
+        ctc_best = best_path_log_prob(encoded.ctc_log_probs)
+        for i, best in enumerate(ranked):
             meaning = best.interpret(self.grammar)
             if meaning is None:
                 continue
             text, intent, slots = meaning
-            features = confidence_features(best, free, hyps[i + 1 :], self.grammar)
-            confidence = self.confidence(features)
-            timings["total"] = _ms(t0)
-            if confidence < self.threshold:
-                return Result(
-                    text=text, intent=None, slots={}, confidence=confidence, timings=timings
-                )
-            return Result(
-                text=text, intent=intent, slots=slots, confidence=confidence, timings=timings
-            )
-        timings["total"] = _ms(t0)
-        return Result(text="", intent=None, confidence=0.0, timings=timings)
+            base = confidence_features(best, free, ranked[i + 1 :], self.grammar)
+            features = {
+                "constrained_per_token": base.constrained_per_token,
+                "free_per_token": base.free_per_token,
+                "difference": base.difference,
+                "margin": base.margin,
+                "length": float(base.length),
+                "ctc_gap": (ctc_best - ctc_scores[id(best)]) / max(encoded.steps, 1),
+            }
+            return Decoded(text, intent, slots, features, timings)
+        return Decoded("", None, {}, {}, timings)
 
-    def features_of(
-        self, pcm: np.ndarray
-    ) -> tuple[str | None, str, dict, ConfidenceFeatures | None]:
-        """(intent, text, slots, confidence features) of the best grammar path without the
-        rejection step: what tools/ fits the calibrator on."""
-        audio = to_float_pcm(np.asarray(pcm)).reshape(-1)
-        if audio.size < MIN_SAMPLES or not np.any(audio):
-            return None, "", {}, None
-        encoded = self.model.encode(log_mel(audio, self.bundle.features))
-        max_steps = encoded.steps + 8
-        hyps = constrained_search(self.model, self.grammar, beam=self.beam, max_steps=max_steps)
-        free = free_search(self.model, beam=1, max_steps=max_steps)
-        for i, best in enumerate(hyps):
-            meaning = best.interpret(self.grammar)
-            if meaning is not None:
-                text, intent, slots = meaning
-                return (
-                    intent,
-                    text,
-                    slots,
-                    confidence_features(best, free, hyps[i + 1 :], self.grammar),
-                )
-        return None, "", {}, None
-
-
-def _ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1000
+    def _rerank(
+        self, hyps: list[Hypothesis], ctc_log_probs: np.ndarray
+    ) -> tuple[list[Hypothesis], dict[int, float]]:
+        if not hyps:
+            return [], {}
+        labels = [[t for t in h.tokens if t not in (EOS_ID, PAD_ID)] for h in hyps]
+        ctc = ctc_log_likelihoods(ctc_log_probs, labels)
+        w = self.ctc_weight
+        joint = [
+            ((1 - w) * h.log_prob + w * float(c)) / max(len(h.tokens), 1)
+            for h, c in zip(hyps, ctc, strict=True)
+        ]
+        order = np.argsort(joint)[::-1]
+        return [hyps[i] for i in order], {id(h): float(c) for h, c in zip(hyps, ctc, strict=True)}

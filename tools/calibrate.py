@@ -18,12 +18,12 @@ import numpy as np
 from tqdm import tqdm
 
 from assistant.grammar import normalise_text
-from assistant.recognizer import DEFAULT_CALIBRATION, Recognizer
+from assistant.recognizer import FEATURES, Recognizer
 from tools.corpus import DEFAULT_DATA
 from tools.evaluate import Item, load_sets
 from tools.package import update_manifest
 
-FEATURE_NAMES = DEFAULT_CALIBRATION["features"]
+FEATURE_NAMES = list(FEATURES)
 
 
 def is_right(item: Item, intent: str | None, text: str, slots: dict) -> bool:
@@ -42,11 +42,11 @@ def collect(model: Path, data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
     for name, (grammar, items) in load_sets(data, "dev").items():
         recognizer = Recognizer.load(model, grammar=grammar)
         for item in tqdm(items, desc=f"calibration: {name}", leave=False):
-            intent, text, slots, features = recognizer.features_of(item.audio)
-            if features is None:
+            decoded = recognizer.decode(item.audio)
+            if decoded.intent is None:
                 continue
-            feats.append(features.as_array())
-            labels.append(is_right(item, intent, text, slots))
+            feats.append([decoded.features[name] for name in FEATURE_NAMES])
+            labels.append(is_right(item, decoded.intent, decoded.text, decoded.slots))
             negative.append(item.expected_intent is None)
     return np.array(feats), np.array(labels, float), np.array(negative, bool)
 

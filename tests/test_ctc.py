@@ -1,0 +1,54 @@
+"""CTC forward scores against brute force over every alignment."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from assistant.ctc import best_path_log_prob, ctc_log_likelihoods
+
+
+def collapse(path: tuple[int, ...], blank: int) -> tuple[int, ...]:
+    out: list[int] = []
+    prev = None
+    for p in path:
+        if p != prev and p != blank:
+            out.append(p)
+        prev = p
+    return tuple(out)
+
+
+def brute_force(log_probs: np.ndarray, label: tuple[int, ...]) -> float:
+    t_steps, width = log_probs.shape
+    total = -np.inf
+    for path in itertools.product(range(width), repeat=t_steps):
+        if collapse(path, width - 1) == label:
+            total = np.logaddexp(total, sum(log_probs[t, p] for t, p in enumerate(path)))
+    return float(total)
+
+
+def test_forward_matches_brute_force():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(5, 4))
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    labels = [(0,), (0, 1), (1, 1), (2, 0, 2), ()]
+    ours = ctc_log_likelihoods(log_probs, labels)
+    for got, label in zip(ours, labels, strict=True):
+        assert abs(got - brute_force(log_probs, label)) < 1e-9
+
+
+def test_impossible_label_is_minus_infinity():
+    log_probs = np.log(np.full((2, 3), 1 / 3))
+    # Three labels cannot fit into two frames.
+    assert ctc_log_likelihoods(log_probs, [(0, 1, 0)])[0] < -1e20
+
+
+def test_best_path_bounds_every_label():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(6, 4))
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    best = best_path_log_prob(log_probs)
+    for label in [(0,), (1, 2), (2, 2)]:
+        # One path can't beat the best path; a label's many paths together can, a little.
+        assert ctc_log_likelihoods(log_probs, [label])[0] <= best + np.log(4**6)
