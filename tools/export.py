@@ -5,7 +5,14 @@ Facts that shape this file (TF 2.21, see DESIGN.md): XNNPACK cannot resize input
 shape is fixed (a few length buckets; all encoders pad their output to the longest bucket so
 that one decoder-step graph serves them all); the variables are attached to a tf.Module, not
 the Keras model, or the converter drops the weights; and dense layers are quantised per tensor
-so that older runtimes can load the dynamic-range model.
+so that older runtimes can load the dynamic-range model (per channel needs FULLY_CONNECTED v12,
+which tflite-runtime 2.14, the last build for 32-bit Pi OS, does not have).
+
+These graphs load in tflite-runtime 2.14 as they are, signature defs included. It fails
+('ValueError: vector::reserve' from GetSignatureDefs) only in a process that imported
+TensorFlow first: its wrapper then binds the TFLite C++ symbols to TF's own copies in
+libtensorflow_cc.so.2, of another version. Check exported graphs with tflite-runtime in a
+fresh process without TensorFlow (tests/test_tflite_compat.py).
 
 Quantisation is dynamic range (int8 weights, float activations). Full-integer conversion
 segfaults on a looped GRU; unrolling avoids that but measured here it grows each encoder
@@ -75,6 +82,7 @@ def convert(module: tf.Module, function, quantise: bool) -> bytes:
     )
     if quantise:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        # Per-channel dense weights need FULLY_CONNECTED v12: not in tflite-runtime 2.14.
         converter._experimental_disable_per_channel_quantization_for_dense_layers = True
     return converter.convert()
 
