@@ -3,6 +3,7 @@ aarch64), else tflite-runtime (32-bit Pi OS), else full TensorFlow (training mac
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,15 @@ def interpreter_class() -> tuple[type, str]:
         return Interpreter, "ai-edge-litert"
     except ImportError:
         pass
-    try:
-        from tflite_runtime.interpreter import Interpreter
+    # tflite-runtime's C++ symbols bind to TensorFlow's own copies when TensorFlow is already
+    # loaded in the process (tools/ evaluating a bundle), and then fail to read signatures.
+    if "tensorflow" not in sys.modules:
+        try:
+            from tflite_runtime.interpreter import Interpreter
 
-        return Interpreter, "tflite-runtime"
-    except ImportError:
-        pass
+            return Interpreter, "tflite-runtime"
+        except ImportError:
+            pass
     try:
         import tensorflow as tf
 
