@@ -52,3 +52,62 @@ def ctc_log_likelihoods(log_probs: np.ndarray, labels: Sequence[Sequence[int]]) 
 def best_path_log_prob(log_probs: np.ndarray) -> float:
     """Score of the single best CTC path with no constraint: what any transcript could get."""
     return float(log_probs.max(axis=1).sum())
+
+
+class CtcPrefixScorer:
+    """CTC prefix scores for a beam search (Watanabe et al., "Hybrid CTC/attention", 2017):
+    the probability that the audio's transcript *starts with* a prefix. Each prefix carries
+    two arrays over time (paths ending in the last label, paths ending in blank). The time
+    recursions are linear, so they are computed with cumulative sums and
+    ``np.logaddexp.accumulate`` instead of a Python loop over frames, for many candidate
+    extensions at once.
+    """
+
+    def __init__(self, log_probs: np.ndarray):
+        self.x = np.asarray(log_probs, dtype=np.float64)  # [T, V + 1], blank last
+        self.blank = self.x.shape[1] - 1
+        self.cum_blank = np.cumsum(self.x[:, self.blank])
+
+    def initial(self) -> tuple[np.ndarray, np.ndarray]:
+        """(r_nonblank, r_blank) of the empty prefix, shape [T] each."""
+        return np.full(len(self.x), NEG_INF), self.cum_blank.copy()
+
+    def extend(
+        self,
+        r_n: np.ndarray,
+        r_b: np.ndarray,
+        last: np.ndarray,
+        empty: np.ndarray,
+        tokens: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Prefix g + c for M (prefix, token) pairs. r_n, r_b: [M, T] of each g; last: [M]
+        last label of g; empty: [M] whether g is empty; tokens: [M] the c. Returns
+        (prefix log-prob of g + c [M], r_n [M, T], r_b [M, T] of g + c)."""
+        xc = self.x[:, tokens].T  # [M, T]
+        phi = np.where((last == tokens)[:, None], r_b, np.logaddexp(r_n, r_b))
+        cum_c = np.cumsum(xc, axis=1)
+        start = np.where(empty, xc[:, 0], NEG_INF)
+        new_n = np.empty_like(xc)
+        new_n[:, 0] = start
+        if xc.shape[1] > 1:
+            acc = np.logaddexp.accumulate(phi[:, :-1] - cum_c[:, :-1], axis=1)
+            new_n[:, 1:] = cum_c[:, 1:] + np.logaddexp((start - cum_c[:, 0])[:, None], acc)
+        prefix = np.logaddexp(start, _logsumexp(phi[:, :-1] + xc[:, 1:], axis=1))
+        new_b = np.full_like(xc, NEG_INF)
+        if xc.shape[1] > 1:
+            acc_b = np.logaddexp.accumulate(new_n[:, :-1] - self.cum_blank[None, :-1], axis=1)
+            new_b[:, 1:] = self.cum_blank[None, 1:] + acc_b
+        return prefix, np.maximum(new_n, NEG_INF), np.maximum(new_b, NEG_INF)
+
+    @staticmethod
+    def final(r_n: np.ndarray, r_b: np.ndarray) -> np.ndarray:
+        """log P(transcript == prefix) for prefixes [M, T]: the end-of-sentence score."""
+        return np.logaddexp(r_n[..., -1], r_b[..., -1])
+
+
+def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    if a.shape[axis] == 0:
+        return np.full(a.shape[:axis] + a.shape[axis + 1 :], NEG_INF)
+    top = np.max(a, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    return np.squeeze(top, axis=axis) + np.log(np.sum(np.exp(a - top), axis=axis))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from .ctc import CtcPrefixScorer
 from .grammar import Graph, any_token_graph, phone_loop_graph
 from .lexicon import EOS_ID, PAD_ID, TOKENS
 
@@ -161,12 +162,21 @@ def _dfa_for(graph: Graph) -> _LazyDfa:
 class _Beam:
     prefixes: list[tuple[int, ...]]
     dstates: list[int]
-    scores: np.ndarray  # float64 [n]
+    scores: np.ndarray  # float64 [n]: what prefixes are ranked by (joint with CTC if used)
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    att: np.ndarray = field(default_factory=lambda: np.zeros(0))  # attention log-prob [n]
+    ctc_n: np.ndarray | None = None  # CTC prefix state [n, T] (paths ending in a label)
+    ctc_b: np.ndarray | None = None  # [n, T] (paths ending in blank)
 
 
 def _search(
-    model: StepModel, graph: Graph, beam: int, max_steps: int, length_penalty: float
+    model: StepModel,
+    graph: Graph,
+    beam: int,
+    max_steps: int,
+    length_penalty: float,
+    ctc: CtcPrefixScorer | None = None,
+    ctc_weight: float = 0.0,
 ) -> list[Hypothesis]:
     dfa = _dfa_for(graph)
     beam = max(1, min(beam, model.batch_size))
@@ -174,13 +184,19 @@ def _search(
     states = np.repeat(np.asarray(model.start(), dtype=np.float32)[None], batch, axis=0)
     tokens = np.full(batch, PAD_ID, dtype=np.int32)
     dfa.expand(dfa.start)
-    live = _Beam([()], [dfa.start], np.zeros(1))
+    live = _Beam([()], [dfa.start], np.zeros(1), att=np.zeros(1))
+    if ctc is not None:
+        r_n, r_b = ctc.initial()
+        live.ctc_n, live.ctc_b = r_n[None], r_b[None]
     finished: list[Hypothesis] = []
     for _ in range(max_steps):
         log_probs, new_states = model.step(tokens, states)
         n = len(live.prefixes)
-        total = live.scores[:, None] + log_probs[:n] + dfa.masks[live.dstates]
-        live = _select(total, live, dfa, beam, finished, length_penalty)
+        total = live.att[:, None] + log_probs[:n] + dfa.masks[live.dstates]
+        if ctc is None:
+            live = _select(total, live, dfa, beam, finished, length_penalty)
+        else:
+            live = _select_joint(total, live, dfa, beam, finished, length_penalty, ctc, ctc_weight)
         if not live.prefixes:
             break
         # Stop once a finished hypothesis beats what any live one could reach by ending now.
@@ -227,7 +243,70 @@ def _select(
             dstates.append(nxt)
             scores.append(score)
             rows.append(row)
-    return _Beam(prefixes, dstates, np.asarray(scores), np.asarray(rows, dtype=np.int64))
+    scores_arr = np.asarray(scores)
+    return _Beam(prefixes, dstates, scores_arr, np.asarray(rows, dtype=np.int64), att=scores_arr)
+
+
+def _select_joint(
+    total: np.ndarray,
+    live: _Beam,
+    dfa: _LazyDfa,
+    beam: int,
+    finished: list[Hypothesis],
+    length_penalty: float,
+    ctc: CtcPrefixScorer,
+    weight: float,
+) -> _Beam:
+    """Like _select, ranking by (1 - w) * attention + w * CTC prefix score. The attention
+    scores pre-select ``beam`` candidates per prefix (CTC scoring costs more per candidate)."""
+    n, vocab = total.shape
+    k = min(beam, vocab)
+    cand = np.argpartition(-total, k - 1, axis=1)[:, :k]  # [n, k]
+    rows = np.repeat(np.arange(n), k)
+    toks = cand.ravel()
+    att = total[rows, toks]
+    keep = np.isfinite(att)
+    rows, toks, att = rows[keep], toks[keep], att[keep]
+    if rows.size == 0:
+        return _Beam([], [], np.zeros(0), att=np.zeros(0))
+    assert live.ctc_n is not None and live.ctc_b is not None
+    is_eos = toks == EOS_ID
+    last = np.array([p[-1] if p else -1 for p in live.prefixes])[rows]
+    empty = np.array([not p for p in live.prefixes])[rows]
+    ctc_tok = np.where(is_eos, 0, toks)  # </s> is scored by ctc.final below
+    prefix_ctc, new_n, new_b = ctc.extend(live.ctc_n[rows], live.ctc_b[rows], last, empty, ctc_tok)
+    end_ctc = ctc.final(live.ctc_n[rows], live.ctc_b[rows])
+    ctc_score = np.where(is_eos, end_ctc, prefix_ctc)
+    joint = (1 - weight) * att + weight * ctc_score
+    order = np.argsort(-joint, kind="stable")[: 2 * beam]
+    prefixes, dstates, scores, out_rows, out_att, keep_idx = [], [], [], [], [], []
+    for i in order.tolist():
+        score = float(joint[i])
+        if score < -1e29:
+            break
+        row, tok = int(rows[i]), int(toks[i])
+        prefix = (*live.prefixes[row], tok)
+        if tok == EOS_ID:
+            norm = score / len(prefix) ** length_penalty
+            finished.append(Hypothesis(prefix, float(att[i]), norm, dfa_state=live.dstates[row]))
+        elif len(prefixes) < beam:
+            nxt = dfa.expand(live.dstates[row])[tok]
+            dfa.expand(nxt)
+            prefixes.append(prefix)
+            dstates.append(nxt)
+            scores.append(score)
+            out_rows.append(row)
+            out_att.append(float(att[i]))
+            keep_idx.append(i)
+    return _Beam(
+        prefixes,
+        dstates,
+        np.asarray(scores),
+        np.asarray(out_rows, dtype=np.int64),
+        att=np.asarray(out_att),
+        ctc_n=new_n[keep_idx],
+        ctc_b=new_b[keep_idx],
+    )
 
 
 def _best_possible(live: _Beam, length_penalty: float) -> float:
@@ -245,11 +324,15 @@ def constrained_search(
     max_steps: int = 80,
     length_penalty: float = 1.0,
     readings: int = 4,
+    ctc: CtcPrefixScorer | None = None,
+    ctc_weight: float = 0.0,
 ) -> list[Hypothesis]:
     """Hypotheses that the grammar accepts, best (length-normalised) first; empty if none
-    finished within ``max_steps``. Each carries up to ``readings`` word readings."""
+    finished within ``max_steps``. Each carries up to ``readings`` word readings. With a
+    CTC scorer, prefixes are ranked by the joint attention/CTC score (``score``), while
+    ``log_prob`` stays the attention log-prob."""
     graph = grammar if isinstance(grammar, Graph) else grammar.graph
-    hyps = _search(model, graph, beam, max_steps, length_penalty)
+    hyps = _search(model, graph, beam, max_steps, length_penalty, ctc, ctc_weight)
     for h in hyps:
         h.graph, h.max_readings = graph, readings
     return hyps
@@ -259,7 +342,12 @@ _FREE_GRAPHS: dict[bool, Graph] = {}
 
 
 def free_search(
-    model: StepModel, beam: int = 4, max_steps: int = 80, phone_loop: bool = False
+    model: StepModel,
+    beam: int = 4,
+    max_steps: int = 80,
+    phone_loop: bool = False,
+    ctc: CtcPrefixScorer | None = None,
+    ctc_weight: float = 0.0,
 ) -> FreeResult:
     """Best sequence with no grammar (any tokens), or with ``phone_loop`` any well-formed
     words (phones, single "|" between words, </s> after a phone). The yardstick the
@@ -267,7 +355,7 @@ def free_search(
     graph = _FREE_GRAPHS.get(phone_loop)
     if graph is None:
         graph = _FREE_GRAPHS[phone_loop] = phone_loop_graph() if phone_loop else any_token_graph()
-    hyps = _search(model, graph, beam, max_steps, length_penalty=1.0)
+    hyps = _search(model, graph, beam, max_steps, 1.0, ctc, ctc_weight)
     if not hyps:
         return FreeResult((), -np.inf)
     return FreeResult(hyps[0].tokens, hyps[0].log_prob)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle, BundleError, load_bundle
-from .ctc import best_path_log_prob, ctc_log_likelihoods
+from .ctc import CtcPrefixScorer, best_path_log_prob, ctc_log_likelihoods
 from .decoder import Hypothesis, confidence_features, constrained_search, free_search
 from .features import SAMPLE_RATE, log_mel, to_float_pcm
 from .grammar import Grammar, GrammarError, load_grammar
@@ -146,8 +146,18 @@ class Recognizer:
             )
         t_enc = time.perf_counter()
         max_steps = encoded.steps + 8  # about one token per 40 ms encoder step at most
-        hyps = constrained_search(self.model, self.grammar, beam=self.beam, max_steps=max_steps)
-        free = free_search(self.model, beam=1, max_steps=max_steps)
+        scorer = CtcPrefixScorer(encoded.ctc_log_probs) if self.ctc_weight > 0 else None
+        hyps = constrained_search(
+            self.model,
+            self.grammar,
+            beam=self.beam,
+            max_steps=max_steps,
+            ctc=scorer,
+            ctc_weight=self.ctc_weight,
+        )
+        free = free_search(
+            self.model, beam=1, max_steps=max_steps, ctc=scorer, ctc_weight=self.ctc_weight
+        )
         ranked, ctc_scores = self._rerank(hyps, encoded.ctc_log_probs)
         t_dec = time.perf_counter()
         timings = {

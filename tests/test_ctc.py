@@ -52,3 +52,31 @@ def test_best_path_bounds_every_label():
     for label in [(0,), (1, 2), (2, 2)]:
         # One path can't beat the best path; a label's many paths together can, a little.
         assert ctc_log_likelihoods(log_probs, [label])[0] <= best + np.log(4**6)
+
+
+def test_prefix_scorer_agrees_with_forward_and_sums_to_one():
+    from assistant.ctc import CtcPrefixScorer
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(9, 5))
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    scorer = CtcPrefixScorer(log_probs)
+    for label in ([1, 2, 2, 3], [0], [3, 3, 0]):
+        r_n, r_b = (a[None] for a in scorer.initial())
+        last, empty = np.array([-1]), np.array([True])
+        for token in label:
+            _, r_n, r_b = scorer.extend(r_n, r_b, last, empty, np.array([token]))
+            last, empty = np.array([token]), np.array([False])
+        assert abs(scorer.final(r_n, r_b)[0] - ctc_log_likelihoods(log_probs, [label])[0]) < 1e-9
+    # Every transcript is empty or starts with some label: the probabilities sum to one.
+    r_n, r_b = scorer.initial()
+    width = 4
+    first, _, _ = scorer.extend(
+        np.repeat(r_n[None], width, 0),
+        np.repeat(r_b[None], width, 0),
+        np.full(width, -1),
+        np.ones(width, bool),
+        np.arange(width),
+    )
+    total = np.logaddexp(np.logaddexp.reduce(first), scorer.final(r_n, r_b))
+    assert abs(total) < 1e-9
