@@ -48,7 +48,7 @@ def test_jsgf_of_our_grammars_loads_in_pocketsphinx(path: Path) -> None:
 def test_jsgf_is_written_from_templates_not_expanded() -> None:
     jsgf = grammar_to_jsgf(load_grammar(EVAL / "an4.yaml"))
     # AN4 accepts infinitely many sentences; the JSGF is a few rules with loops.
-    assert "<rule_letters_item>+" in jsgf.text
+    assert "<rule_letters> = <rule_letters_item> [<rule_letters>];" in jsgf.text
     assert len(jsgf.text) < 5000
     assert {"rubout", "apostrophe", "nineteen", "january"} <= jsgf.words
 
@@ -73,6 +73,16 @@ def test_jsgf_glued_words_lists_rules_and_repeats() -> None:
     assert "(a b | b a) <list_room>" in text
     assert "(hello | good bye)" in text  # hyphens split as the graph does
     assert "<rule_digits> = <rule_digits_item> <rule_digits_item> " in text
+    unbounded = grammar_from_dict(
+        {
+            "intents": {"N": {"data": [{"sentences": ["<n>"]}]}},
+            "expansion_rules": {"n": {"repeat": "(one|two)", "min": 2}},
+        }
+    )
+    text_n = grammar_to_jsgf(unbounded).text
+    assert "<rule_n> = <rule_n_item> <rule_n_loop>;" in text_n
+    assert "<rule_n_loop> = <rule_n_item> [<rule_n_loop>];" in text_n
+    _sphinx_decoder().add_jsgf_string("n", text_n)
     _sphinx_decoder().add_jsgf_string("g", text)
 
 
