@@ -43,6 +43,7 @@ class Bundle:
     enc_dim: int
     state_size: int
     grammar: Path
+    lexicon: Path | None  # pronunciations of the grammar's words, if shipped
     calibration: dict[str, Any]
     raw: dict[str, Any]
 
@@ -114,6 +115,7 @@ def load_bundle(path: Path) -> Bundle:
         enc_dim=int(_require(manifest, "enc_dim", int, manifest_path)),
         state_size=int(_require(manifest, "state_size", int, manifest_path)),
         grammar=grammar,
+        lexicon=path / manifest["lexicon"] if manifest.get("lexicon") else None,
         calibration=dict(manifest.get("calibration", {})),
         raw=manifest,
     )

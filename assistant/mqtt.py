@@ -124,7 +124,7 @@ class MqttSettings:
     site: str = field(default_factory=socket.gethostname)
     topic_prefix: str = "assistant"
     reconnect_min_delay: float = 1.0
-    reconnect_max_delay: float = 60.0
+    reconnect_max_delay: float = 10.0  # a restarted home broker is found within ~10 s
     connect_timeout: float = 5.0
     outbox_max_messages: int = DEFAULT_MAX_MESSAGES
 
@@ -527,7 +527,12 @@ class Bus:
         )
         items = [(self.topics.transcript, dumps(transcript.to_dict()))]
         if self.settings.hermes:
-            items += [(topic, dumps(payload)) for topic, payload in hermes_messages(transcript)]
+            # The Hermes copies are a courtesy: if one cannot be built (an odd intent name or
+            # slot value), the transcript itself must still go out.
+            try:
+                items += [(t, dumps(payload)) for t, payload in hermes_messages(transcript)]
+            except (TypeError, ValueError, AttributeError) as exc:
+                log.error("Hermes messages for %s not sent: %s", utterance_id, exc)
         self._enqueue(items)
 
     def publish_said(self, request: SayRequest) -> None:

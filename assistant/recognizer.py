@@ -12,6 +12,7 @@ intent is right; below the bundle's threshold the intent is None.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from .ctc import CtcPrefixScorer, best_path_log_prob, ctc_log_likelihoods
 from .decoder import Hypothesis, confidence_features, constrained_search, free_search
 from .features import SAMPLE_RATE, log_mel, to_float_pcm
 from .grammar import Grammar, GrammarError, load_grammar
-from .lexicon import EOS_ID, PAD_ID
+from .lexicon import EOS_ID, PAD_ID, add_pronunciations
 from .model import TfliteModel
 from .result import Result
 
@@ -94,6 +95,11 @@ class Recognizer:
         Raises BundleError with a readable reason for any broken bundle or grammar."""
         bundle = load_bundle(Path(model_dir))
         model = TfliteModel(bundle, num_threads=num_threads)
+        if bundle.lexicon is not None:
+            try:
+                add_pronunciations(json.loads(bundle.lexicon.read_text()))
+            except (OSError, ValueError, TypeError, AttributeError) as exc:
+                raise BundleError(f"{bundle.lexicon}: not a usable lexicon ({exc})") from exc
         grammar_path = Path(grammar) if grammar else bundle.grammar
         try:
             loaded = load_grammar(grammar_path)

@@ -9,7 +9,8 @@ from typing import Any
 
 from assistant.bundle import MANIFEST_FORMAT
 from assistant.features import FeatureParams
-from assistant.lexicon import TOKENS
+from assistant.grammar import load_grammar
+from assistant.lexicon import TOKENS, lexicon_for
 from tools.export import DEFAULT_BUCKETS, export
 from tools.model import ModelConfig
 
@@ -34,6 +35,7 @@ def write_bundle(
     graphs = export(checkpoint, config, out, quantise=quantise, buckets=buckets)
     if grammar.resolve() != (out / "grammar.yaml").resolve():
         shutil.copyfile(grammar, out / "grammar.yaml")
+    write_lexicon(out)
     manifest = {
         "format": MANIFEST_FORMAT,
         "name": name,
@@ -44,12 +46,20 @@ def write_bundle(
         "model": config.to_dict(),
         **graphs,
         "grammar": "grammar.yaml",
+        "lexicon": "lexicon.json",
         "training": training or {},
         "calibration": {},
         "metrics": {},
     }
     update_manifest(out, manifest)
     return out
+
+
+def write_lexicon(bundle: Path) -> None:
+    """lexicon.json: the grammar's words and their phones, so the runtime need not load the
+    whole CMU dictionary."""
+    words = load_grammar(bundle / "grammar.yaml").vocabulary
+    (bundle / "lexicon.json").write_text(json.dumps(lexicon_for(words), indent=0) + "\n")
 
 
 def update_manifest(bundle: Path, fields: dict[str, Any]) -> dict[str, Any]:
