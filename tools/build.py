@@ -132,8 +132,27 @@ def build(args: argparse.Namespace) -> Path:
     shutil.copyfile(run / "config.json", args.out / "config.json")
     plot_training(run / "history.csv", args.out / "training.png")
 
-    step("calibration (dev split)")
-    calibration = calibrate(args.out, args.data)
+    calib_dir = work / "calib"
+    if args.heldout_count and not (calib_dir / "labels.json").exists():
+        step("calibration speech (training voices, new sentences)")
+        synth.main(
+            [
+                "--grammar",
+                *grammar,
+                "--count",
+                "300",
+                "--wav-dir",
+                str(calib_dir),
+                "--exclude",
+                HELDOUT_VOICES,
+                "--seed",
+                "2",
+                "--workers",
+                str(args.workers),
+            ]
+        )
+    step("calibration (dev split + the grammar's own commands)")
+    calibration = calibrate(args.out, args.data, calib_dir if calib_dir.exists() else None)
     update_manifest(float_dir, {"calibration": calibration})
 
     metrics: dict = {}

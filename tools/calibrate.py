@@ -19,8 +19,9 @@ from tqdm import tqdm
 
 from assistant.grammar import normalise_text
 from assistant.recognizer import FEATURES, Recognizer
-from tools.corpus import DEFAULT_DATA
+from tools.corpus import DEFAULT_DATA, load_audio
 from tools.evaluate import Item, load_sets
+from tools.heldout import expected_meaning, read_labels
 from tools.package import update_manifest
 
 FEATURE_NAMES = list(FEATURES)
@@ -36,10 +37,26 @@ def is_right(item: Item, intent: str | None, text: str, slots: dict) -> bool:
     )
 
 
-def collect(model: Path, data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def grammar_items(model: Path, folder: Path) -> list[Item]:
+    """The bundle's own commands (a folder of WAVs + labels.json, synthetic speech of voices
+    other than the held-out test voices), so the calibrator also knows this grammar."""
+    recognizer = Recognizer.load(model)
+    items = []
+    for path, label in read_labels(folder):
+        intent, slots = expected_meaning(recognizer, label)
+        items.append(Item(load_audio(path), intent, slots, label["text"]))
+    return items
+
+
+def collect(
+    model: Path, data: Path, own: Path | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features, right/wrong labels, and whether the clip was a non-command."""
     feats, labels, negative = [], [], []
-    for name, (grammar, items) in load_sets(data, "dev").items():
+    sets = load_sets(data, "dev")
+    if own is not None and (own / "labels.json").exists():
+        sets["own grammar"] = (None, grammar_items(model, own))
+    for name, (grammar, items) in sets.items():
         recognizer = Recognizer.load(model, grammar=grammar)
         for item in tqdm(items, desc=f"calibration: {name}", leave=False):
             decoded = recognizer.decode(item.audio)
@@ -78,8 +95,8 @@ def choose_threshold(
     return best
 
 
-def calibrate(model: Path, data: Path) -> dict:
-    x, y, negative = collect(model, data)
+def calibrate(model: Path, data: Path, own: Path | None = None) -> dict:
+    x, y, negative = collect(model, data, own)
     w, b = fit_logistic(x, y)
     p = 1 / (1 + np.exp(-(x @ w + b)))
     threshold = choose_threshold(p, y, negative)
@@ -101,8 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--own", type=Path, help="WAVs + labels.json of the bundle's grammar")
     args = parser.parse_args(argv)
-    print(calibrate(args.model, args.data))
+    print(calibrate(args.model, args.data, args.own))
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ class Recogniser(keras.Model):
 
     # -- encoder -------------------------------------------------------------------------
     def encode(self, feats, training=False):
-        """feats [B, T, n_mels] -> (encoder states [B, T', enc_dim], attention keys [B, T', dec])."""
+        """feats [B, T, n_mels] -> (encoder states [B, T', enc_dim], keys [B, T', dec_units])."""
         x = feats[..., None]
         x = self.conv1(x)
         x = self.conv2(x)

@@ -64,7 +64,8 @@ def write_card(bundle: Path) -> None:
         f"# Model card: {m['name']} {m['version']}",
         "",
         "GRU encoder + attention decoder over ARPAbet phonemes, decoding constrained by",
-        f"`{m['grammar']}` (Home Assistant sentence templates). Quantisation: {m.get('quantisation')}.",
+        f"`{m['grammar']}` (Home Assistant sentence templates). "
+        f"Quantisation: {m.get('quantisation')}.",
         f"Graph files: {', '.join(f'{k} ({v / 1024:.0f} KiB)' for k, v in sizes.items())}; "
         f"total {sum(sizes.values()) / 1024 / 1024:.2f} MiB.",
         "",

@@ -173,7 +173,8 @@ def train(
     print(f"{len(data)} training utterances, {model.count_params()} parameters")
     for epoch in range(start_epoch, epochs):
         progress = epoch / max(epochs - 1, 1)
-        warm = min(1.0, (epoch + 1) / 2)  # two warm-up epochs
+        # Two warm-up epochs from scratch; none when fine-tuning trained weights.
+        warm = 1.0 if init is not None else min(1.0, (epoch + 1) / 2)
         trainer.lr.assign(lr * warm * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress))))
         batches = make_batches(data.lengths(), max_frames, rng)
         sums, n, t0 = np.zeros(3), 0, time.time()
