@@ -128,6 +128,13 @@ def write_card(bundle: Path) -> None:
             f"dev false accepts {_pct(cal.get('dev_false_accepts'))}, dev right answers accepted "
             f"{_pct(cal.get('dev_right_accepted'))}.",
         ]
+    build = metrics.get("build_minutes")
+    if build:
+        lines += ["", "## Build time (this 2-core machine)", ""]
+        if isinstance(build, dict):
+            lines += [f"- {step}: {minutes} min" for step, minutes in build.items()]
+        else:
+            lines.append(f"- whole build: {build} min")
     lines += [
         "",
         "Plots: `training.png` (curves), `snr.png` (accuracy against noise).",
