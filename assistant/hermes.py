@@ -384,7 +384,10 @@ def clean_say_text(text: str) -> tuple[str, bool]:
     Returns the cleaned text and whether it was cut at :data:`MAX_SAY_CHARS`.
     """
     kept = "".join(
-        " " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in text
+        # Control, format, separator, surrogate, private-use and unassigned code points
+        # are nothing a speech engine should be handed.
+        " " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn") else ch
+        for ch in text
     )
     kept = _CONTROL.sub(" ", kept).strip()
     if len(kept) <= MAX_SAY_CHARS:
@@ -441,7 +444,7 @@ def parse_say(payload: bytes, *, site: str) -> SayRequest:
     stripped = text.strip()
     try:
         data = json.loads(stripped)
-    except ValueError:
+    except (ValueError, RecursionError):  # deeply nested arrays exhaust the parser
         if stripped[:1] in ("{", "["):
             raise SayPayloadError("payload looks like JSON but does not parse") from None
         data = {"text": text}
@@ -460,9 +463,10 @@ def parse_hermes_say(payload: bytes, *, site: str) -> SayRequest | None:
     A message without ``siteId`` is taken as addressed to every site, so that a plain
     ``mosquitto_pub -t hermes/tts/say -m '{"text": "hi"}'`` is spoken.
     """
+    text = _decode(payload)  # its own errors (too big, not UTF-8) keep their reason
     try:
-        data = json.loads(_decode(payload))
-    except ValueError:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
         raise SayPayloadError("hermes/tts/say payload is not JSON") from None
     if not isinstance(data, dict):
         kind = type(data).__name__

@@ -94,6 +94,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+SAY_QUEUE_LIMIT = 16  # say requests waiting to be spoken; older ones are dropped beyond this
 
 WINDOW = 16
 """Most QoS 1 messages in flight at once: pipelining without unbounded resends."""
@@ -130,6 +131,10 @@ class MqttSettings:
 
     def __post_init__(self) -> None:
         check_topic_level(self.site, "mqtt site")
+        for level in self.topic_prefix.split("/"):
+            check_topic_level(level, "mqtt topic_prefix")
+        if self.topic_prefix.startswith("$"):
+            raise ValueError("mqtt topic_prefix must not start with '$' (broker topics)")
         if not 0 < self.port < 65536:
             raise ValueError(f"mqtt port must be 1..65535, got {self.port}")
         if self.keepalive < 5:
@@ -377,6 +382,7 @@ class Bus:
         self._drained = threading.Condition()
         self._thread: threading.Thread | None = None
         self._say_queue: queue.Queue[SayRequest | None] = queue.Queue()
+        self.says_dropped = 0
         self._say_thread: threading.Thread | None = None
         self._connected = False
         self._delivered = 0
@@ -593,6 +599,18 @@ class Bus:
             return
         if request.truncated:
             log.warning("say request %s was longer than allowed and was cut", request.id)
+        # A flood of say requests must not keep the assistant talking (and its microphone
+        # muted) for hours: keep the newest few, drop the oldest, and count what was dropped.
+        while self._say_queue.qsize() >= SAY_QUEUE_LIMIT:
+            try:
+                dropped = self._say_queue.get_nowait()
+            except queue.Empty:
+                break
+            if dropped is None:  # the stop marker stays
+                self._say_queue.put(None)
+                return
+            self.says_dropped += 1
+            log.warning("too many say requests: dropped %r", dropped.text[:40])
         self._say_queue.put(request)
 
     def _dispatch_says(self) -> None:

@@ -29,7 +29,7 @@ class VadSettings:
     pre_roll_ms: int = 300
     hangover_ms: int = 600
     min_utterance_ms: int = 120
-    max_utterance_ms: int = 10000
+    max_utterance_ms: int = 8000  # the model's longest input (8 s)
     start_window_ms: int = 300  # speech starts when `start_ratio` of this window is voiced
     start_ratio: float = 0.3
     min_snr_db: float = 12.0  # a voiced frame must be this far above the noise floor (0: off)
@@ -135,7 +135,10 @@ class Segmenter:
         return None
 
     def _is_voiced(self, frame: np.ndarray) -> bool:
-        energy = float(np.mean(np.square(frame, dtype=np.float64)))
+        # Cheap USB microphones add a DC offset: measure (and let webrtcvad judge) the frame
+        # without it, or a constant offset counts as loud "speech" energy.
+        centred = frame.astype(np.float64) - float(np.mean(frame))
+        energy = float(np.mean(np.square(centred)))
         if self.settings.min_snr_db:
             # webrtcvad alone calls the clank of an exercise bike or a running tap "speech"; a
             # steady noise never stands `min_snr_db` above the floor it sets itself.
@@ -143,7 +146,8 @@ class Segmenter:
             floor_db = self._update_floor(energy)
             if level_db < floor_db + self.settings.min_snr_db:
                 return False
-        return self._vad.is_speech(frame.astype("<i2", copy=False).tobytes(), SAMPLE_RATE)
+        pcm = np.clip(np.rint(centred), -32768, 32767).astype("<i2")
+        return self._vad.is_speech(pcm.tobytes(), SAMPLE_RATE)
 
     def _update_floor(self, energy: float) -> float:
         self._block_energy += energy
