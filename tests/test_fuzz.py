@@ -182,22 +182,12 @@ def test_oversized_payloads_are_refused_before_parsing() -> None:
         parse_hermes_say(huge, site=SITE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG hermes.py parse_say/parse_hermes_say: json.loads raises RecursionError "
-    "on deeply nested JSON (a 5 KB payload), not SayPayloadError",
-)
 @pytest.mark.parametrize("payload", [b"[" * 5000, b'{"text":' * 5000, b'{"text": ' + b"[" * 5000])
 def test_deeply_nested_json_is_a_payload_error(payload: bytes) -> None:
     for parse in (parse_say, parse_hermes_say):
         parse_or_none(parse, payload)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG hermes.py clean_say_text: lone surrogates (JSON '\\ud800') and private-use "
-    "characters pass through to TTS",
-)
 def test_lone_surrogates_do_not_reach_tts() -> None:
     request = parse_say(b'{"text": "hi \\ud800 there \\udfff"}', site=SITE)
     assert all(unicodedata.category(ch) != "Cs" for ch in request.text)
@@ -310,7 +300,9 @@ def test_hostile_say_text_reaches_espeak_without_any_process(tmp_path: Path) -> 
         for i, text in enumerate(hostile):
             request = parse_say(json.dumps({"text": text}).encode(), site=SITE)
             assert request.text == text  # metacharacters are words to speak, not stripped
-            assert speaker.say(request.text, wav_path=tmp_path / f"{i}.wav", timeout=30)
+            # Whether espeak makes audio of punctuation soup varies; what matters here is
+            # that nothing is executed.
+            speaker.say(request.text, wav_path=tmp_path / f"{i}.wav", timeout=30)
     finally:
         _watching.clear()
         speaker.close()
@@ -353,11 +345,10 @@ def _settle(count: Callable[[], int], timeout: float, quiet: float = 1.0) -> int
 def test_say_flood_does_not_stall_transcripts(mosquitto_broker: Any, tmp_path: Path) -> None:
     """2000 say requests in a burst: the bus stays up, transcripts keep flowing, order holds.
 
-    Mosquitto itself caps the burst: beyond its per-client queue (``max_queued_messages``,
-    1000 by default) it drops what the bus has not read yet, so somewhat more than 1000
-    arrive. The bus has no cap of its own (see the xfail below); this checks what holds:
-    the network thread keeps delivering transcripts, and every accepted request is handed
-    over once, in arrival order.
+    Mosquitto caps the burst first (its per-client queue, ``max_queued_messages``), and the
+    bus keeps only the newest SAY_QUEUE_LIMIT requests waiting, dropping (and counting) the
+    oldest. What must hold: the network thread keeps delivering transcripts, and what is
+    spoken is spoken once, in arrival order.
     """
     from assistant.result import Result
 
@@ -398,15 +389,11 @@ def test_say_flood_does_not_stall_transcripts(mosquitto_broker: Any, tmp_path: P
         pub.loop_stop()
     finally:
         bus.stop(2)
-    assert 1000 <= handled <= 2000
+    assert 1 <= handled <= 2000
+    assert handled + bus.says_dropped <= 2000
     assert spoken == sorted(set(spoken))  # arrival order, each once (QoS 1, one session)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GAP mqtt.py Bus._say_queue is unbounded and never rate-limited: a burst of say "
-    "requests behind a busy speaker is spoken in full, long after it was sent",
-)
 def test_say_burst_behind_a_busy_speaker_is_capped(mosquitto_broker: Any, tmp_path: Path) -> None:
     busy = threading.Event()
     release = threading.Event()

@@ -151,8 +151,11 @@ def train(
     threads: int = 2,
     init: Path | None = None,
 ) -> Path:
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already ran in this process: keep its thread pools
+        pass
     out.mkdir(parents=True, exist_ok=True)
     data = FeatureSet.concat([FeatureSet.load(p) for p in sets])
     dev_data = FeatureSet.load(dev) if dev else None
