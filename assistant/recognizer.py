@@ -62,6 +62,7 @@ class Decoded:
     slots: dict[str, Any]
     features: dict[str, float]
     timings: dict[str, float]
+    cropped: bool = False  # longer than the model's longest input: only its start was heard
 
 
 class Recognizer:
@@ -122,7 +123,9 @@ class Recognizer:
         t0 = time.perf_counter()
         decoded = self.decode(pcm)
         timings = {**decoded.timings, "total": (time.perf_counter() - t0) * 1000}
-        if decoded.intent is None:
+        if decoded.intent is None or decoded.cropped:
+            # A cropped recording holds more than one command's worth of audio: guessing an
+            # intent from its first seconds would be a false accept.
             return Result(text=decoded.text, intent=None, confidence=0.0, timings=timings)
         confidence = self.confidence(decoded.features)
         if confidence < self.threshold:
@@ -146,7 +149,8 @@ class Recognizer:
         encoded = self.model.encode(feats)
         if encoded.cropped:
             log.warning(
-                "utterance of %.1f s cropped to the model's longest input (%.1f s)",
+                "%.1f s of audio is longer than one command (the model hears %.1f s): rejected;"
+                " `assistant run --source FILE` splits a recording into utterances",
                 audio.size / SAMPLE_RATE,
                 self.bundle.encoders[-1].frames / 100,
             )
@@ -186,8 +190,8 @@ class Recognizer:
                 "length": float(base.length),
                 "ctc_gap": (ctc_best - ctc_scores[id(best)]) / max(encoded.steps, 1),
             }
-            return Decoded(text, intent, slots, features, timings)
-        return Decoded("", None, {}, {}, timings)
+            return Decoded(text, intent, slots, features, timings, encoded.cropped)
+        return Decoded("", None, {}, {}, timings, encoded.cropped)
 
     def _rerank(
         self, hyps: list[Hypothesis], ctc_log_probs: np.ndarray
