@@ -23,6 +23,7 @@ Thread-safe: the daemon thread puts, the network thread peeks and acks.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -85,6 +86,8 @@ class Outbox:
         self._unacked_deletes: set[int] = set()  # acked but not yet deleted from disk
         self._storage_failing = False
         self._db = self._open()
+        self._identity = self._file_identity()
+        self._full_warned_at = 0  # drops count when "outbox full" was last logged
         row = self._db.execute("SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM messages").fetchone()
         self._next_seq = int(row[0]) + 1
         self._disk_count = int(row[1])
@@ -170,6 +173,7 @@ class Outbox:
     ) -> list[int]:
         """Queue messages that belong together (one transcript) in one transaction."""
         with self._lock:
+            self._check_file()
             now = time.time()
             batch = []
             for topic, payload in items:
@@ -179,6 +183,48 @@ class Outbox:
             self._enforce_limit()
             self._write_spill(now)
             return [m.seq for m in batch]
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _check_file(self) -> None:
+        """If the database file was deleted or replaced under us, sqlite would go on writing
+        to the vanished inode and nothing would survive a restart: copy what is queued into
+        a new file at the same path."""
+        if self._identity is not None and self._file_identity() == self._identity:
+            return
+        try:
+            rows = self._db.execute(
+                "SELECT seq, topic, payload, qos, retain, created FROM messages ORDER BY seq"
+            ).fetchall()
+        except sqlite3.Error:
+            rows = []
+        log.error(
+            "outbox %s vanished while running: recreated it with the %d queued message(s)",
+            self.path,
+            len(rows),
+        )
+        try:
+            self._db.close()
+        except sqlite3.Error:
+            pass
+        self._db = self._open()
+        try:
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO messages(seq, topic, payload, qos, retain, created)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._save_dropped(self._dropped)
+        except sqlite3.Error as exc:
+            self._storage_failed("recreate the vanished outbox", exc)
+        self._disk_count = int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+        self._identity = self._file_identity()
 
     def _enforce_limit(self) -> None:
         excess = len(self) - self.max_messages
@@ -203,11 +249,14 @@ class Outbox:
         if excess > 0:
             del self._spill[:excess]
             self._dropped += excess
-        log.warning(
-            "outbox full (%d messages): dropped the oldest; %d dropped in all",
-            self.max_messages,
-            self._dropped,
-        )
+        # Once per 1000 drops, not once per message: a long outage must not flood the journal.
+        if self._dropped - self._full_warned_at >= 1000 or not self._full_warned_at:
+            self._full_warned_at = self._dropped
+            log.warning(
+                "outbox full (%d messages): dropping the oldest; %d dropped in all",
+                self.max_messages,
+                self._dropped,
+            )
 
     def _save_dropped(self, value: int) -> None:
         self._db.execute(

@@ -399,12 +399,6 @@ def test_outbox_deleted_while_running_keeps_delivering(
     sub.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a deleted outbox file goes unnoticed: sqlite keeps writing to the "
-    "unlinked inode, nothing is logged, and queued messages no longer survive a crash "
-    "(Outbox.put_many, assistant/outbox.py:168, never checks that its file still exists)",
-)
 def test_outbox_deleted_while_running_is_logged_and_recreated(
     tmp_path: Path,
     mosquitto_factory: Callable[..., Any],
