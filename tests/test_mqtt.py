@@ -346,6 +346,43 @@ def test_broker_outage_mid_stream_loses_nothing(
     sub.close()
 
 
+def test_flapping_broker_loses_nothing(
+    mosquitto_factory: Callable[..., Any], bus_factory: Callable[..., Bus]
+) -> None:
+    """The broker goes down and up every second or so while utterances keep coming: every
+    transcript arrives, first arrivals in order."""
+    broker = mosquitto_factory(persistence=True)
+    sub = Subscriber(broker.host, broker.port, [TRANSCRIPT], client_id="sub-flap", clean=False)
+    bus = bus_factory(settings_for(broker, hermes=False))
+    assert wait_until(lambda: bus.connected)
+    ids: list[str] = []
+    stop_talking = threading.Event()
+
+    def speak() -> None:  # one utterance every 20 ms for as long as the broker flaps
+        i = 0
+        while not stop_talking.is_set():
+            ids.extend(publish_n(bus, i, 1))
+            i += 1
+            time.sleep(0.02)
+
+    talker = threading.Thread(target=speak)
+    talker.start()
+    try:
+        for _ in range(4):  # four outages of ~1 s, with ~1 s up in between
+            time.sleep(1.0)
+            broker.stop()
+            time.sleep(1.0)
+            broker.start()
+    finally:
+        stop_talking.set()
+        talker.join()
+    assert len(ids) > 100
+    assert bus.flush(15), f"still queued: {bus.queued}, last error {bus.last_error}"
+    assert sub.wait_for(lambda: len({p["id"] for p in sub.payloads(TRANSCRIPT)}) == len(ids), 15)
+    assert_in_order([p["id"] for p in sub.payloads(TRANSCRIPT)], ids)
+    sub.close()
+
+
 PUBLISHER = textwrap.dedent(
     """
     import sys, time
