@@ -47,6 +47,7 @@ class Hypothesis:
     log_prob: float  # sum over tokens, </s> included
     score: float  # length-normalised log-prob, what hypotheses are ranked by
     dfa_state: int = -1  # determinised graph state before </s>
+    ctc_log_prob: float | None = None  # log P(tokens) under CTC, when the search used it
     graph: Graph | None = field(default=None, repr=False, compare=False)
     max_readings: int = 4
     _readings: tuple[tuple[str, ...], ...] | None = field(default=None, repr=False, compare=False)
@@ -288,7 +289,15 @@ def _select_joint(
         prefix = (*live.prefixes[row], tok)
         if tok == EOS_ID:
             norm = score / len(prefix) ** length_penalty
-            finished.append(Hypothesis(prefix, float(att[i]), norm, dfa_state=live.dstates[row]))
+            finished.append(
+                Hypothesis(
+                    prefix,
+                    float(att[i]),
+                    norm,
+                    dfa_state=live.dstates[row],
+                    ctc_log_prob=float(ctc_score[i]),
+                )
+            )
         elif len(prefixes) < beam:
             nxt = dfa.expand(live.dstates[row])[tok]
             dfa.expand(nxt)

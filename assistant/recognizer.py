@@ -168,7 +168,8 @@ class Recognizer:
         free = free_search(
             self.model, beam=1, max_steps=max_steps, ctc=scorer, ctc_weight=self.ctc_weight
         )
-        ranked, ctc_scores = self._rerank(hyps, encoded.ctc_log_probs)
+        # The joint search already ranks by (1 - w) * attention + w * CTC, per token.
+        ranked = hyps
         t_dec = time.perf_counter()
         timings = {
             "features": (t_feat - t0) * 1000,
@@ -188,22 +189,16 @@ class Recognizer:
                 "difference": base.difference,
                 "margin": base.margin,
                 "length": float(base.length),
-                "ctc_gap": (ctc_best - ctc_scores[id(best)]) / max(encoded.steps, 1),
+                "ctc_gap": (ctc_best - self._ctc_score(best, encoded.ctc_log_probs))
+                / max(encoded.steps, 1),
             }
             return Decoded(text, intent, slots, features, timings, encoded.cropped)
         return Decoded("", None, {}, {}, timings, encoded.cropped)
 
-    def _rerank(
-        self, hyps: list[Hypothesis], ctc_log_probs: np.ndarray
-    ) -> tuple[list[Hypothesis], dict[int, float]]:
-        if not hyps:
-            return [], {}
-        labels = [[t for t in h.tokens if t not in (EOS_ID, PAD_ID)] for h in hyps]
-        ctc = ctc_log_likelihoods(ctc_log_probs, labels)
-        w = self.ctc_weight
-        joint = [
-            ((1 - w) * h.log_prob + w * float(c)) / max(len(h.tokens), 1)
-            for h, c in zip(hyps, ctc, strict=True)
-        ]
-        order = np.argsort(joint)[::-1]
-        return [hyps[i] for i in order], {id(h): float(c) for h, c in zip(hyps, ctc, strict=True)}
+    def _ctc_score(self, hyp: Hypothesis, ctc_log_probs: np.ndarray) -> float:
+        """CTC log-likelihood of a hypothesis: the joint search computed it already, or
+        here when it searched without CTC."""
+        if hyp.ctc_log_prob is None:
+            label = [t for t in hyp.tokens if t not in (EOS_ID, PAD_ID)]
+            hyp.ctc_log_prob = float(ctc_log_likelihoods(ctc_log_probs, [label])[0])
+        return hyp.ctc_log_prob
