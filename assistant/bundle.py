@@ -15,7 +15,7 @@ from typing import Any
 from .features import FeatureParams
 from .lexicon import TOKENS
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: one decoder-step graph per encoder bucket
 
 
 class BundleError(Exception):
@@ -25,8 +25,9 @@ class BundleError(Exception):
 @dataclass(frozen=True)
 class EncoderSpec:
     file: str
-    frames: int
-    steps: int
+    frames: int  # input feature frames (10 ms each)
+    steps: int  # encoder output steps
+    decoder_step: str  # the step graph that attends over exactly these steps
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,7 @@ class Bundle:
     features: FeatureParams
     tokens: tuple[str, ...]
     encoders: tuple[EncoderSpec, ...]  # shortest first
-    decoder_step: str
     beam: int
-    encoder_steps: int
     enc_dim: int
     state_size: int
     grammar: Path
@@ -78,6 +77,7 @@ def load_bundle(path: Path) -> Bundle:
     if fmt != MANIFEST_FORMAT:
         raise BundleError(
             f"{manifest_path}: bundle format {fmt!r}, this version reads format {MANIFEST_FORMAT}"
+            " (rebuild it with python -m tools.build)"
         )
     tokens = tuple(_require(manifest, "tokens", list, manifest_path))
     if tokens != TOKENS:
@@ -89,15 +89,20 @@ def load_bundle(path: Path) -> Bundle:
     for entry in _require(manifest, "encoders", list, manifest_path):
         try:
             encoders.append(
-                EncoderSpec(str(entry["file"]), int(entry["frames"]), int(entry["steps"]))
+                EncoderSpec(
+                    str(entry["file"]),
+                    int(entry["frames"]),
+                    int(entry["steps"]),
+                    str(entry["decoder_step"]),
+                )
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{manifest_path}: bad encoder entry {entry!r}") from exc
     if not encoders:
         raise BundleError(f"{manifest_path}: no encoders listed")
-    step = _require(manifest, "decoder_step", dict, manifest_path)
+    beam = _require(manifest, "beam", int, manifest_path)
     grammar = path / str(_require(manifest, "grammar", str, manifest_path))
-    for file in [e.file for e in encoders] + [step.get("file", "")]:
+    for file in [f for e in encoders for f in (e.file, e.decoder_step)]:
         if not (path / file).is_file():
             raise BundleError(f"{path}: model file '{file}' is missing")
     if not grammar.is_file():
@@ -109,9 +114,7 @@ def load_bundle(path: Path) -> Bundle:
         features=features,
         tokens=tokens,
         encoders=tuple(sorted(encoders, key=lambda e: e.frames)),
-        decoder_step=str(step["file"]),
-        beam=int(step.get("beam", 8)),
-        encoder_steps=int(_require(manifest, "encoder_steps", int, manifest_path)),
+        beam=beam,
         enc_dim=int(_require(manifest, "enc_dim", int, manifest_path)),
         state_size=int(_require(manifest, "state_size", int, manifest_path)),
         grammar=grammar,

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import Bundle, BundleError
+from .bundle import Bundle, BundleError, EncoderSpec
 from .tflite import load_interpreter, named_io
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,19 @@ class Encoded:
     cropped: bool
 
 
+@dataclass
+class _Bucket:
+    """One input length: its encoder graph and the decoder step that attends over its output."""
+
+    spec: EncoderSpec
+    encoder: Any
+    step: Any
+    feats_in: int  # tensor indices, by signature name
+    enc_out: dict[str, int]
+    step_in: dict[str, int]
+    step_out: dict[str, int]
+
+
 class TfliteModel:
     """Runs one utterance: encode() once, then step() per token for a batch of hypotheses."""
 
@@ -30,9 +43,13 @@ class TfliteModel:
         self.batch_size = bundle.beam
         self.state_size = bundle.state_size
         self.vocab_size = len(bundle.tokens)
-        self.encoders = [(spec, self._load(spec.file, num_threads)) for spec in bundle.encoders]
-        self.step_interpreter = self._load(bundle.decoder_step, num_threads)
-        self._check_shapes()
+        self.buckets = [
+            self._bucket(
+                spec, self._load(spec.file, num_threads), self._load(spec.decoder_step, num_threads)
+            )
+            for spec in bundle.encoders
+        ]
+        self._active = self.buckets[0]
         self._start = np.zeros(self.state_size, np.float32)
 
     def _load(self, file: str, num_threads: int) -> Any:
@@ -42,27 +59,22 @@ class TfliteModel:
         except (ValueError, RuntimeError) as exc:
             raise BundleError(f"{path}: not a usable TFLite model ({exc})") from exc
 
-    def _check_shapes(self) -> None:
-        """Every graph's inputs and outputs, by signature name, against the manifest."""
-        b, s, t = self.batch_size, self.state_size, self.bundle.encoder_steps
+    def _bucket(self, spec: EncoderSpec, encoder: Any, step: Any) -> _Bucket:
+        """Checks both graphs' inputs and outputs, by signature name, against the manifest."""
+        b, s, t = self.batch_size, self.state_size, spec.steps
         n_mels, enc_dim, vocab = self.bundle.features.n_mels, self.bundle.enc_dim, self.vocab_size
-        self._enc_io = []
-        for spec, interpreter in self.encoders:
-            inputs, outputs = self._io(interpreter, spec.file)
-            self._expect(spec.file, inputs, {"feats": (1, spec.frames, n_mels)}, "input shape")
-            self._expect(
-                spec.file,
-                outputs,
-                {"enc": (1, t, enc_dim), "keys": (1, t, s), "ctc": (1, spec.steps, vocab + 1)},
-                "outputs",
-            )
-            self._enc_io.append(
-                (inputs["feats"]["index"], {k: v["index"] for k, v in outputs.items()})
-            )
-        inputs, outputs = self._io(self.step_interpreter, self.bundle.decoder_step)
+        enc_in, enc_out = self._io(encoder, spec.file)
+        self._expect(spec.file, enc_in, {"feats": (1, spec.frames, n_mels)}, "input shape")
         self._expect(
-            self.bundle.decoder_step,
-            inputs,
+            spec.file,
+            enc_out,
+            {"enc": (1, t, enc_dim), "keys": (1, t, s), "ctc": (1, t, vocab + 1)},
+            "outputs",
+        )
+        step_in, step_out = self._io(step, spec.decoder_step)
+        self._expect(
+            spec.decoder_step,
+            step_in,
             {
                 "tokens": (b,),
                 "state": (b, s),
@@ -73,10 +85,17 @@ class TfliteModel:
             "inputs",
         )
         self._expect(
-            self.bundle.decoder_step, outputs, {"log_probs": (b, vocab), "state": (b, s)}, "outputs"
+            spec.decoder_step, step_out, {"log_probs": (b, vocab), "state": (b, s)}, "outputs"
         )
-        self._step_in = {k: v["index"] for k, v in inputs.items()}
-        self._step_out = {k: v["index"] for k, v in outputs.items()}
+        return _Bucket(
+            spec,
+            encoder,
+            step,
+            enc_in["feats"]["index"],
+            {k: v["index"] for k, v in enc_out.items()},
+            {k: v["index"] for k, v in step_in.items()},
+            {k: v["index"] for k, v in step_out.items()},
+        )
 
     @staticmethod
     def _io(interpreter: Any, file: str) -> tuple[dict[str, dict], dict[str, dict]]:
@@ -96,29 +115,29 @@ class TfliteModel:
 
     def bucket_index(self, frames: int) -> int:
         """The shortest encoder that holds the utterance (the longest crops it)."""
-        for i, (spec, _) in enumerate(self.encoders):
-            if frames <= spec.frames:
+        for i, bucket in enumerate(self.buckets):
+            if frames <= bucket.spec.frames:
                 return i
-        return len(self.encoders) - 1
+        return len(self.buckets) - 1
 
     def encode(self, feats: np.ndarray) -> Encoded:
-        index = self.bucket_index(len(feats))
-        spec, interpreter = self.encoders[index]
-        feats_index, out_index = self._enc_io[index]
+        """Runs the encoder and points the decoder step at its output for step()."""
+        bucket = self.buckets[self.bucket_index(len(feats))]
+        spec = bucket.spec
         cropped = len(feats) > spec.frames
         feats = feats[: spec.frames]
         padded = np.zeros((1, spec.frames, feats.shape[1]), np.float32)
         padded[0, : len(feats)] = feats
-        interpreter.set_tensor(feats_index, padded)
-        interpreter.invoke()
-        outputs = {name: interpreter.get_tensor(i) for name, i in out_index.items()}
+        bucket.encoder.set_tensor(bucket.feats_in, padded)
+        bucket.encoder.invoke()
+        outputs = {name: bucket.encoder.get_tensor(i) for name, i in bucket.enc_out.items()}
         steps = min((len(feats) + 3) // 4, spec.steps)
-        mask = np.zeros((1, self.bundle.encoder_steps), np.float32)
+        mask = np.zeros((1, spec.steps), np.float32)
         mask[0, :steps] = 1.0
-        step = self.step_interpreter
-        step.set_tensor(self._step_in["enc"], outputs["enc"])
-        step.set_tensor(self._step_in["keys"], outputs["keys"])
-        step.set_tensor(self._step_in["mask"], mask)
+        bucket.step.set_tensor(bucket.step_in["enc"], outputs["enc"])
+        bucket.step.set_tensor(bucket.step_in["keys"], outputs["keys"])
+        bucket.step.set_tensor(bucket.step_in["mask"], mask)
+        self._active = bucket
         return Encoded(steps=steps, ctc_log_probs=outputs["ctc"][0, :steps], cropped=cropped)
 
     # -- decoder.StepModel ---------------------------------------------------------------
@@ -126,10 +145,10 @@ class TfliteModel:
         return self._start
 
     def step(self, tokens: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        step = self.step_interpreter
-        step.set_tensor(self._step_in["tokens"], tokens.astype(np.int32, copy=False))
-        step.set_tensor(self._step_in["state"], states.astype(np.float32, copy=False))
-        step.invoke()
-        return step.get_tensor(self._step_out["log_probs"]), step.get_tensor(
-            self._step_out["state"]
+        bucket = self._active
+        bucket.step.set_tensor(bucket.step_in["tokens"], tokens.astype(np.int32, copy=False))
+        bucket.step.set_tensor(bucket.step_in["state"], states.astype(np.float32, copy=False))
+        bucket.step.invoke()
+        return bucket.step.get_tensor(bucket.step_out["log_probs"]), bucket.step.get_tensor(
+            bucket.step_out["state"]
         )

@@ -107,8 +107,8 @@ def _manifest(bundle: Path) -> dict:
 
 
 def test_missing_model_file(bundle_copy):
-    (bundle_copy / "decoder-step.tflite").unlink()
-    with pytest.raises(BundleError, match="decoder-step.tflite' is missing"):
+    (bundle_copy / "decoder-step-300.tflite").unlink()
+    with pytest.raises(BundleError, match="decoder-step-300.tflite' is missing"):
         Recognizer.load(bundle_copy)
 
 
@@ -127,6 +127,32 @@ def test_swapped_model_files(bundle_copy):
     b.write_bytes(data_a)
     with pytest.raises(BundleError, match="input shape"):
         Recognizer.load(bundle_copy)
+
+
+def test_swapped_decoder_step_graphs(bundle_copy):
+    # Each bucket's step graph attends over exactly that bucket's encoder steps.
+    specs = load_bundle(bundle_copy).encoders
+    a, b = bundle_copy / specs[0].decoder_step, bundle_copy / specs[1].decoder_step
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)
+    with pytest.raises(BundleError, match="decoder-step-300.tflite: inputs .* do not match"):
+        Recognizer.load(bundle_copy)
+
+
+def test_long_and_short_commands_use_their_own_bucket():
+    recognizer = Recognizer.load(DEFAULT_MODEL_DIR)
+    model = recognizer.model
+    short, long = np.zeros((120, 40), np.float32), np.zeros((500, 40), np.float32)
+    assert model.encode(short).steps == 30
+    assert model._active is model.buckets[0]
+    assert model.encode(long).steps == 125
+    assert model._active is model.buckets[1]
+    tokens = np.zeros(model.batch_size, np.int32)
+    states = np.zeros((model.batch_size, model.state_size), np.float32)
+    log_probs, new_states = model.step(tokens, states)
+    assert log_probs.shape == (model.batch_size, model.vocab_size)
+    assert np.allclose(np.exp(log_probs).sum(axis=1), 1.0, atol=1e-3)
 
 
 def test_manifest_from_another_version(bundle_copy):

@@ -1,12 +1,14 @@
-"""Export a trained checkpoint as TFLite graphs: one encoder per input length bucket and one
+"""Export a trained checkpoint as TFLite graphs: per input length bucket, one encoder and one
 decoder step.
 
 Facts that shape this file (TF 2.21, see DESIGN.md): XNNPACK cannot resize inputs, so every
-shape is fixed (a few length buckets; all encoders pad their output to the longest bucket so
-that one decoder-step graph serves them all); the variables are attached to a tf.Module, not
-the Keras model, or the converter drops the weights; and dense layers are quantised per tensor
-so that older runtimes can load the dynamic-range model (per channel needs FULLY_CONNECTED v12,
-which tflite-runtime 2.14, the last build for 32-bit Pi OS, does not have).
+shape is fixed: a few length buckets, each an encoder graph with its own decoder-step graph
+(attention over exactly that bucket's steps: a step for a 3 s bucket costs a third of one
+that attends over the 8 s bucket's padding, measured 0.27 against 0.82 ms); the variables
+are attached to a tf.Module, not the Keras model, or the converter drops the weights; and
+dense layers are quantised per tensor so that older runtimes can load the dynamic-range model
+(per channel needs FULLY_CONNECTED v12, which tflite-runtime 2.14, the last build for 32-bit
+Pi OS, does not have).
 
 These graphs load in tflite-runtime 2.14 as they are, signature defs included. It fails
 ('ValueError: vector::reserve' from GetSignatureDefs) only in a process that imported
@@ -36,26 +38,24 @@ BEAM = 8
 
 
 class EncoderExport(tf.Module):
-    def __init__(self, model: Recogniser, frames: int, max_steps: int):
+    def __init__(self, model: Recogniser, frames: int):
         super().__init__()
         # Keras 3 wraps each tf.Variable: attach the tf.Variables themselves, or the converter
         # silently freezes nothing and the graph computes with missing weights.
         self.tf_variables = [v.value for v in model.variables]
-        pad = max_steps - subsampled_length(frames)
         n_mels = model.config.n_mels
 
         @tf.function(input_signature=[tf.TensorSpec([1, frames, n_mels], tf.float32, name="feats")])
         def encode(feats):
             enc, keys = model.encode(feats)
             ctc = tf.nn.log_softmax(model.ctc_head(enc))
-            paddings = [[0, 0], [0, pad], [0, 0]]
-            return {"enc": tf.pad(enc, paddings), "keys": tf.pad(keys, paddings), "ctc": ctc}
+            return {"enc": enc, "keys": keys, "ctc": ctc}
 
         self.encode = encode
 
 
 class StepExport(tf.Module):
-    def __init__(self, model: Recogniser, max_steps: int, beam: int):
+    def __init__(self, model: Recogniser, steps: int, beam: int):
         super().__init__()
         self.tf_variables = [v.value for v in model.variables]
         c = model.config
@@ -64,9 +64,9 @@ class StepExport(tf.Module):
             input_signature=[
                 tf.TensorSpec([beam], tf.int32, name="tokens"),
                 tf.TensorSpec([beam, c.dec_units], tf.float32, name="state"),
-                tf.TensorSpec([1, max_steps, c.enc_dim], tf.float32, name="enc"),
-                tf.TensorSpec([1, max_steps, c.dec_units], tf.float32, name="keys"),
-                tf.TensorSpec([1, max_steps], tf.float32, name="mask"),
+                tf.TensorSpec([1, steps, c.enc_dim], tf.float32, name="enc"),
+                tf.TensorSpec([1, steps, c.dec_units], tf.float32, name="keys"),
+                tf.TensorSpec([1, steps], tf.float32, name="mask"),
             ]
         )
         def step(tokens, state, enc, keys, mask):
@@ -101,22 +101,24 @@ def export(
     buckets: tuple[int, ...] = DEFAULT_BUCKETS,
     beam: int = BEAM,
 ) -> dict:
-    """Write encoder-<frames>.tflite and decoder-step.tflite; return their manifest entries."""
+    """Write encoder-<frames>.tflite and decoder-step-<frames>.tflite per bucket; return
+    their manifest entries."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model = load_trained(checkpoint, config)
-    max_steps = subsampled_length(max(buckets))
     encoders = []
     for frames in buckets:
-        module = EncoderExport(model, frames, max_steps)
-        name = f"encoder-{frames}.tflite"
-        (out_dir / name).write_bytes(convert(module, module.encode, quantise))
-        encoders.append({"file": name, "frames": frames, "steps": subsampled_length(frames)})
-    step = StepExport(model, max_steps, beam)
-    (out_dir / "decoder-step.tflite").write_bytes(convert(step, step.step, quantise))
+        steps = subsampled_length(frames)
+        encoder = EncoderExport(model, frames)
+        step = StepExport(model, steps, beam)
+        names = f"encoder-{frames}.tflite", f"decoder-step-{frames}.tflite"
+        (out_dir / names[0]).write_bytes(convert(encoder, encoder.encode, quantise))
+        (out_dir / names[1]).write_bytes(convert(step, step.step, quantise))
+        encoders.append(
+            {"file": names[0], "frames": frames, "steps": steps, "decoder_step": names[1]}
+        )
     return {
         "encoders": encoders,
-        "decoder_step": {"file": "decoder-step.tflite", "beam": beam},
-        "encoder_steps": max_steps,
+        "beam": beam,
         "enc_dim": config.enc_dim,
         "state_size": config.dec_units,
         "quantisation": "int8 weights (dynamic range)" if quantise else "float32",

@@ -44,9 +44,16 @@ def make_batches(
     return batches
 
 
+# Share of utterances whose upper mel bands are blanked, as if recorded at 8 kHz or through a
+# cheap microphone; after the per-utterance mean subtraction a band with no energy is ~0.
+BAND_LIMIT_P = 0.15
+
+
 def spec_augment(feats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     feats = feats.copy()
     t, f = feats.shape
+    if rng.random() < BAND_LIMIT_P:
+        feats[:, int(rng.integers(int(f * 0.65), int(f * 0.85))) :] = 0.0
     for _ in range(2):
         width = int(rng.integers(0, 8))
         start = int(rng.integers(0, f - width + 1))
