@@ -170,46 +170,88 @@ class _Beam:
     ctc_b: np.ndarray | None = None  # [n, T] (paths ending in blank)
 
 
-def _search(
+@dataclass
+class _Search:
+    """One beam search's share of the step model's batch: rows offset .. offset + beam - 1."""
+
+    dfa: _LazyDfa
+    beam: int
+    length_penalty: float
+    offset: int
+    live: _Beam
+    finished: list[Hypothesis] = field(default_factory=list)
+    done: bool = False
+
+
+def _search_many(
     model: StepModel,
-    graph: Graph,
-    beam: int,
+    searches: Sequence[tuple[Graph, int, float]],
     max_steps: int,
-    length_penalty: float,
     ctc: CtcPrefixScorer | None = None,
     ctc_weight: float = 0.0,
-) -> list[Hypothesis]:
-    dfa = _dfa_for(graph)
-    beam = max(1, min(beam, model.batch_size))
+) -> list[list[Hypothesis]]:
+    """Runs beam searches over several graphs (graph, beam, length penalty) in lockstep, each
+    in its own rows of one batch, so that one step-graph invoke serves them all: the grammar
+    search and the free decode the confidence compares it with cost one invoke per step."""
     batch = model.batch_size
-    states = np.repeat(np.asarray(model.start(), dtype=np.float32)[None], batch, axis=0)
+    start = np.asarray(model.start(), dtype=np.float32)
+    running: list[_Search] = []
+    offset = 0
+    for graph, beam, length_penalty in searches:
+        if offset >= batch:
+            raise ValueError(f"searches need more rows than the step model's {batch}")
+        beam = max(1, min(beam, batch - offset))
+        dfa = _dfa_for(graph)
+        dfa.expand(dfa.start)
+        live = _Beam([()], [dfa.start], np.zeros(1), att=np.zeros(1))
+        if ctc is not None:
+            r_n, r_b = ctc.initial()
+            live.ctc_n, live.ctc_b = r_n[None], r_b[None]
+        running.append(_Search(dfa, beam, length_penalty, offset, live))
+        offset += beam
+    states = np.repeat(start[None], batch, axis=0)
     tokens = np.full(batch, PAD_ID, dtype=np.int32)
-    dfa.expand(dfa.start)
-    live = _Beam([()], [dfa.start], np.zeros(1), att=np.zeros(1))
-    if ctc is not None:
-        r_n, r_b = ctc.initial()
-        live.ctc_n, live.ctc_b = r_n[None], r_b[None]
-    finished: list[Hypothesis] = []
     for _ in range(max_steps):
         log_probs, new_states = model.step(tokens, states)
-        n = len(live.prefixes)
-        total = live.att[:, None] + log_probs[:n] + dfa.masks[live.dstates]
-        if ctc is None:
-            live = _select(total, live, dfa, beam, finished, length_penalty)
-        else:
-            live = _select_joint(total, live, dfa, beam, finished, length_penalty, ctc, ctc_weight)
-        if not live.prefixes:
-            break
-        # Stop once a finished hypothesis beats what any live one could reach by ending now.
-        if finished and max(h.score for h in finished) > _best_possible(live, length_penalty):
-            break
         rows = np.zeros(batch, dtype=np.int64)
-        rows[: len(live.rows)] = live.rows
-        states = new_states[rows]
         tokens[:] = PAD_ID
-        tokens[: len(live.prefixes)] = [p[-1] for p in live.prefixes]
-    finished.sort(key=lambda h: h.score, reverse=True)
-    return finished
+        for search in running:
+            if search.done:
+                continue
+            live, dfa, at = search.live, search.dfa, search.offset
+            n = len(live.prefixes)
+            total = live.att[:, None] + log_probs[at : at + n] + dfa.masks[live.dstates]
+            if ctc is None:
+                live = _select(
+                    total, live, dfa, search.beam, search.finished, search.length_penalty
+                )
+            else:
+                live = _select_joint(
+                    total,
+                    live,
+                    dfa,
+                    search.beam,
+                    search.finished,
+                    search.length_penalty,
+                    ctc,
+                    ctc_weight,
+                )
+            search.live = live
+            # Stop once a finished hypothesis beats what any live one could reach by ending now.
+            search.done = not live.prefixes or bool(
+                search.finished
+                and max(h.score for h in search.finished)
+                > _best_possible(live, search.length_penalty)
+            )
+            if not search.done:
+                rows[at : at + len(live.rows)] = at + live.rows
+                tokens[at : at + len(live.prefixes)] = [p[-1] for p in live.prefixes]
+        if all(search.done for search in running):
+            break
+        states = new_states[rows]
+    for search in running:
+        search.finished.sort(key=lambda h: h.score, reverse=True)
+    return [search.finished for search in running]
 
 
 def _select(
@@ -341,10 +383,30 @@ def constrained_search(
     CTC scorer, prefixes are ranked by the joint attention/CTC score (``score``), while
     ``log_prob`` stays the attention log-prob."""
     graph = grammar if isinstance(grammar, Graph) else grammar.graph
-    hyps = _search(model, graph, beam, max_steps, length_penalty, ctc, ctc_weight)
+    [hyps] = _search_many(model, [(graph, beam, length_penalty)], max_steps, ctc, ctc_weight)
     for h in hyps:
         h.graph, h.max_readings = graph, readings
     return hyps
+
+
+def constrained_and_free_search(
+    model: StepModel,
+    grammar: Grammar | Graph,
+    beam: int = 8,
+    max_steps: int = 80,
+    readings: int = 4,
+    ctc: CtcPrefixScorer | None = None,
+    ctc_weight: float = 0.0,
+) -> tuple[list[Hypothesis], FreeResult]:
+    """constrained_search and a beam-1 free_search together, sharing each step invoke (the
+    step model needs beam + 1 rows)."""
+    graph = grammar if isinstance(grammar, Graph) else grammar.graph
+    hyps, free = _search_many(
+        model, [(graph, beam, 1.0), (_free_graph(False), 1, 1.0)], max_steps, ctc, ctc_weight
+    )
+    for h in hyps:
+        h.graph, h.max_readings = graph, readings
+    return hyps, _free_result(free)
 
 
 _FREE_GRAPHS: dict[bool, Graph] = {}
@@ -361,10 +423,18 @@ def free_search(
     """Best sequence with no grammar (any tokens), or with ``phone_loop`` any well-formed
     words (phones, single "|" between words, </s> after a phone). The yardstick the
     constrained result is compared with for confidence."""
+    [hyps] = _search_many(model, [(_free_graph(phone_loop), beam, 1.0)], max_steps, ctc, ctc_weight)
+    return _free_result(hyps)
+
+
+def _free_graph(phone_loop: bool) -> Graph:
     graph = _FREE_GRAPHS.get(phone_loop)
     if graph is None:
         graph = _FREE_GRAPHS[phone_loop] = phone_loop_graph() if phone_loop else any_token_graph()
-    hyps = _search(model, graph, beam, max_steps, 1.0, ctc, ctc_weight)
+    return graph
+
+
+def _free_result(hyps: list[Hypothesis]) -> FreeResult:
     if not hyps:
         return FreeResult((), -np.inf)
     return FreeResult(hyps[0].tokens, hyps[0].log_prob)

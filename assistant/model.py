@@ -40,7 +40,8 @@ class TfliteModel:
 
     def __init__(self, bundle: Bundle, num_threads: int = 1):
         self.bundle = bundle
-        self.batch_size = bundle.beam
+        # The grammar's beam plus one row for the free decode that confidence compares with.
+        self.batch_size = bundle.beam + 1
         self.state_size = bundle.state_size
         self.vocab_size = len(bundle.tokens)
         self.buckets = [

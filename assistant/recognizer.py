@@ -23,7 +23,7 @@ import numpy as np
 
 from .bundle import Bundle, BundleError, load_bundle
 from .ctc import CtcPrefixScorer, best_path_log_prob, ctc_log_likelihoods
-from .decoder import Hypothesis, confidence_features, constrained_search, free_search
+from .decoder import Hypothesis, confidence_features, constrained_and_free_search
 from .features import SAMPLE_RATE, log_mel, to_float_pcm
 from .grammar import Grammar, GrammarError, load_grammar
 from .lexicon import EOS_ID, PAD_ID, add_pronunciations
@@ -157,16 +157,13 @@ class Recognizer:
         t_enc = time.perf_counter()
         max_steps = encoded.steps + 8  # about one token per 40 ms encoder step at most
         scorer = CtcPrefixScorer(encoded.ctc_log_probs) if self.ctc_weight > 0 else None
-        hyps = constrained_search(
+        hyps, free = constrained_and_free_search(
             self.model,
             self.grammar,
             beam=self.beam,
             max_steps=max_steps,
             ctc=scorer,
             ctc_weight=self.ctc_weight,
-        )
-        free = free_search(
-            self.model, beam=1, max_steps=max_steps, ctc=scorer, ctc_weight=self.ctc_weight
         )
         # The joint search already ranks by (1 - w) * attention + w * CTC, per token.
         ranked = hyps

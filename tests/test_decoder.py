@@ -15,6 +15,7 @@ from assistant.decoder import (
     NO_RIVAL_MARGIN,
     Hypothesis,
     confidence_features,
+    constrained_and_free_search,
     constrained_search,
     free_search,
 )
@@ -116,6 +117,28 @@ def test_phone_loop_free_search_is_well_formed() -> None:
 def test_row_padding_and_small_batch(home: Grammar) -> None:
     hyps = run(home, "turn off the bedroom light", batch_size=3)
     assert hyps[0].text == "turn off the bedroom light"
+
+
+@pytest.mark.parametrize("text", ["turn on the kitchen lights", "turn off the fan please"])
+def test_fused_search_equals_the_two_searches_apart(home: Grammar, text: str) -> None:
+    # One batch holds the grammar beam and the free decode; rows must not leak between them
+    # (the fake model punishes a row fed another row's tokens or state).
+    target = lexicon.text_to_tokens(text)
+    apart = FakeStepModel(target, batch_size=9)
+    hyps = constrained_search(apart, home, beam=8, max_steps=60)
+    free = free_search(apart, beam=1, max_steps=60)
+    fused = FakeStepModel(target, batch_size=9)
+    fused_hyps, fused_free = constrained_and_free_search(fused, home, beam=8, max_steps=60)
+    assert [(h.tokens, h.score) for h in fused_hyps] == [(h.tokens, h.score) for h in hyps]
+    assert (fused_free.tokens, fused_free.log_prob) == (free.tokens, free.log_prob)
+    assert list(fused_free.tokens) == target
+    assert fused.calls < apart.calls  # one invoke per step serves both
+
+
+def test_fused_search_needs_a_row_for_the_free_decode(home: Grammar) -> None:
+    model = FakeStepModel(lexicon.text_to_tokens("turn off fan"), batch_size=8)
+    with pytest.raises(ValueError, match="more rows"):
+        constrained_and_free_search(model, home, beam=8, max_steps=60)
 
 
 def test_max_steps_too_small_gives_nothing(home: Grammar) -> None:

@@ -55,15 +55,15 @@ class EncoderExport(tf.Module):
 
 
 class StepExport(tf.Module):
-    def __init__(self, model: Recogniser, steps: int, beam: int):
+    def __init__(self, model: Recogniser, steps: int, rows: int):
         super().__init__()
         self.tf_variables = [v.value for v in model.variables]
         c = model.config
 
         @tf.function(
             input_signature=[
-                tf.TensorSpec([beam], tf.int32, name="tokens"),
-                tf.TensorSpec([beam, c.dec_units], tf.float32, name="state"),
+                tf.TensorSpec([rows], tf.int32, name="tokens"),
+                tf.TensorSpec([rows, c.dec_units], tf.float32, name="state"),
                 tf.TensorSpec([1, steps, c.enc_dim], tf.float32, name="enc"),
                 tf.TensorSpec([1, steps, c.dec_units], tf.float32, name="keys"),
                 tf.TensorSpec([1, steps], tf.float32, name="mask"),
@@ -109,7 +109,7 @@ def export(
     for frames in buckets:
         steps = subsampled_length(frames)
         encoder = EncoderExport(model, frames)
-        step = StepExport(model, steps, beam)
+        step = StepExport(model, steps, beam + 1)  # + the free decode's row
         names = f"encoder-{frames}.tflite", f"decoder-step-{frames}.tflite"
         (out_dir / names[0]).write_bytes(convert(encoder, encoder.encode, quantise))
         (out_dir / names[1]).write_bytes(convert(step, step.step, quantise))
