@@ -66,8 +66,9 @@ def test_each_voice_speaks(voice: Voice) -> None:
 def test_voice_names_are_unique_and_grouped() -> None:
     names = [v.name for v in VOICES]
     assert len(names) == len(set(names))
-    assert all(v.name.startswith(v.engine + ":") and v.group.startswith(v.engine + ":")
-               for v in VOICES)
+    assert all(
+        v.name.startswith(v.engine + ":") and v.group.startswith(v.engine + ":") for v in VOICES
+    )
 
 
 def test_speed_is_honoured() -> None:
@@ -130,9 +131,26 @@ def test_synth_cli_features_and_wavs(grammar_path: Path, tmp_path: Path) -> None
     if not FAST:
         pytest.skip("no fast TTS engine installed")
     out, wavs = tmp_path / "synth.npz", tmp_path / "wavs"
-    synth.main(["--grammar", str(grammar_path), "--count", "6", "--out", str(out),
-                "--wav-dir", str(wavs), "--workers", "0", "--rooms", "0", "--seed", "5",
-                "--voices", "espeak:*,flite:*,pico:*"])
+    synth.main(
+        [
+            "--grammar",
+            str(grammar_path),
+            "--count",
+            "6",
+            "--out",
+            str(out),
+            "--wav-dir",
+            str(wavs),
+            "--workers",
+            "0",
+            "--rooms",
+            "0",
+            "--seed",
+            "5",
+            "--voices",
+            "espeak:*,flite:*,pico:*",
+        ]
+    )
     expected = synth.pick_sentences(load_grammar(grammar_path), 6, seed=5)
 
     fs = FeatureSet.load(out)
