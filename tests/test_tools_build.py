@@ -17,7 +17,7 @@ from tools import prepare  # noqa: E402
 from tools.corpus import DEFAULT_DATA, load_audio, read_manifest  # noqa: E402
 from tools.model import ModelConfig  # noqa: E402
 from tools.package import write_bundle  # noqa: E402
-from tools.train import train  # noqa: E402
+from tools.train import build_model, train  # noqa: E402
 
 GRAMMAR = Path(__file__).resolve().parent.parent / "models" / "eval" / "speech_commands.yaml"
 TINY = ModelConfig(
@@ -34,13 +34,22 @@ def test_tiny_build(tmp_path):
         [cache / "real_train.npz"],
         cache / "real_dev.npz",
         run,
-        epochs=1,
+        epochs=2,
         lr=1e-3,
         max_frames=4000,
         config=TINY,
         threads=2,
+        average=2,
     )
-    assert (run / "history.csv").read_text().count("\n") == 2
+    assert (run / "history.csv").read_text().count("\n") == 3
+    assert checkpoint == run / "averaged.weights.h5"
+    epochs = [build_model(TINY) for _ in range(3)]
+    for model, path in zip(epochs, ("epoch1", "epoch2", "averaged"), strict=True):
+        model.load_weights(run / f"{path}.weights.h5")
+    first, second, mean = (m.get_weights() for m in epochs)
+    assert not np.allclose(first[0], second[0])  # the epochs differ; the mean lies between
+    for a, b, m in zip(first, second, mean, strict=True):
+        np.testing.assert_allclose(m, (a + b) / 2, rtol=1e-5, atol=1e-6)
     bundle_dir = write_bundle(
         checkpoint, tmp_path / "bundle", GRAMMAR, "tiny", "0", quantise=True, buckets=(100, 300)
     )

@@ -106,6 +106,7 @@ def build(args: argparse.Namespace) -> Path:
         ModelConfig(),
         init=init,
         threads=args.workers,
+        average=args.average,
     )
 
     step("export")
@@ -115,6 +116,7 @@ def build(args: argparse.Namespace) -> Path:
         "synthetic": f"{args.synth_count} grammar sentences, TTS voices except {HELDOUT_VOICES}",
         "init": str(init.relative_to(ROOT)) if init and init.is_relative_to(ROOT) else str(init),
         "epochs": args.epochs,
+        "averaged_epochs": args.average,
     }
     grammar_file = Path(args.grammar[0])
     float_dir = work / "float"
@@ -201,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", default=str(DEFAULT_INIT), help="weights to fine-tune, or 'none'")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--average", type=int, default=1, help="average the last N epochs")
     parser.add_argument("--synth-count", type=int, default=3000)
     parser.add_argument("--heldout-count", type=int, default=200)
     parser.add_argument(
