@@ -4,6 +4,8 @@ For every dev clip the recogniser's best grammar path is labelled right (intent,
 AN4 words all correct) or wrong (wrong command, out-of-grammar speech, noise). A logistic
 regression on the decoder's confidence features then gives P(right); the threshold is the
 one that maximises dev accuracy while keeping false accepts on non-commands at or under 1%.
+Synthetic tones, beeps, sweeps and clicks (tools.nonspeech) join the non-commands: the real
+data holds none, and a grammar decoder reads a steady tone as some command.
 
 Logistic regression on 5 features is 20 lines of numpy: not worth scikit-learn as a
 training dependency.
@@ -22,9 +24,14 @@ from assistant.recognizer import FEATURES, Recognizer
 from tools.corpus import DEFAULT_DATA, load_audio
 from tools.evaluate import Item, load_sets
 from tools.heldout import expected_meaning, read_labels
+from tools.nonspeech import sounds
 from tools.package import update_manifest
 
 FEATURE_NAMES = list(FEATURES)
+NONSPEECH_SET = "non-speech sounds"
+# ~200 clips at ~40 ms a decode: under 10 s more calibration, enough to cover every kind of
+# sound at many pitches and levels.
+NONSPEECH_CLIPS = 200
 
 
 def is_right(item: Item, intent: str | None, text: str, slots: dict) -> bool:
@@ -48,15 +55,24 @@ def grammar_items(model: Path, folder: Path) -> list[Item]:
     return items
 
 
+def nonspeech_items(count: int) -> list[Item]:
+    """Synthetic non-speech sounds, every one a non-command (expected intent None)."""
+    return [Item(s.audio, None, {}, "") for s in sounds(count)]
+
+
 def collect(
-    model: Path, data: Path, own: Path | None = None
+    model: Path, data: Path, own: Path | None = None, nonspeech: int = NONSPEECH_CLIPS
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features, right/wrong labels, and whether the clip was a non-command."""
     feats, labels, negative = [], [], []
     sets = load_sets(data, "dev")
     if own is not None and (own / "labels.json").exists():
         sets["own grammar"] = (None, grammar_items(model, own))
+    if nonspeech > 0:  # decoded with the bundle's own grammar: the one a deployment hears
+        sets[NONSPEECH_SET] = (None, nonspeech_items(nonspeech))
     for name, (grammar, items) in sets.items():
+        if not items:
+            continue
         recognizer = Recognizer.load(model, grammar=grammar)
         for item in tqdm(items, desc=f"calibration: {name}", leave=False):
             decoded = recognizer.decode(item.audio)
@@ -95,18 +111,23 @@ def choose_threshold(
     return best
 
 
-def calibrate(model: Path, data: Path, own: Path | None = None) -> dict:
-    x, y, negative = collect(model, data, own)
+def calibrate(
+    model: Path, data: Path, own: Path | None = None, nonspeech: int = NONSPEECH_CLIPS
+) -> dict:
+    x, y, negative = collect(model, data, own, nonspeech)
     w, b = fit_logistic(x, y)
     p = 1 / (1 + np.exp(-(x @ w + b)))
     threshold = choose_threshold(p, y, negative)
     accept = p >= threshold
+    source = "dev split (held-out train speakers)"
+    if nonspeech > 0:
+        source += f" + {nonspeech} synthetic non-speech sounds"
     summary = {
         "features": FEATURE_NAMES,
         "weights": [round(float(v), 5) for v in w],
         "bias": round(float(b), 5),
         "threshold": round(threshold, 3),
-        "fitted_on": f"dev split (held-out train speakers), {len(y)} clips",
+        "fitted_on": f"{source}, {len(y)} clips",
         "dev_false_accepts": round(float(accept[negative].mean()), 4) if negative.any() else None,
         "dev_right_accepted": round(float(accept[y > 0].mean()), 4) if (y > 0).any() else None,
     }
@@ -119,8 +140,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--own", type=Path, help="WAVs + labels.json of the bundle's grammar")
+    parser.add_argument(
+        "--nonspeech",
+        type=int,
+        default=NONSPEECH_CLIPS,
+        help=f"synthetic non-speech negatives (tones, beeps, clicks; default {NONSPEECH_CLIPS})",
+    )
     args = parser.parse_args(argv)
-    print(calibrate(args.model, args.data, args.own))
+    print(calibrate(args.model, args.data, args.own, args.nonspeech))
 
 
 if __name__ == "__main__":
