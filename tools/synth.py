@@ -243,8 +243,9 @@ def synthesize(
         return _collect(results, jobs, samples, features, wav_dir)
 
 
-def _map(fn: Callable[[int], np.ndarray], items: list[int], workers: int,
-         desc: str) -> list[np.ndarray]:
+def _map(
+    fn: Callable[[int], np.ndarray], items: list[int], workers: int, desc: str
+) -> list[np.ndarray]:
     if workers <= 0:
         return [fn(i) for i in tqdm(items, desc=desc)]
     with mp.get_context("spawn").Pool(workers) as pool:
@@ -300,8 +301,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="FeatureSet .npz to write")
     parser.add_argument("--wav-dir", type=Path, help="also write 16 kHz WAVs + labels.json here")
     parser.add_argument("--variants", type=int, default=1, help="perturbed copies per sentence")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="worker processes (0: all in this process)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="worker processes (0: all in this process)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--voices",
