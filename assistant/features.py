@@ -79,8 +79,8 @@ def num_frames(num_samples: int, params: FeatureParams = FeatureParams()) -> int
     return 1 + (num_samples - params.win_length) // params.hop_length
 
 
-def log_mel(pcm: np.ndarray, params: FeatureParams = FeatureParams()) -> np.ndarray:
-    """Mono 16 kHz audio (int16 or float) -> mean-normalised log-mel, shape [frames, n_mels]."""
+def power_spectrum(pcm: np.ndarray, params: FeatureParams = FeatureParams()) -> np.ndarray:
+    """Mono 16 kHz audio (int16 or float) -> framed power spectrum, [frames, n_fft // 2 + 1]."""
     audio = to_float_pcm(pcm).reshape(-1)
     if audio.size < params.win_length:
         audio = np.pad(audio, (0, params.win_length - audio.size))
@@ -88,7 +88,15 @@ def log_mel(pcm: np.ndarray, params: FeatureParams = FeatureParams()) -> np.ndar
     # Strided view of the frames: no copy until the window is applied.
     idx = np.arange(params.win_length)[None, :] + params.hop_length * np.arange(frames)[:, None]
     windowed = audio[idx] * _window(params)
-    spectrum = np.abs(np.fft.rfft(windowed, n=params.n_fft, axis=1)) ** 2
+    return np.abs(np.fft.rfft(windowed, n=params.n_fft, axis=1)) ** 2
+
+
+def log_mel_from_power(spectrum: np.ndarray, params: FeatureParams = FeatureParams()) -> np.ndarray:
     mel = spectrum.astype(np.float32) @ mel_filterbank(params)
     logmel = np.log(mel + params.log_floor)
     return (logmel - logmel.mean(axis=0, keepdims=True)).astype(np.float32)
+
+
+def log_mel(pcm: np.ndarray, params: FeatureParams = FeatureParams()) -> np.ndarray:
+    """Mono 16 kHz audio (int16 or float) -> mean-normalised log-mel, shape [frames, n_mels]."""
+    return log_mel_from_power(power_spectrum(pcm, params), params)

@@ -24,11 +24,12 @@ import numpy as np
 from .bundle import Bundle, BundleError, load_bundle
 from .ctc import CtcPrefixScorer, best_path_log_prob, ctc_log_likelihoods
 from .decoder import Hypothesis, confidence_features, constrained_and_free_search
-from .features import SAMPLE_RATE, log_mel, to_float_pcm
+from .features import SAMPLE_RATE, log_mel_from_power, power_spectrum, to_float_pcm
 from .grammar import Grammar, GrammarError, load_grammar
 from .lexicon import EOS_ID, PAD_ID, add_pronunciations
 from .model import TfliteModel
 from .result import Result
+from .tonality import is_steady_tone
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,12 @@ class Recognizer:
         audio = to_float_pcm(np.asarray(pcm)).reshape(-1)
         if audio.size < MIN_SAMPLES or not np.any(audio):
             return Decoded("", None, {}, {}, {})
-        feats = log_mel(audio, self.bundle.features)
+        spectrum = power_spectrum(audio, self.bundle.features)
+        if is_steady_tone(spectrum, self.bundle.features):
+            # A beep or alarm: the model would read it as a confident vowel.
+            log.debug("steady tone, not speech: rejected")
+            return Decoded("", None, {}, {}, {"features": (time.perf_counter() - t0) * 1000})
+        feats = log_mel_from_power(spectrum, self.bundle.features)
         t_feat = time.perf_counter()
         encoded = self.model.encode(feats)
         if encoded.cropped:
