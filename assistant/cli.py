@@ -92,6 +92,15 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             status = EXIT_FAILED
             continue
         started = time.perf_counter()
+        if args.free:
+            free = recognizer.transcribe_free(pcm)
+            ms = round((time.perf_counter() - started) * 1000.0, 1)
+            if args.json:
+                record = {"file": name, "text": free.text, "phones": free.phones, "ms": ms}
+                print(json.dumps(record, ensure_ascii=False), flush=True)
+            else:
+                print(f"{name}: {free.text!r} ({free.phones}; {ms:.0f} ms)", flush=True)
+            continue
         result = recognizer.recognize(pcm)
         ms = round((time.perf_counter() - started) * 1000.0, 1)
         if args.json:
@@ -237,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe = sub.add_parser("transcribe", help="recognise audio files")
     transcribe.add_argument("--model", type=Path, metavar="DIR", help="model bundle directory")
     transcribe.add_argument("--json", action="store_true", help="one JSON object per line")
+    transcribe.add_argument(
+        "--free",
+        action="store_true",
+        help="no grammar: dictionary words (or [phones]) of whatever was said",
+    )
     transcribe.add_argument("files", nargs="+", metavar="FILE")
     transcribe.set_defaults(func=cmd_transcribe)
 

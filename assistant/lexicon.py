@@ -71,7 +71,7 @@ def _strip_stress(phones: list[str]) -> tuple[str, ...]:
 
 
 def normalise_word(word: str) -> str:
-    return word.lower().strip(".,!?;:\"()[]")
+    return word.lower().strip('.,!?;:"()[]')
 
 
 @lru_cache(maxsize=65536)
@@ -136,3 +136,21 @@ def text_to_tokens(text: str) -> list[int]:
         ids.extend(TOKEN_INDEX[p] for p in pronunciations(word)[0])
     ids.append(EOS_ID)
     return ids
+
+
+def spellings_by_pronunciation() -> dict[tuple[str, ...], list[str]]:
+    """Reverse lexicon: phones -> words spelled that way, for free transcription. Words the
+    bundle ships (its grammar's) come first, then the CMU dictionary's, shortest first (no
+    word frequencies here: "to" before "too" and "two")."""
+    table: dict[tuple[str, ...], list[str]] = {}
+    for word, prons in _SHIPPED.items():
+        for pron in prons:
+            table.setdefault(tuple(pron), []).append(word)
+    for word, entries in sorted(_cmudict().items(), key=lambda item: (len(item[0]), item[0])):
+        if not word.replace("'", "").isalpha():
+            continue
+        for pron in entries:
+            spelled = table.setdefault(_strip_stress(pron), [])
+            if word not in spelled:
+                spelled.append(word)
+    return table

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,11 @@ import numpy as np
 
 from .bundle import Bundle, BundleError, load_bundle
 from .ctc import CtcPrefixScorer, best_path_log_prob, ctc_log_likelihoods
-from .decoder import Hypothesis, confidence_features, constrained_and_free_search
+from .decoder import Hypothesis, confidence_features, constrained_and_free_search, free_search
 from .features import SAMPLE_RATE, log_mel_from_power, power_spectrum, to_float_pcm
 from .grammar import Grammar, GrammarError, load_grammar
-from .lexicon import EOS_ID, PAD_ID, add_pronunciations
-from .model import TfliteModel
+from .lexicon import EOS_ID, PAD_ID, TOKENS, add_pronunciations, spellings_by_pronunciation
+from .model import Encoded, TfliteModel
 from .result import Result
 from .tonality import is_steady_tone
 
@@ -52,6 +53,17 @@ DEFAULT_CALIBRATION: dict[str, Any] = {
     "bias": 3.0,
     "threshold": 0.5,
 }
+
+
+@dataclass(frozen=True)
+class FreeTranscript:
+    text: str  # dictionary words; a word whose phones spell none is shown as [phones]
+    phones: str  # the decoded phones, words separated by " | "
+
+
+@lru_cache(maxsize=1)
+def _spellings() -> dict[tuple[str, ...], list[str]]:
+    return spellings_by_pronunciation()
 
 
 @dataclass(frozen=True)
@@ -142,24 +154,11 @@ class Recognizer:
     def decode(self, pcm: np.ndarray) -> Decoded:
         """Best grammar reading and its confidence features (what tools/ calibrates on)."""
         t0 = time.perf_counter()
-        audio = to_float_pcm(np.asarray(pcm)).reshape(-1)
-        if audio.size < MIN_SAMPLES or not np.any(audio):
-            return Decoded("", None, {}, {}, {})
-        spectrum = power_spectrum(audio, self.bundle.features)
-        if is_steady_tone(spectrum, self.bundle.features):
-            # A beep or alarm: the model would read it as a confident vowel.
-            log.debug("steady tone, not speech: rejected")
+        feats = self._speech_features(pcm)
+        if feats is None:
             return Decoded("", None, {}, {}, {"features": (time.perf_counter() - t0) * 1000})
-        feats = log_mel_from_power(spectrum, self.bundle.features)
         t_feat = time.perf_counter()
-        encoded = self.model.encode(feats)
-        if encoded.cropped:
-            log.warning(
-                "%.1f s of audio is longer than one command (the model hears %.1f s): rejected;"
-                " `assistant run --source FILE` splits a recording into utterances",
-                audio.size / SAMPLE_RATE,
-                self.bundle.encoders[-1].frames / 100,
-            )
+        encoded = self._encode(feats)
         t_enc = time.perf_counter()
         max_steps = encoded.steps + 8  # about one token per 40 ms encoder step at most
         scorer = CtcPrefixScorer(encoded.ctc_log_probs) if self.ctc_weight > 0 else None
@@ -197,6 +196,56 @@ class Recognizer:
             }
             return Decoded(text, intent, slots, features, timings, encoded.cropped)
         return Decoded("", None, {}, {}, timings, encoded.cropped)
+
+    def transcribe_free(self, pcm: np.ndarray) -> FreeTranscript:
+        """What was said, with no grammar: the best phone sequence of well-formed words, each
+        spelled as a dictionary word where its phones are one's pronunciation. Loads the CMU
+        dictionary (~50 MB) on first use, so the daemon never calls this."""
+        feats = self._speech_features(pcm)
+        if feats is None:
+            return FreeTranscript("", "")
+        encoded = self._encode(feats)
+        scorer = CtcPrefixScorer(encoded.ctc_log_probs) if self.ctc_weight > 0 else None
+        free = free_search(
+            self.model,
+            beam=self.model.batch_size,
+            max_steps=encoded.steps + 8,
+            phone_loop=True,
+            ctc=scorer,
+            ctc_weight=self.ctc_weight,
+        )
+        spellings = _spellings()
+        words, phones = [], []
+        for word in " ".join(TOKENS[t] for t in free.tokens if t != EOS_ID).split(" | "):
+            if not word:
+                continue
+            spelled = spellings.get(tuple(word.split()))
+            words.append(spelled[0] if spelled else f"[{word}]")
+            phones.append(word)
+        return FreeTranscript(" ".join(words), " | ".join(phones))
+
+    def _speech_features(self, pcm: np.ndarray) -> np.ndarray | None:
+        """Log-mel features, or None for audio that holds no speech to decode: too short,
+        digital silence, or a steady tone (a beep the model would read as a vowel)."""
+        audio = to_float_pcm(np.asarray(pcm)).reshape(-1)
+        if audio.size < MIN_SAMPLES or not np.any(audio):
+            return None
+        spectrum = power_spectrum(audio, self.bundle.features)
+        if is_steady_tone(spectrum, self.bundle.features):
+            log.debug("steady tone, not speech: rejected")
+            return None
+        return log_mel_from_power(spectrum, self.bundle.features)
+
+    def _encode(self, feats: np.ndarray) -> Encoded:
+        encoded = self.model.encode(feats)
+        if encoded.cropped:
+            log.warning(
+                "%.1f s of audio is longer than one command (the model hears %.1f s): rejected;"
+                " `assistant run --source FILE` splits a recording into utterances",
+                len(feats) / 100,
+                self.bundle.encoders[-1].frames / 100,
+            )
+        return encoded
 
     def _ctc_score(self, hyp: Hypothesis, ctc_log_probs: np.ndarray) -> float:
         """CTC log-likelihood of a hypothesis: the joint search computed it already, or

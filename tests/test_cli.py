@@ -55,6 +55,24 @@ def test_transcribe_human_line(tmp_path: Path) -> None:
     assert proc.stdout.startswith(f"{wav}: ")
 
 
+def test_transcribe_free_spells_what_was_said(tmp_path: Path) -> None:
+    # No grammar: phones decoded freely, spelled as dictionary words where they are one.
+    clips = sorted((DATA / "speech_commands" / "yes").glob("*.opus"))[:6] if DATA.exists() else []
+    if not clips:
+        pytest.skip("no shared data")
+    silence = tmp_path / "silence.wav"
+    sf.write(silence, np.zeros(16000, np.int16), 16000)
+    proc = assistant("transcribe", "--free", "--json", str(silence), *map(str, clips))
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [set(r) for r in records] == [{"file", "text", "phones", "ms"}] * (len(clips) + 1)
+    assert (records[0]["text"], records[0]["phones"]) == ("", "")
+    for record in records[1:]:
+        for word in record["phones"].split(" | "):
+            assert word and all(phone.isalpha() and phone.isupper() for phone in word.split())
+    assert sum(r["text"] == "yes" for r in records[1:]) >= 4, records
+
+
 def test_missing_model_is_one_line(tmp_path: Path) -> None:
     proc = assistant("transcribe", "--model", str(tmp_path / "nope"), str(tmp_path / "x.wav"))
     assert proc.returncode == 1
