@@ -76,6 +76,10 @@ UNBOUNDED_REPEAT_SAMPLE_EXTRA = 9  # sampled lengths: min .. min+9 when max is u
 _PUNCT_ONLY = re.compile(r"^[^\w']+$")
 
 
+RECOGNIZED_CACHE = 4096  # texts whose interpretation is kept, oldest dropped first
+_NOT_SEEN = object()
+
+
 class GrammarError(ValueError):
     """A user error in a grammar file; the message names what is wrong and where."""
 
@@ -586,6 +590,10 @@ class Grammar:
     language: str
     templates: _Templates
     skipped: list[str] = field(default_factory=list)  # sentences left out (wildcards)
+    _recognized: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __repr__(self) -> str:  # the generated one prints the whole graph
+        return f"Grammar({len(self.intents.intents)} intents, {len(self.vocabulary)} words)"
 
     @property
     def vocabulary(self) -> set[str]:
@@ -597,6 +605,16 @@ class Grammar:
 
     def recognize_text(self, text: str) -> tuple[str, dict[str, Any]] | None:
         """Intent and slot values ({name: value}; list ``out`` values, range numbers)."""
+        found = self._recognized.get(text, _NOT_SEEN)
+        if found is _NOT_SEEN:
+            # hassil takes ~0.3 ms a sentence, and the confidence margin interprets several
+            # hypotheses per utterance; a home hears the same few commands over and over.
+            while len(self._recognized) >= RECOGNIZED_CACHE:
+                self._recognized.pop(next(iter(self._recognized)))
+            found = self._recognized[text] = self._recognize(text)
+        return None if found is None else (found[0], dict(found[1]))
+
+    def _recognize(self, text: str) -> tuple[str, dict[str, Any]] | None:
         result = recognize(text, self.intents, language=self.language)
         if result is None or result.intent is None:
             return None

@@ -136,6 +136,25 @@ def test_recognize_text_gives_slot_values(small: Grammar) -> None:
     assert small.recognize_text("make me a sandwich") is None
 
 
+def test_recognize_text_remembers_answers_within_a_bound(
+    small: Grammar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = small.recognize_text("turn on the lounge lights")
+    assert first is not None
+    first[1]["area"] = "changed by a caller"  # a caller's change must not leak into the cache
+    assert small.recognize_text("turn on the lounge lights") == (
+        "HassTurnOn",
+        {"area": "living_room", "domain": "light"},
+    )
+    monkeypatch.setattr("assistant.grammar.RECOGNIZED_CACHE", 3)
+    small._recognized.clear()
+    texts = ["make me a sandwich", "timer for half an hour", "switch ceiling light on", "x y"]
+    for text in texts:
+        small.recognize_text(text)
+    assert list(small._recognized) == texts[1:]  # the oldest went first
+    assert small.recognize_text("make me a sandwich") is None
+
+
 def test_homophones_keep_their_words(tmp_path: Path) -> None:
     g = load_grammar(
         write(
