@@ -1,10 +1,12 @@
-"""Shared fixtures: a real Mosquitto broker per test.
+"""Shared fixtures: a real Mosquitto broker per test, and buses that are stopped after it.
 
 ``mosquitto_broker`` is a running broker on a free 127.0.0.1 port with a temporary
 config (anonymous, no persistence). ``mosquitto_factory(extra_config=..., listener=...)``
 makes brokers with more configuration (TLS, password files). Either can be stopped
 (``.stop()``, or ``.kill()`` for SIGKILL) and started again on the same port to
 simulate an outage. Tests that need them are skipped when mosquitto is missing.
+``bus_factory(settings, ...)`` makes ``assistant.mqtt.Bus`` instances and stops them all
+after the test. Plain MQTT helpers (subscriber, publisher, waits) are in mqtt_helpers.py.
 """
 
 from __future__ import annotations
@@ -17,8 +19,13 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:  # only for hints: tests without MQTT need not import the bus
+    from assistant.hermes import SayRequest
+    from assistant.mqtt import Bus, MqttSettings
 
 MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
@@ -171,3 +178,31 @@ def mosquitto_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Brok
 def mosquitto_broker(mosquitto_factory: BrokerFactory) -> MosquittoBroker:
     """A running anonymous broker: ``.host``, ``.port``, ``.stop()``, ``.start()``."""
     return mosquitto_factory()
+
+
+@pytest.fixture
+def bus_factory(tmp_path: Path) -> Iterator[Callable[..., Bus]]:
+    """Make buses: ``bus_factory(settings, on_say=None, outbox=None, start=True)``.
+
+    The outbox defaults to one file in ``tmp_path``; every bus made is stopped (without
+    waiting to flush) when the test ends, whatever it asserted.
+    """
+    from assistant.mqtt import Bus
+
+    made: list[Bus] = []
+
+    def make(
+        settings: MqttSettings,
+        on_say: Callable[[SayRequest], None] | None = None,
+        outbox: Path | None = None,
+        start: bool = True,
+    ) -> Bus:
+        bus = Bus(settings, outbox or tmp_path / "outbox.sqlite", on_say or (lambda _r: None))
+        made.append(bus)
+        if start:
+            bus.start()
+        return bus
+
+    yield make
+    for bus in made:
+        bus.stop(0)

@@ -7,7 +7,6 @@ the microphone hardware is replaced (in the watchdog test).
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import socket
@@ -18,9 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import paho.mqtt.client as paho
 import pytest
 import soundfile as sf
+from mqtt_helpers import Subscriber
 
 from assistant.audio import read_audio
 
@@ -28,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 pytestmark = pytest.mark.skipif(not (DATA / "manifest.csv").exists(), reason="no shared data")
 SITE = "testsite"
+TRANSCRIPT = f"assistant/{SITE}/transcript"
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -62,30 +62,6 @@ class NotifySocket:
         self._stop.set()
         self._thread.join()
         self.sock.close()
-
-
-class Subscriber:
-    def __init__(self, host: str, port: int, topic: str) -> None:
-        self.messages: list[dict] = []
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2)
-        ready = threading.Event()
-        self.client.on_connect = lambda c, *_: (c.subscribe(topic, qos=1), ready.set())
-        self.client.on_message = lambda _c, _u, msg: self.messages.append(json.loads(msg.payload))
-        self.client.connect(host, port)
-        self.client.loop_start()
-        assert ready.wait(5)
-        time.sleep(0.2)
-
-    def wait_for(self, count: int, timeout: float) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)  # and nothing more arrives
-        return list(self.messages)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def commands(count: int) -> list[tuple[str, np.ndarray]]:
@@ -164,7 +140,7 @@ def test_file_source_end_to_end(tmp_path: Path, mosquitto_broker, recognizer) ->
     # order: the daemon must deliver exactly these, once each.
     expected = [recognizer.recognize(u.pcm).text for u in segment(wav)]
     assert len(expected) == len(clips)
-    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, f"assistant/{SITE}/transcript")
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, [TRANSCRIPT])
     notify = NotifySocket(tmp_path / "notify.sock")
     broker = f"{mosquitto_broker.host}:{mosquitto_broker.port}"
     proc = run_daemon(["--source", str(wav), "--broker", broker, "--site", SITE], tmp_path, notify)
@@ -173,7 +149,7 @@ def test_file_source_end_to_end(tmp_path: Path, mosquitto_broker, recognizer) ->
     finally:
         notify.close()
     assert proc.returncode == 0, err[-3000:]
-    got = sub.wait_for(len(clips), 10)
+    got = sub.settle(TRANSCRIPT, len(clips), 10)
     sub.close()
     assert [m["text"] for m in got] == expected, err[-3000:]
     assert len({m["id"] for m in got}) == len(got)
@@ -195,19 +171,19 @@ def test_silence_and_noise_publish_nothing(tmp_path: Path, mosquitto_broker) -> 
     )
     wav = tmp_path / "noise.wav"
     sf.write(wav, noise, 16000)
-    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, f"assistant/{SITE}/transcript")
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, [TRANSCRIPT])
     broker = f"{mosquitto_broker.host}:{mosquitto_broker.port}"
     proc = run_daemon(["--source", str(wav), "--broker", broker, "--site", SITE], tmp_path)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-3000:]
-    assert sub.wait_for(1, 1.0) == []
+    assert sub.settle(TRANSCRIPT, 1, 1.0) == []
     sub.close()
 
 
 def test_sigterm_finishes_and_flushes(tmp_path: Path, mosquitto_broker) -> None:
     clips = commands(8)
     wav = session_wav(tmp_path, [pcm for _, pcm in clips])
-    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, f"assistant/{SITE}/transcript")
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, [TRANSCRIPT])
     notify = NotifySocket(tmp_path / "notify.sock")
     broker = f"{mosquitto_broker.host}:{mosquitto_broker.port}"
     proc = run_daemon(
@@ -232,7 +208,7 @@ def test_sigterm_finishes_and_flushes(tmp_path: Path, mosquitto_broker) -> None:
     line = [ln for ln in err.splitlines() if "stopped after" in ln][-1]
     published = int(line.split("stopped after ")[1].split()[0])
     assert 1 <= published < len(clips)
-    assert len(sub.wait_for(published, 10)) == published
+    assert len(sub.settle(TRANSCRIPT, published, 10)) == published
     sub.close()
 
 
@@ -243,7 +219,7 @@ def test_sighup_reload_keeps_old_config_when_broken(tmp_path: Path, mosquitto_br
     good = f"[mqtt]\nhost = '{mosquitto_broker.host}'\nport = {mosquitto_broker.port}\n"
     good += f"site = '{SITE}'\n[audio]\nsource = '{wav}'\nrealtime = true\n"
     config.write_text(good)
-    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, f"assistant/{SITE}/transcript")
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, [TRANSCRIPT])
     notify = NotifySocket(tmp_path / "notify.sock")
     proc = run_daemon(["--config", str(config)], tmp_path, notify)
     try:
@@ -265,7 +241,7 @@ def test_sighup_reload_keeps_old_config_when_broken(tmp_path: Path, mosquitto_br
     assert "configuration reloaded" in err
     assert len(notify.seen("RELOADING=1")) == 2
     # The daemon kept working through both reloads: every command was published.
-    assert len(sub.wait_for(len(clips), 10)) == len(clips)
+    assert len(sub.settle(TRANSCRIPT, len(clips), 10)) == len(clips)
     sub.close()
 
 

@@ -19,13 +19,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from mqtt_helpers import Subscriber, first_seen, mqtt_settings, publish_transcripts, wait_until
 
 from assistant.mqtt import Bus, MqttSettings
 from assistant.outbox import Outbox
-from assistant.result import Result
 
 SITE = "faults"
 TRANSCRIPT = f"assistant/{SITE}/transcript"
@@ -33,61 +31,6 @@ UNRESOLVABLE = "broker.invalid"  # RFC 6761: .invalid never resolves
 
 
 # ------------------------------------------------------------------- helpers
-
-
-class Subscriber:
-    """A paho client on TRANSCRIPT that re-subscribes on every (re)connect.
-
-    ``subacks`` counts SUBACKs and ``sessions_present`` records the CONNACK flag of each
-    connect, so a test can tell when it is subscribed again after a broker restart and
-    that the broker had forgotten its session.
-    """
-
-    def __init__(self, host: str, port: int) -> None:
-        self.ids: list[str] = []
-        self.subacks = 0
-        self.sessions_present: list[bool] = []
-        self._cond = threading.Condition()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="", clean_session=True)
-        self.client.reconnect_delay_set(0.05, 0.2)
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
-        self.client.connect(host, port, 30)
-        self.client.loop_start()
-        assert self.wait_for(lambda: self.subacks >= 1), "subscriber got no SUBACK"
-
-    def _on_connect(self, client: paho.Client, _u: Any, flags: Any, _r: Any, _p: Any) -> None:
-        with self._cond:
-            self.sessions_present.append(bool(flags.session_present))
-        client.subscribe(TRANSCRIPT, qos=1)
-
-    def _on_subscribe(self, *_args: Any) -> None:
-        with self._cond:
-            self.subacks += 1
-            self._cond.notify_all()
-
-    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
-        with self._cond:
-            self.ids.append(json.loads(msg.payload)["id"])
-            self._cond.notify_all()
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-        return True
-
-    def wait_ids(self, expected: list[str], timeout: float = 10.0) -> bool:
-        return self.wait_for(lambda: set(expected) <= set(self.ids), timeout)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 class TcpGate:
@@ -167,48 +110,11 @@ class TcpGate:
 
 
 def settings(host: str, port: int, **overrides: Any) -> MqttSettings:
-    values: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "site": SITE,
-        "hermes": False,
-        "reconnect_min_delay": 0.05,
-        "reconnect_max_delay": 0.3,
-        "connect_timeout": 2.0,
-    }
-    values.update(overrides)
-    return MqttSettings(**values)
+    return mqtt_settings(host, port, SITE, **{"hermes": False, **overrides})
 
 
 def publish(bus: Bus, prefix: str, count: int) -> list[str]:
-    ids = []
-    for i in range(count):
-        uid = f"{prefix}{i:05d}"
-        now = time.time()
-        bus.publish_transcript(
-            Result(f"turn on light {i}", "HassTurnOn", {"name": f"light {i}"}, 0.9),
-            utterance_id=uid,
-            started=now - 1,
-            ended=now,
-            latency_ms=12.0,
-            model="m",
-        )
-        ids.append(uid)
-    return ids
-
-
-def first_seen(ids: list[str]) -> list[str]:
-    """Ids in the order they first arrived (at-least-once delivery may repeat some)."""
-    return list(dict.fromkeys(ids))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
+    return publish_transcripts(bus, count, prefix=prefix, latency_ms=12.0)
 
 
 def outbox_files(path: Path) -> list[Path]:
@@ -217,22 +123,6 @@ def outbox_files(path: Path) -> list[Path]:
 
 def size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
-
-
-@pytest.fixture
-def bus_factory(tmp_path: Path) -> Iterator[Callable[..., Bus]]:
-    made: list[Bus] = []
-
-    def make(s: MqttSettings, outbox: Path | None = None, start: bool = True) -> Bus:
-        bus = Bus(s, outbox or tmp_path / "outbox.sqlite", lambda _r: None)
-        made.append(bus)
-        if start:
-            bus.start()
-        return bus
-
-    yield make
-    for bus in made:
-        bus.stop(0)
 
 
 @pytest.fixture
@@ -313,7 +203,7 @@ def test_unresolvable_host_queues_on_disk_then_delivers_elsewhere(
 
     # The host is fixed per Bus (frozen settings): the fix for a wrong host is a restart
     # with the right one, on the same outbox. Everything queued comes out, in order.
-    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port)
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, [TRANSCRIPT])
     fixed = bus_factory(settings(mosquitto_broker.host, mosquitto_broker.port), outbox=outbox)
     assert fixed.flush(10), f"still queued {fixed.queued}: {fixed.last_error}"
     assert sub.wait_ids(ids)
@@ -332,7 +222,7 @@ def test_broker_restart_without_persistence_delivers_all_in_order(
 ) -> None:
     broker = mosquitto_factory(persistence=False)
     gate = gates(broker.host, broker.port)
-    sub = Subscriber(broker.host, broker.port)
+    sub = Subscriber(broker.host, broker.port, [TRANSCRIPT])
     bus = bus_factory(settings(gate.host, gate.port))
     assert wait_until(lambda: bus.connected)
 
@@ -386,7 +276,7 @@ def test_outbox_deleted_while_running_keeps_delivering(
     tmp_path: Path, mosquitto_broker: Any, bus_factory: Callable[..., Bus]
 ) -> None:
     outbox = tmp_path / "gone.sqlite"
-    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port)
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, [TRANSCRIPT])
     bus = bus_factory(settings(mosquitto_broker.host, mosquitto_broker.port), outbox=outbox)
     first = publish(bus, "f", 10)
     assert bus.flush(5)
@@ -474,7 +364,7 @@ def test_backlog_far_beyond_the_bound_keeps_the_newest(
     assert not bus.connected
 
     broker.start()
-    sub = Subscriber(broker.host, broker.port)
+    sub = Subscriber(broker.host, broker.port, [TRANSCRIPT])
     gate.open()
     t0 = time.perf_counter()
     assert bus.flush(15), f"still queued {bus.queued}: {bus.last_error}"

@@ -20,11 +20,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from paho.mqtt.enums import CallbackAPIVersion
+from mqtt_helpers import publisher, wait_until
 
 from assistant.hermes import (
     MAX_PAYLOAD_BYTES,
@@ -313,24 +312,6 @@ def test_hostile_say_text_reaches_espeak_without_any_process(tmp_path: Path) -> 
 # ---------------------------------------------------------------------- flood
 
 
-def _publisher(host: str, port: int) -> paho.Client:
-    client = paho.Client(CallbackAPIVersion.VERSION2)
-    client.max_inflight_messages_set(0)  # 0: no limit, a real burst
-    client.max_queued_messages_set(0)
-    client.connect(host, port)
-    client.loop_start()
-    return client
-
-
-def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
 def _settle(count: Callable[[], int], timeout: float, quiet: float = 1.0) -> int:
     """Wait until ``count()`` stops changing for ``quiet`` seconds (or the timeout)."""
     deadline = time.monotonic() + timeout
@@ -369,8 +350,8 @@ def test_say_flood_does_not_stall_transcripts(mosquitto_broker: Any, tmp_path: P
     bus = Bus(settings_, tmp_path / "outbox.sqlite", on_say=on_say)
     bus.start()
     try:
-        assert _wait(lambda: bus.connected, 5)
-        pub = _publisher(mosquitto_broker.host, mosquitto_broker.port)
+        assert wait_until(lambda: bus.connected, 5)
+        pub = publisher(mosquitto_broker.host, mosquitto_broker.port, unlimited=True)
         for i in range(2000):
             pub.publish(SAY, json.dumps({"text": f"flood {i}", "id": f"{i:04d}"}), qos=1)
         now = time.time()
@@ -408,8 +389,8 @@ def test_say_burst_behind_a_busy_speaker_is_capped(mosquitto_broker: Any, tmp_pa
     bus = Bus(settings_, tmp_path / "outbox.sqlite", on_say=on_say)
     bus.start()
     try:
-        assert _wait(lambda: bus.connected, 5)
-        pub = _publisher(mosquitto_broker.host, mosquitto_broker.port)
+        assert wait_until(lambda: bus.connected, 5)
+        pub = publisher(mosquitto_broker.host, mosquitto_broker.port, unlimited=True)
         pub.publish(SAY, b"first", qos=1).wait_for_publish(5)
         assert busy.wait(5)
         infos = [pub.publish(SAY, f"burst {i}".encode(), qos=1) for i in range(2000)]

@@ -15,9 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from mqtt_helpers import Subscriber
 
 from assistant import config
 from assistant.hermes import Topics
@@ -26,43 +25,6 @@ from assistant.result import Result
 
 SITES = 20
 PER_SITE = 50
-
-
-class WildcardSubscriber:
-    """One plain paho client on ``assistant/+/transcript``, recording (site, id) per message."""
-
-    def __init__(self, host: str, port: int, topic: str) -> None:
-        self.received: list[tuple[str, str]] = []
-        self._cond = threading.Condition()
-        subscribed = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2)
-        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
-        self.client.on_subscribe = lambda *_: subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect(host, port, 30)
-        self.client.loop_start()
-        assert subscribed.wait(5), "no SUBACK"
-
-    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
-        data = json.loads(msg.payload)
-        assert msg.topic == f"assistant/{data['site']}/transcript"  # no site writes elsewhere
-        with self._cond:
-            self.received.append((data["site"], data["id"]))
-            self._cond.notify_all()
-
-    def wait_for_unique(self, count: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while len(set(self.received)) < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-        return True
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def publish_site(bus: Bus, site: str, start: threading.Barrier) -> None:
@@ -80,7 +42,7 @@ def publish_site(bus: Bus, site: str, start: threading.Barrier) -> None:
 
 
 def test_twenty_sites_publish_into_one_broker(mosquitto_broker: Any, tmp_path: Path) -> None:
-    sub = WildcardSubscriber(mosquitto_broker.host, mosquitto_broker.port, "assistant/+/transcript")
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, ["assistant/+/transcript"])
     sites = [f"room{n:02d}" for n in range(SITES)]
     buses = [
         Bus(
@@ -109,13 +71,19 @@ def test_twenty_sites_publish_into_one_broker(mosquitto_broker: Any, tmp_path: P
         for thread in threads:
             thread.join(30)
         assert all(bus.flush(60) for bus in buses), "an outbox did not drain"
-        assert sub.wait_for_unique(SITES * PER_SITE, 30)
+        # Ids name their site ("room07-012"), so unique ids are unique (site, id) pairs.
+        assert sub.wait_for(lambda: len(set(sub.ids)) >= SITES * PER_SITE, 30)
     finally:
         for bus in buses:
             bus.stop(2)
         sub.close()
+    received: list[tuple[str, str]] = []
+    for topic, payload, _, _ in sub.messages:
+        data = json.loads(payload)
+        assert topic == f"assistant/{data['site']}/transcript"  # no site writes elsewhere
+        received.append((data["site"], data["id"]))
     per_site: dict[str, list[str]] = defaultdict(list)
-    for site, uid in sub.received:
+    for site, uid in received:
         if uid not in per_site[site]:  # at least once: a resend may repeat an id
             per_site[site].append(uid)
     assert sorted(per_site) == sites

@@ -12,12 +12,20 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+from mqtt_helpers import (
+    Subscriber,
+    first_seen,
+    mqtt_settings,
+    publish_transcripts,
+    publisher,
+    wait_until,
+)
 from paho.mqtt.enums import CallbackAPIVersion
 
 from assistant import mqtt as mqtt_module
@@ -31,7 +39,6 @@ from assistant.hermes import (
     parse_say,
 )
 from assistant.mqtt import Bus, BusConfigError, MqttSettings, probe_broker
-from assistant.result import Result
 
 REPO = Path(__file__).resolve().parents[1]
 SITE = "test"
@@ -40,136 +47,14 @@ SITE = "test"
 # ------------------------------------------------------------------- helpers
 
 
-class Subscriber:
-    """A plain paho client that records what arrives (topic, payload, retained, time)."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        topics: list[str],
-        *,
-        client_id: str = "",
-        clean: bool = True,
-        tls_ca: Path | None = None,
-    ) -> None:
-        self.messages: list[tuple[str, bytes, bool, float]] = []
-        self._cond = threading.Condition()
-        self._subscribed = threading.Event()
-        self.client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean
-        )
-        self.client.reconnect_delay_set(0.05, 0.2)
-        if tls_ca is not None:
-            self.client.tls_set(ca_certs=str(tls_ca))
-        self.client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in topics])
-        self.client.on_subscribe = lambda *_: self._subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect(host, port, 30)
-        self.client.loop_start()
-        assert self._subscribed.wait(5), "subscriber did not get its SUBACK"
-
-    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
-        with self._cond:
-            self.messages.append((msg.topic, msg.payload, bool(msg.retain), time.monotonic()))
-            self._cond.notify_all()
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-        return True
-
-    def payloads(self, topic: str) -> list[dict[str, Any]]:
-        with self._cond:
-            return [json.loads(p) for t, p, _, _ in self.messages if t == topic]
-
-    def count(self, topic: str) -> int:
-        with self._cond:
-            return sum(1 for t, *_ in self.messages if t == topic)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 def settings_for(broker: Any, **overrides: Any) -> MqttSettings:
-    values: dict[str, Any] = {
-        "host": broker.host,
-        "port": broker.port,
-        "site": SITE,
-        "reconnect_min_delay": 0.05,
-        "reconnect_max_delay": 0.3,
-        "connect_timeout": 2.0,
-    }
-    values.update(overrides)
-    return MqttSettings(**values)
-
-
-def publish_n(bus: Bus, start: int, count: int, **result: Any) -> list[str]:
-    ids = []
-    for i in range(start, start + count):
-        uid = f"u{i:05d}"
-        res = Result(
-            text=result.get("text", f"turn on light {i}"),
-            intent=result.get("intent", "HassTurnOn"),
-            slots=result.get("slots", {"name": f"light {i}"}),
-            confidence=0.9,
-        )
-        now = time.time()
-        bus.publish_transcript(
-            res, utterance_id=uid, started=now - 1, ended=now, latency_ms=42.0, model="m"
-        )
-        ids.append(uid)
-    return ids
-
-
-def first_seen(ids: list[str]) -> list[str]:
-    """Ids in the order they first arrived (at-least-once may repeat some)."""
-    seen: dict[str, None] = {}
-    for uid in ids:
-        seen.setdefault(uid, None)
-    return list(seen)
+    return mqtt_settings(broker.host, broker.port, SITE, **overrides)
 
 
 def assert_in_order(received: list[str], expected: list[str]) -> None:
     """Every id arrived; first arrivals are in publishing order; repeats are resends."""
     assert first_seen(received) == expected
     assert set(received) == set(expected)
-
-
-@pytest.fixture
-def bus_factory(tmp_path: Path) -> Iterator[Callable[..., Bus]]:
-    made: list[Bus] = []
-
-    def make(
-        settings: MqttSettings,
-        on_say: Callable[[SayRequest], None] | None = None,
-        outbox: Path | None = None,
-        start: bool = True,
-    ) -> Bus:
-        bus = Bus(settings, outbox or tmp_path / "outbox.sqlite", on_say or (lambda _r: None))
-        made.append(bus)
-        if start:
-            bus.start()
-        return bus
-
-    yield make
-    for bus in made:
-        bus.stop(0)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 TRANSCRIPT = f"assistant/{SITE}/transcript"
@@ -292,13 +177,13 @@ def test_transcripts_arrive_in_order_once_each(
     for i in range(20):
         before = len(sub.messages)
         t0 = time.monotonic()
-        publish_n(bus, 1000 + i, 1)
+        publish_transcripts(bus, 1, start=1000 + i)
         assert sub.wait_for(lambda b=before: len(sub.messages) > b)
         latencies.append((sub.messages[before][3] - t0) * 1000)
     latencies.sort()
     print(f"\ndelivery latency ms: median {latencies[10]:.1f} max {latencies[-1]:.1f}")
 
-    ids = publish_n(bus, 0, 100)
+    ids = publish_transcripts(bus, 100)
     assert bus.flush(10)
     assert sub.wait_for(lambda: sub.count(TRANSCRIPT) == 120)
     received = [p["id"] for p in sub.payloads(TRANSCRIPT)][20:]
@@ -328,7 +213,7 @@ def test_broker_outage_mid_stream_loses_nothing(
 
     def speak() -> None:  # a steady stream of utterances, one every 5 ms
         for i in range(80):
-            ids.extend(publish_n(bus, i, 1))
+            ids.extend(publish_transcripts(bus, 1, start=i))
             time.sleep(0.005)
 
     talker = threading.Thread(target=speak)
@@ -361,7 +246,7 @@ def test_flapping_broker_loses_nothing(
     def speak() -> None:  # one utterance every 20 ms for as long as the broker flaps
         i = 0
         while not stop_talking.is_set():
-            ids.extend(publish_n(bus, i, 1))
+            ids.extend(publish_transcripts(bus, 1, start=i))
             i += 1
             time.sleep(0.02)
 
@@ -478,7 +363,7 @@ def test_dropped_messages_reported_on_status(
 ) -> None:
     broker = mosquitto_factory()
     bus = bus_factory(settings_for(broker, hermes=False, outbox_max_messages=5), start=False)
-    ids = publish_n(bus, 0, 8)  # queued before the bus ever connects
+    ids = publish_transcripts(bus, 8)  # queued before the bus ever connects
     assert bus.dropped == 3
     sub = Subscriber(broker.host, broker.port, [TRANSCRIPT, STATUS])
     bus.start()
@@ -499,7 +384,7 @@ def test_drain_1000_queued_after_reconnect(
     broker.stop()
     assert wait_until(lambda: not bus.connected, 5)
     t0 = time.perf_counter()
-    ids = publish_n(bus, 0, 1000)
+    ids = publish_transcripts(bus, 1000)
     enqueue_ms = (time.perf_counter() - t0) * 1000 / 1000
     broker.start()
     assert wait_until(lambda: bus.connected, 5)
@@ -527,9 +412,7 @@ def test_say_requests_reach_the_callback(
         mosquitto_broker.port,
         [f"assistant/{SITE}/said", "hermes/tts/sayFinished"],
     )
-    pub = paho.Client(CallbackAPIVersion.VERSION2)
-    pub.connect(mosquitto_broker.host, mosquitto_broker.port)
-    pub.loop_start()
+    pub = publisher(mosquitto_broker.host, mosquitto_broker.port)
     say = f"assistant/{SITE}/say"
     sent = [
         (say, b'{"text": "hello", "id": "a1"}'),
@@ -585,7 +468,7 @@ def test_slow_or_failing_say_handler_does_not_block_transcripts(
     pub.connect(mosquitto_broker.host, mosquitto_broker.port)
     pub.publish(f"assistant/{SITE}/say", b"speak slowly", qos=0)
     pub.disconnect()
-    publish_n(bus, 0, 3)
+    publish_transcripts(bus, 3)
     assert bus.flush(5) and sub.wait_for(lambda: sub.count(TRANSCRIPT) == 3)
     release.set()
     sub.close()
@@ -635,7 +518,7 @@ def test_tls_verifies_the_broker(
     sub = Subscriber(broker.host, broker.port, [TRANSCRIPT], tls_ca=tls_files["ca"])
     good = settings_for(broker, tls=True, ca_file=tls_files["ca"], hermes=False)
     bus = bus_factory(good)
-    publish_n(bus, 0, 3)
+    publish_transcripts(bus, 3)
     assert bus.flush(5), bus.last_error
     assert sub.wait_for(lambda: sub.count(TRANSCRIPT) == 3)
     assert probe_broker(good)[0]
@@ -698,7 +581,7 @@ def test_no_broker_starts_a_private_mosquitto(
     host, port = bus.endpoint
     assert f"no broker configured: started a private Mosquitto on 127.0.0.1:{port}" in caplog.text
     sub = Subscriber(host, port, [TRANSCRIPT])
-    publish_n(bus, 0, 2)
+    publish_transcripts(bus, 2)
     assert bus.flush(5) and sub.wait_for(lambda: sub.count(TRANSCRIPT) == 2)
     sub.close()
     bus.stop(1)
@@ -725,7 +608,7 @@ def test_no_broker_and_no_mosquitto_prints_to_stdout(
     with caplog.at_level(logging.WARNING, logger="assistant.mqtt"):
         bus = bus_factory(MqttSettings(host="", site=SITE))
     assert bus.mode == "stdout" and "printed to stdout" in caplog.text
-    ids = publish_n(bus, 0, 3)
+    ids = publish_transcripts(bus, 3)
     assert bus.flush(5)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["id"] for line in lines] == ids
