@@ -270,8 +270,14 @@ def test_other_sample_rates_are_converted(
     )
     results = recognise_all(recognizer, utterances)
     if rate > RATE:  # nothing was lost on the way: the same answers as the 16 kHz original
-        expected = [r.intent for r in recognise_all(recognizer, reference)]
-        assert [r.intent for r in results] == expected
+        expected = recognise_all(recognizer, reference)
+        # The same reading at nearly the same confidence; resampling twice moves the samples a
+        # little, so an answer within a hair of the threshold may fall on either side of it.
+        assert [r.text for r in results] == [r.text for r in expected]
+        for got, want in zip(results, expected, strict=True):
+            assert got.confidence == pytest.approx(want.confidence, abs=0.05)
+            if abs(want.confidence - recognizer.threshold) > 0.05:
+                assert got.intent == want.intent
 
 
 def test_audio_at_the_wrong_rate_does_not_crash(

@@ -168,3 +168,25 @@ def test_synth_cli_features_and_wavs(grammar_path: Path, tmp_path: Path) -> None
         audio, rate = sf.read(wavs / name, dtype="float32")
         assert rate == SAMPLE_RATE and audio.ndim == 1 and audio.size > SAMPLE_RATE // 2
         assert label["voice"] in {v.name for v in FAST}
+
+
+CRASHING_ENGINE = """
+import ctypes
+
+
+def speak(text, language, speed, pitch):
+    ctypes.string_at(0)  # a segmentation fault, as py-nanotts's C code sometimes gives
+"""
+
+
+def test_a_crashing_pico_is_an_error_not_a_dead_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools.voices import VoiceError, _PicoProcess
+
+    (tmp_path / "crashing_engine.py").write_text(CRASHING_ENGINE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))  # the spawned child gets our sys.path
+    import crashing_engine
+
+    with pytest.raises(VoiceError, match="crashed twice"):
+        _PicoProcess(crashing_engine.speak).speak("turn on the lamp", "en-US", 1.0, 1.0)
