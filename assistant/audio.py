@@ -15,11 +15,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import numpy as np
-import soundfile as sf
-import soxr
+
+# soundfile (libsndfile) and soxr are imported where they are used: a daemon listening to a
+# 16 kHz microphone or to stdin needs neither, and together they cost ~3 MB resident.
+if TYPE_CHECKING:
+    import soundfile as sf
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +58,15 @@ def to_mono_16k(audio: np.ndarray, rate: int) -> np.ndarray:
     """Whole-buffer conversion of float audio at any rate/channel count to 16 kHz mono int16."""
     mono = to_mono(audio)
     if rate != SAMPLE_RATE:
+        import soxr
+
         mono = soxr.resample(mono, rate, SAMPLE_RATE)
     return float_to_int16(mono)
 
 
 def _open_sound_file(path: Path) -> sf.SoundFile:
+    import soundfile as sf
+
     if not path.exists():
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
@@ -81,9 +88,11 @@ def read_audio(path: Path | str) -> np.ndarray:
 
 def _file_chunks(path: Path) -> Iterator[np.ndarray]:
     """Stream a file as 16 kHz mono int16 chunks of about a second."""
+    import soundfile as sf
+
     with _open_sound_file(path) as handle:
         rate = handle.samplerate
-        resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1) if rate != SAMPLE_RATE else None
+        resampler = _resampler(rate)
         block = max(1, int(rate * _BLOCK_SECONDS))
         try:
             for data in handle.blocks(blocksize=block, dtype="float32", always_2d=True):
@@ -98,6 +107,15 @@ def _file_chunks(path: Path) -> Iterator[np.ndarray]:
             tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
             if tail.size:
                 yield float_to_int16(tail)
+
+
+def _resampler(rate: int) -> Any:
+    """A streaming resampler from `rate` to 16 kHz mono, or None when none is needed."""
+    if rate == SAMPLE_RATE:
+        return None
+    import soxr
+
+    return soxr.ResampleStream(rate, SAMPLE_RATE, 1)
 
 
 def _reframe(chunks: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
@@ -364,9 +382,7 @@ class MicSource:
             try:
                 pa = self._pa_mod.PyAudio()
                 stream, rate, channels = self._open(pa)
-                resampler = (
-                    soxr.ResampleStream(rate, SAMPLE_RATE, 1) if rate != SAMPLE_RATE else None
-                )
+                resampler = _resampler(rate)
                 per_read = max(1, round(self._size * rate / SAMPLE_RATE))
                 delay = self._backoff[0]
                 while not self._stop.is_set():

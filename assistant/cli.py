@@ -53,8 +53,9 @@ def _load_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import Daemon, DaemonError
+    from .daemon import Daemon, DaemonError, limit_heap_growth
 
+    limit_heap_growth()
     config = _load_config(args)
     _setup_logging(args.log_level or config.log_level)
     overrides = {

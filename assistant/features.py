@@ -13,6 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 SAMPLE_RATE = 16000
+_FFT_BLOCK_FRAMES = 64  # frames per FFT call (see power_spectrum)
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,18 @@ def power_spectrum(pcm: np.ndarray, params: FeatureParams = FeatureParams()) -> 
         audio = np.pad(audio, (0, params.win_length - audio.size))
     frames = num_frames(audio.size, params)
     # Strided view of the frames: no copy until the window is applied.
-    idx = np.arange(params.win_length)[None, :] + params.hop_length * np.arange(frames)[:, None]
-    windowed = audio[idx] * _window(params)
-    return np.abs(np.fft.rfft(windowed, n=params.n_fft, axis=1)) ** 2
+    framed = np.lib.stride_tricks.sliding_window_view(audio, params.win_length)
+    framed = framed[:: params.hop_length][:frames]
+    window = _window(params)
+    spectrum = np.empty((frames, params.n_fft // 2 + 1))
+    # Blocks of frames, each frame's FFT being independent: the float64 and complex
+    # temporaries of a whole utterance at once (~4 MB for 3 s) would set the daemon's peak RSS.
+    for lo in range(0, frames, _FFT_BLOCK_FRAMES):
+        windowed = framed[lo : lo + _FFT_BLOCK_FRAMES] * window
+        spectrum[lo : lo + _FFT_BLOCK_FRAMES] = (
+            np.abs(np.fft.rfft(windowed, n=params.n_fft, axis=1)) ** 2
+        )
+    return spectrum
 
 
 def log_mel_from_power(spectrum: np.ndarray, params: FeatureParams = FeatureParams()) -> np.ndarray:

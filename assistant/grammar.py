@@ -35,9 +35,9 @@ import logging
 import math
 import random
 import re
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -136,16 +136,6 @@ class Graph:
     def arcs(self, state: int) -> range:
         return range(int(self.arc_start[state]), int(self.arc_start[state + 1]))
 
-    @cached_property
-    def adjacency(self) -> list[list[tuple[int, int, int]]]:
-        """(token, next state, word id) per state as Python lists: fast for path walks."""
-        toks, nxts, words = (a.tolist() for a in (self.arc_token, self.arc_next, self.arc_word))
-        bounds = self.arc_start.tolist()
-        return [
-            list(zip(toks[lo:hi], nxts[lo:hi], words[lo:hi], strict=True))
-            for lo, hi in itertools.pairwise(bounds)
-        ]
-
     def accepts(self, tokens: Sequence[int]) -> bool:
         states = {self.start}
         for tok in tokens:
@@ -164,7 +154,12 @@ class Graph:
         such as "for"/"four" give several)."""
         dead: set[tuple[int, int]] = set()
         found: list[tuple[str, ...]] = []
-        adjacency = self.adjacency
+        # Memoryviews give Python ints per element, fast, without copying the arrays: a Python
+        # list per state of the whole graph (~9 MB for the home grammar) would stay resident.
+        bounds, arc_token, arc_next, arc_word = (
+            memoryview(np.ascontiguousarray(a))
+            for a in (self.arc_start, self.arc_token, self.arc_next, self.arc_word)
+        )
 
         def walk(state: int, pos: int, words: tuple[str, ...]) -> bool:
             if len(found) >= limit or (state, pos) in dead:
@@ -175,10 +170,11 @@ class Graph:
                     return True
                 return False
             ok = False
-            for tok, nxt, w in adjacency[state]:
-                if tok == tokens[pos]:
+            for a in range(bounds[state], bounds[state + 1]):
+                if arc_token[a] == tokens[pos]:
+                    w = arc_word[a]
                     more = words + (self.words[w],) if w >= 0 else words
-                    ok |= walk(nxt, pos + 1, more)
+                    ok |= walk(arc_next[a], pos + 1, more)
             if not ok:
                 dead.add((state, pos))
             return ok
@@ -221,12 +217,15 @@ def any_token_graph() -> Graph:
 
 
 class _TokenGraphBuilder:
+    # Arcs are collected in int32 arrays and trimmed with numpy, not in lists of Python ints
+    # and sets: for the home grammar (~40k arcs) that is ~1 MB at its peak instead of ~11 MB,
+    # which the daemon's heap would otherwise keep (fragmented) for the life of the process.
     def __init__(self) -> None:
         self.n_states = 0
-        self.src: list[int] = []
-        self.tok: list[int] = []
-        self.dst: list[int] = []
-        self.word: list[int] = []
+        self.src = array("i")
+        self.tok = array("i")
+        self.dst = array("i")
+        self.word = array("i")
 
     def new_state(self) -> int:
         self.n_states += 1
@@ -238,34 +237,40 @@ class _TokenGraphBuilder:
         self.dst.append(dst)
         self.word.append(word)
 
-    def trim(self, final: int) -> None:
-        """Drop arcs into states from which the final state can't be reached (dead ends)."""
-        into: dict[int, list[int]] = {}
-        for s, d in zip(self.src, self.dst, strict=True):
-            into.setdefault(d, []).append(s)
-        alive, todo = {final}, [final]
-        while todo:
-            for s in into.get(todo.pop(), ()):
-                if s not in alive:
-                    alive.add(s)
-                    todo.append(s)
-        keep = [i for i, d in enumerate(self.dst) if d in alive and self.src[i] in alive]
-        for name in ("src", "tok", "dst", "word"):
-            values = getattr(self, name)
-            setattr(self, name, [values[i] for i in keep])
+    def _alive(self, src: np.ndarray, dst: np.ndarray, final: int) -> np.ndarray:
+        """Which states reach the final state: a breadth-first search backwards along arcs."""
+        by_dst = np.argsort(dst, kind="stable")
+        preds = src[by_dst]
+        bounds = np.searchsorted(dst[by_dst], np.arange(self.n_states + 1))
+        alive = np.zeros(self.n_states, dtype=bool)
+        alive[final] = True
+        frontier = np.array([final])
+        while frontier.size:
+            lo, counts = bounds[frontier], bounds[frontier + 1] - bounds[frontier]
+            # The predecessors of every frontier state: concatenated slices preds[lo:lo+count].
+            offsets = np.cumsum(counts) - counts
+            found = preds[np.repeat(lo - offsets, counts) + np.arange(counts.sum())]
+            frontier = np.unique(found[~alive[found]])
+            alive[frontier] = True
+        return alive
 
     def build(self, words: tuple[str, ...], start: int, final: int) -> Graph:
-        self.trim(final)
-        src = np.asarray(self.src, dtype=np.int32)
+        src, tok, dst, word = (
+            np.asarray(a, dtype=np.int32) for a in (self.src, self.tok, self.dst, self.word)
+        )
+        # Drop arcs into states from which the final state can't be reached (dead ends).
+        alive = self._alive(src, dst, final)
+        keep = alive[src] & alive[dst]
+        src, tok, dst, word = src[keep], tok[keep], dst[keep], word[keep]
         order = np.argsort(src, kind="stable")
         counts = np.bincount(src, minlength=self.n_states)
         arc_start = np.zeros(self.n_states + 1, dtype=np.int32)
         np.cumsum(counts, out=arc_start[1:])
         return Graph(
             arc_start=arc_start,
-            arc_token=np.asarray(self.tok, dtype=np.int32)[order],
-            arc_next=np.asarray(self.dst, dtype=np.int32)[order],
-            arc_word=np.asarray(self.word, dtype=np.int32)[order],
+            arc_token=tok[order],
+            arc_next=dst[order],
+            arc_word=word[order],
             words=words,
             start=start,
             final=final,

