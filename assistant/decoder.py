@@ -221,21 +221,16 @@ def _search_many(
             live, dfa, at = search.live, search.dfa, search.offset
             n = len(live.prefixes)
             total = live.att[:, None] + log_probs[at : at + n] + dfa.masks[live.dstates]
-            if ctc is None:
-                live = _select(
-                    total, live, dfa, search.beam, search.finished, search.length_penalty
-                )
-            else:
-                live = _select_joint(
-                    total,
-                    live,
-                    dfa,
-                    search.beam,
-                    search.finished,
-                    search.length_penalty,
-                    ctc,
-                    ctc_weight,
-                )
+            live = _select(
+                total,
+                live,
+                dfa,
+                search.beam,
+                search.finished,
+                search.length_penalty,
+                ctc,
+                ctc_weight,
+            )
             search.live = live
             # Stop once a finished hypothesis beats what any live one could reach by ending now.
             search.done = not live.prefixes or bool(
@@ -254,54 +249,37 @@ def _search_many(
     return [search.finished for search in running]
 
 
-def _select(
-    total: np.ndarray,
-    live: _Beam,
-    dfa: _LazyDfa,
-    beam: int,
-    finished: list[Hypothesis],
-    length_penalty: float,
-) -> _Beam:
-    """Best extensions of all live prefixes: </s> ones are finished, the best ``beam`` others
-    stay live. Looking at 2 * beam candidates is enough since at most beam end per step."""
+@dataclass
+class _Candidates:
+    """Extensions of live prefixes (row, token), best first by ``score``: what the search ranks
+    by; ``att`` is the attention log-prob, ``ctc`` the CTC prefix score when one is used."""
+
+    rows: np.ndarray
+    toks: np.ndarray
+    score: np.ndarray
+    att: np.ndarray
+    ctc: np.ndarray | None = None
+    ctc_n: np.ndarray | None = None  # CTC prefix states of every candidate
+    ctc_b: np.ndarray | None = None
+
+
+def _attention_candidates(total: np.ndarray, beam: int) -> _Candidates:
+    """The 2 * beam best extensions overall: enough, since at most ``beam`` end per step."""
     vocab = total.shape[1]
     flat = total.ravel()
     k = min(2 * beam, flat.size)
     top = np.argpartition(-flat, k - 1)[:k]
     top = top[np.argsort(-flat[top], kind="stable")]
-    prefixes, dstates, scores, rows = [], [], [], []
-    for i in top.tolist():
-        score = float(flat[i])
-        if score == -np.inf:
-            break
-        row, tok = divmod(i, vocab)
-        prefix = (*live.prefixes[row], tok)
-        if tok == EOS_ID:
-            norm = score / len(prefix) ** length_penalty
-            finished.append(Hypothesis(prefix, score, norm, dfa_state=live.dstates[row]))
-        elif len(prefixes) < beam:
-            nxt = dfa.expand(live.dstates[row])[tok]
-            dfa.expand(nxt)
-            prefixes.append(prefix)
-            dstates.append(nxt)
-            scores.append(score)
-            rows.append(row)
-    scores_arr = np.asarray(scores)
-    return _Beam(prefixes, dstates, scores_arr, np.asarray(rows, dtype=np.int64), att=scores_arr)
+    top = top[np.isfinite(flat[top])]
+    rows, toks = np.divmod(top, vocab)
+    return _Candidates(rows, toks, flat[top], flat[top])
 
 
-def _select_joint(
-    total: np.ndarray,
-    live: _Beam,
-    dfa: _LazyDfa,
-    beam: int,
-    finished: list[Hypothesis],
-    length_penalty: float,
-    ctc: CtcPrefixScorer,
-    weight: float,
-) -> _Beam:
-    """Like _select, ranking by (1 - w) * attention + w * CTC prefix score. The attention
-    scores pre-select ``beam`` candidates per prefix (CTC scoring costs more per candidate)."""
+def _joint_candidates(
+    total: np.ndarray, live: _Beam, beam: int, ctc: CtcPrefixScorer, weight: float
+) -> _Candidates:
+    """Ranked by (1 - w) * attention + w * CTC prefix score. The attention scores pre-select
+    ``beam`` candidates per prefix (CTC scoring costs more per candidate)."""
     n, vocab = total.shape
     k = min(beam, vocab)
     cand = np.argpartition(-total, k - 1, axis=1)[:, :k]  # [n, k]
@@ -311,7 +289,7 @@ def _select_joint(
     keep = np.isfinite(att)
     rows, toks, att = rows[keep], toks[keep], att[keep]
     if rows.size == 0:
-        return _Beam([], [], np.zeros(0), att=np.zeros(0))
+        return _Candidates(rows, toks, att, att)
     assert live.ctc_n is not None and live.ctc_b is not None
     is_eos = toks == EOS_ID
     last = np.array([p[-1] if p else -1 for p in live.prefixes])[rows]
@@ -322,22 +300,47 @@ def _select_joint(
     ctc_score = np.where(is_eos, end_ctc, prefix_ctc)
     joint = (1 - weight) * att + weight * ctc_score
     order = np.argsort(-joint, kind="stable")[: 2 * beam]
-    prefixes, dstates, scores, out_rows, out_att, keep_idx = [], [], [], [], [], []
-    for i in order.tolist():
-        score = float(joint[i])
-        if score < -1e29:
-            break
-        row, tok = int(rows[i]), int(toks[i])
+    order = order[joint[order] >= -1e29]  # paths CTC cannot align
+    return _Candidates(
+        rows[order],
+        toks[order],
+        joint[order],
+        att[order],
+        ctc_score[order],
+        new_n[order],
+        new_b[order],
+    )
+
+
+def _select(
+    total: np.ndarray,
+    live: _Beam,
+    dfa: _LazyDfa,
+    beam: int,
+    finished: list[Hypothesis],
+    length_penalty: float,
+    ctc: CtcPrefixScorer | None = None,
+    ctc_weight: float = 0.0,
+) -> _Beam:
+    """Best extensions of all live prefixes (by attention, or jointly with CTC): </s> ones are
+    finished, the best ``beam`` others stay live."""
+    if ctc is None:
+        cand = _attention_candidates(total, beam)
+    else:
+        cand = _joint_candidates(total, live, beam, ctc, ctc_weight)
+    prefixes, dstates, kept = [], [], []
+    for i, (row, tok) in enumerate(zip(cand.rows.tolist(), cand.toks.tolist(), strict=True)):
         prefix = (*live.prefixes[row], tok)
         if tok == EOS_ID:
-            norm = score / len(prefix) ** length_penalty
+            norm = float(cand.score[i]) / len(prefix) ** length_penalty
+            ctc_log_prob = None if cand.ctc is None else float(cand.ctc[i])
             finished.append(
                 Hypothesis(
                     prefix,
-                    float(att[i]),
+                    float(cand.att[i]),
                     norm,
                     dfa_state=live.dstates[row],
-                    ctc_log_prob=float(ctc_score[i]),
+                    ctc_log_prob=ctc_log_prob,
                 )
             )
         elif len(prefixes) < beam:
@@ -345,18 +348,15 @@ def _select_joint(
             dfa.expand(nxt)
             prefixes.append(prefix)
             dstates.append(nxt)
-            scores.append(score)
-            out_rows.append(row)
-            out_att.append(float(att[i]))
-            keep_idx.append(i)
+            kept.append(i)
     return _Beam(
         prefixes,
         dstates,
-        np.asarray(scores),
-        np.asarray(out_rows, dtype=np.int64),
-        att=np.asarray(out_att),
-        ctc_n=new_n[keep_idx],
-        ctc_b=new_b[keep_idx],
+        cand.score[kept].astype(np.float64),
+        cand.rows[kept].astype(np.int64),
+        att=cand.att[kept].astype(np.float64),
+        ctc_n=None if cand.ctc_n is None else cand.ctc_n[kept],
+        ctc_b=None if cand.ctc_b is None else cand.ctc_b[kept],
     )
 
 
