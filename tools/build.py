@@ -93,7 +93,7 @@ def build(args: argparse.Namespace) -> Path:
         )
 
     step("training")
-    sets = [real_train] + ([synth_set] if synth_set.exists() else [])
+    sets = [real_train] + ([synth_set] if synth_set.exists() else []) + list(args.extra_sets)
     init = None if str(args.init) == "none" or not Path(args.init).exists() else Path(args.init)
     run = work / "run"
     checkpoint = train(
@@ -114,6 +114,7 @@ def build(args: argparse.Namespace) -> Path:
         "real": "train split of ../shared/data (speech_commands, an4, speechocean762, "
         "wake_word_benchmark, fsdd), 3 copies each (clean + speed/noise/gain)",
         "synthetic": f"{args.synth_count} grammar sentences, TTS voices except {HELDOUT_VOICES}",
+        "extra_sets": [s.name for s in args.extra_sets],
         "init": str(init.relative_to(ROOT)) if init and init.is_relative_to(ROOT) else str(init),
         "epochs": args.epochs,
         "averaged_epochs": args.average,
@@ -207,11 +208,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--synth-count", type=int, default=3000)
     parser.add_argument("--heldout-count", type=int, default=200)
     parser.add_argument(
+        "--extra-sets",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="more feature sets to train on (tools.synth output, e.g. other grammars' speech)",
+    )
+    parser.add_argument(
         "--eval-corpora", action="store_true", help="also score the real test split"
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--limit", type=int, default=0, help="tiny runs for tests")
     args = parser.parse_args(argv)
+    missing = [str(s) for s in args.extra_sets if not s.is_file()]
+    if missing:
+        parser.error(f"--extra-sets: no such file: {', '.join(missing)}")
     args.argv = argv
     build(args)
 

@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import io
 import logging
-import multiprocessing as mp
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import lru_cache
 from glob import glob
@@ -47,6 +44,7 @@ FLITE_VOICES = ("kal16", "awb", "rms", "slt")  # "kal" is the 8 kHz twin of kal1
 FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
 _FESTIVAL_NAMES = {"kal_diphone": "kal", "ked_diphone": "ked", "cmu_us_slt_arctic_hts": "slt-hts"}
 PICO_LANGUAGES = ("en-US", "en-GB")
+PICO_COMMAND = [sys.executable, "-m", "py_nanotts"]
 SUBPROCESS_TIMEOUT_S = 30.0
 
 
@@ -211,8 +209,21 @@ class PicoVoice(Voice):
         return f"pico:{self.language}"
 
     def _speak(self, text: str, speed: float, pitch: float) -> np.ndarray:
-        pcm = _pico().speak(text, self.language, speed, pitch)
-        return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0  # already 16 kHz
+        # py-nanotts's own command line, not its module in this process: its C code can crash
+        # the whole interpreter with a segmentation fault depending on what else the process
+        # has loaded (seen under pytest after TensorFlow and onnxruntime, never in a fresh
+        # process). A crash here costs one retry, then is a VoiceError like any engine's.
+        # Pico's default volume clips (~1% of samples at full scale); half volume does not.
+        options = ["-v", self.language, "--speed", f"{speed:.3f}", "--pitch", f"{pitch:.3f}"]
+        with tempfile.TemporaryDirectory(prefix="pico") as tmp:
+            out = Path(tmp) / "out.wav"
+            command = [*PICO_COMMAND, *options, "--volume", "0.5", "-o", str(out), "--", text]
+            try:
+                _run(command)
+            except VoiceError as err:
+                log.warning("%s: %s; retrying once", self.name, err)
+                _run(command)
+            return _read_wav(out)  # already 16 kHz
 
 
 @dataclass(frozen=True, repr=False)
@@ -254,42 +265,6 @@ class HibariVoice(Voice):
 
 # ---------------------------------------------------------------------------------------------
 # Lazily loaded engines (one per process)
-
-
-def _pico_speak_here(text: str, language: str, speed: float, pitch: float) -> bytes:
-    from py_nanotts import NanoTTS
-
-    # Pico's default volume clips (~1% of samples at full scale); half volume does not.
-    return NanoTTS().speak(text, voice=language, speed=speed, pitch=pitch, volume=0.5)
-
-
-class _PicoProcess:
-    """SVOX Pico in a child process of its own. py-nanotts's C code can crash the whole
-    interpreter with a segmentation fault, depending on what else the process has loaded
-    (seen under pytest after TensorFlow and onnxruntime, never in a fresh process); here a
-    crash costs one restart of the child and a retry, and a second one is a VoiceError."""
-
-    def __init__(self, target: Callable[[str, str, float, float], bytes] = _pico_speak_here):
-        self._target = target  # a module-level function: the child imports it by name
-        self._pool: ProcessPoolExecutor | None = None
-
-    def speak(self, text: str, language: str, speed: float, pitch: float) -> bytes:
-        for attempt in (1, 2):
-            if self._pool is None:
-                # spawn, not fork: the child must not inherit the parent's threads and libraries.
-                self._pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
-            try:
-                return self._pool.submit(self._target, text, language, speed, pitch).result()
-            except BrokenProcessPool:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
-                log.warning("pico crashed on %r (attempt %d of 2)", text, attempt)
-        raise VoiceError(f"pico:{language}: the engine crashed twice on {text!r}")
-
-
-@lru_cache(maxsize=1)
-def _pico() -> _PicoProcess:
-    return _PicoProcess()
 
 
 @lru_cache(maxsize=1)
