@@ -155,7 +155,31 @@ class Source(Protocol):
     def stop(self) -> None: ...
 
 
-class FileSource:
+class _ChunkedSource:
+    """A source that reads chunks of any length (``_chunks``) and hands out fixed frames, paced
+    to real time when asked (``realtime``), until its end or ``stop()``."""
+
+    _size: int
+    _realtime: bool
+    _stop: threading.Event
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def frames(self) -> Iterator[np.ndarray]:
+        frames = _reframe(self._chunks(), self._size)
+        if self._realtime:
+            frames = paced(frames, self._stop)
+        for frame in frames:
+            if self._stop.is_set():
+                return
+            yield frame
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class FileSource(_ChunkedSource):
     """Any file libsndfile reads (WAV, FLAC, Ogg/Opus, ...), converted to 16 kHz mono."""
 
     live = False
@@ -168,20 +192,11 @@ class FileSource:
         self._stop = threading.Event()
         _open_sound_file(self.path).close()  # fail now, with a clear message, not mid-run
 
-    def frames(self) -> Iterator[np.ndarray]:
-        frames = _reframe(_file_chunks(self.path), self._size)
-        if self._realtime:
-            frames = paced(frames, self._stop)
-        for frame in frames:
-            if self._stop.is_set():
-                return
-            yield frame
-
-    def stop(self) -> None:
-        self._stop.set()
+    def _chunks(self) -> Iterator[np.ndarray]:
+        return _file_chunks(self.path)
 
 
-class StdinSource:
+class StdinSource(_ChunkedSource):
     """Raw s16le 16 kHz mono PCM on a binary stream (stdin by default)."""
 
     live = False
@@ -206,18 +221,6 @@ class StdinSource:
             leftover = data[usable:]
             if usable:
                 yield np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
-
-    def frames(self) -> Iterator[np.ndarray]:
-        frames = _reframe(self._chunks(), self._size)
-        if self._realtime:
-            frames = paced(frames, self._stop)
-        for frame in frames:
-            if self._stop.is_set():
-                return
-            yield frame
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from glob import glob
@@ -83,6 +84,15 @@ def _run(cmd: list[str], stdin: str | None = None) -> bytes:
         stderr = done.stderr.decode(errors="replace")[-300:]
         raise VoiceError(f"{cmd[0]} exited {done.returncode}: {stderr}")
     return done.stdout
+
+
+def _run_to_wav_file(command: Callable[[str], list[str]], stdin: str | None = None) -> np.ndarray:
+    """For engines that write WAV only to a file (flite, festival, pico): their WAV on a pipe
+    lacks a usable length header. ``command`` takes the output path."""
+    with tempfile.TemporaryDirectory(prefix="tts") as tmp:
+        out = Path(tmp) / "out.wav"
+        _run(command(str(out)), stdin=stdin)
+        return _read_wav(out)
 
 
 def _checked(audio: np.ndarray, name: str) -> np.ndarray:
@@ -155,15 +165,11 @@ class FliteVoice(Voice):
         return f"flite:{self.voice}"
 
     def _speak(self, text: str, speed: float, pitch: float) -> np.ndarray:
-        # flite cannot write WAV to a pipe; a temporary file per call is cheap.
-        with tempfile.TemporaryDirectory(prefix="flite") as tmp:
-            out = Path(tmp) / "out.wav"
-            cmd = ["flite", "-voice", self.voice, "--setf", f"duration_stretch={1.0 / speed:.3f}"]
-            if pitch != 1.0:
-                f0 = _FLITE_F0.get(self.voice, 110.0) * pitch
-                cmd += ["--setf", f"int_f0_target_mean={f0:.1f}"]
-            _run([*cmd, "-t", text, "-o", str(out)])
-            return _read_wav(out)
+        cmd = ["flite", "-voice", self.voice, "--setf", f"duration_stretch={1.0 / speed:.3f}"]
+        if pitch != 1.0:
+            f0 = _FLITE_F0.get(self.voice, 110.0) * pitch
+            cmd += ["--setf", f"int_f0_target_mean={f0:.1f}"]
+        return _run_to_wav_file(lambda out: [*cmd, "-t", text, "-o", out])
 
 
 # Mean F0 of each flite voice (Hz), so that ``pitch`` scales around the speaker's own.
@@ -180,23 +186,11 @@ class FestivalVoice(Voice):
         return f"festival:{_FESTIVAL_NAMES.get(self.voice, self.voice)}"
 
     def _speak(self, text: str, speed: float, pitch: float) -> np.ndarray:
-        # text2wave's stdout WAV has no usable length header, hence the file. Duration_Stretch
-        # works for the diphone voices; the HTS voice ignores it (synth.py resamples instead).
-        with tempfile.TemporaryDirectory(prefix="festival") as tmp:
-            out = Path(tmp) / "out.wav"
-            _run(
-                [
-                    "text2wave",
-                    "-eval",
-                    f"(voice_{self.voice})",
-                    "-eval",
-                    f"(Parameter.set 'Duration_Stretch {1.0 / speed:.3f})",
-                    "-o",
-                    str(out),
-                ],
-                stdin=text,
-            )
-            return _read_wav(out)
+        # Duration_Stretch works for the diphone voices; the HTS voice ignores it (synth.py
+        # resamples instead).
+        setup = ["-eval", f"(voice_{self.voice})"]
+        setup += ["-eval", f"(Parameter.set 'Duration_Stretch {1.0 / speed:.3f})"]
+        return _run_to_wav_file(lambda out: ["text2wave", *setup, "-o", out], stdin=text)
 
 
 @dataclass(frozen=True, repr=False)
@@ -215,15 +209,15 @@ class PicoVoice(Voice):
         # process). A crash here costs one retry, then is a VoiceError like any engine's.
         # Pico's default volume clips (~1% of samples at full scale); half volume does not.
         options = ["-v", self.language, "--speed", f"{speed:.3f}", "--pitch", f"{pitch:.3f}"]
-        with tempfile.TemporaryDirectory(prefix="pico") as tmp:
-            out = Path(tmp) / "out.wav"
-            command = [*PICO_COMMAND, *options, "--volume", "0.5", "-o", str(out), "--", text]
-            try:
-                _run(command)
-            except VoiceError as err:
-                log.warning("%s: %s; retrying once", self.name, err)
-                _run(command)
-            return _read_wav(out)  # already 16 kHz
+
+        def command(out: str) -> list[str]:
+            return [*PICO_COMMAND, *options, "--volume", "0.5", "-o", out, "--", text]
+
+        try:
+            return _run_to_wav_file(command)
+        except VoiceError as err:
+            log.warning("%s: %s; retrying once", self.name, err)
+            return _run_to_wav_file(command)
 
 
 @dataclass(frozen=True, repr=False)
