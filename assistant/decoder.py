@@ -384,6 +384,11 @@ def constrained_search(
     ``log_prob`` stays the attention log-prob."""
     graph = grammar if isinstance(grammar, Graph) else grammar.graph
     [hyps] = _search_many(model, [(graph, beam, length_penalty)], max_steps, ctc, ctc_weight)
+    return _with_readings(hyps, graph, readings)
+
+
+def _with_readings(hyps: list[Hypothesis], graph: Graph, readings: int) -> list[Hypothesis]:
+    """Lets each hypothesis find its word readings in ``graph`` on first use."""
     for h in hyps:
         h.graph, h.max_readings = graph, readings
     return hyps
@@ -404,9 +409,7 @@ def constrained_and_free_search(
     hyps, free = _search_many(
         model, [(graph, beam, 1.0), (_free_graph(False), 1, 1.0)], max_steps, ctc, ctc_weight
     )
-    for h in hyps:
-        h.graph, h.max_readings = graph, readings
-    return hyps, _free_result(free)
+    return _with_readings(hyps, graph, readings), _free_result(free)
 
 
 _FREE_GRAPHS: dict[bool, Graph] = {}

@@ -119,12 +119,15 @@ def test_corrupt_model_file(bundle_copy):
         Recognizer.load(bundle_copy)
 
 
-def test_swapped_model_files(bundle_copy):
-    specs = load_bundle(bundle_copy).encoders
-    a, b = bundle_copy / specs[0].file, bundle_copy / specs[1].file
+def _swap_files(a: Path, b: Path) -> None:
     data_a, data_b = a.read_bytes(), b.read_bytes()
     a.write_bytes(data_b)
     b.write_bytes(data_a)
+
+
+def test_swapped_model_files(bundle_copy):
+    specs = load_bundle(bundle_copy).encoders
+    _swap_files(bundle_copy / specs[0].file, bundle_copy / specs[1].file)
     with pytest.raises(BundleError, match="input shape"):
         Recognizer.load(bundle_copy)
 
@@ -132,10 +135,7 @@ def test_swapped_model_files(bundle_copy):
 def test_swapped_decoder_step_graphs(bundle_copy):
     # Each bucket's step graph attends over exactly that bucket's encoder steps.
     specs = load_bundle(bundle_copy).encoders
-    a, b = bundle_copy / specs[0].decoder_step, bundle_copy / specs[1].decoder_step
-    data_a, data_b = a.read_bytes(), b.read_bytes()
-    a.write_bytes(data_b)
-    b.write_bytes(data_a)
+    _swap_files(bundle_copy / specs[0].decoder_step, bundle_copy / specs[1].decoder_step)
     with pytest.raises(BundleError, match="decoder-step-300.tflite: inputs .* do not match"):
         Recognizer.load(bundle_copy)
 
