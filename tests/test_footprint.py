@@ -7,6 +7,7 @@ RSS itself is measured by `python -m tools.bench_daemon`, not here.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,25 @@ def test_token_graph_drops_dead_ends_and_keeps_arc_order() -> None:
     assert g.accepts([5, WORD_BOUNDARY_ID, 8, EOS_ID])
     assert not g.accepts([6, 7, EOS_ID])
     assert g.word_paths([8, WORD_BOUNDARY_ID, 5, EOS_ID]) == [("w2", "w0")]
+
+
+def _blas_threads_after_import(env: dict[str, str]) -> str:
+    """OPENBLAS_NUM_THREADS as numpy saw it at import, in a fresh interpreter that imports
+    the recogniser first (as the daemon and the CLI do)."""
+    code = "import assistant.recognizer, os\nprint(os.environ['OPENBLAS_NUM_THREADS'])"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return proc.stdout.split()[-1]
+
+
+def test_numpy_runs_single_threaded_unless_the_user_says_otherwise() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    assert _blas_threads_after_import(env) == "1"
+    assert _blas_threads_after_import({**env, "OPENBLAS_NUM_THREADS": "3"}) == "3"
