@@ -60,3 +60,47 @@ def test_tiny_build(tmp_path):
     result = recognizer.recognize(load_audio(clip.path))
     assert 0.0 <= result.confidence <= 1.0
     assert log_mel(np.zeros(1600, np.float32)).shape == (8, 40)
+
+
+GARAGE = Path(__file__).resolve().parent.parent / "models" / "examples" / "garage.yaml"
+HOME = Path(__file__).resolve().parent.parent / "models" / "home"
+
+
+@pytest.mark.skipif(not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data")
+def test_calibration_only_build_decodes_the_new_grammar_with_the_same_weights(tmp_path):
+    from tools import build
+    from tools.voices import EspeakVoice
+
+    out = tmp_path / "garage"
+    # No held-out or calibration speech (TTS of the grammar): the quickest path, for CI.
+    build.main(
+        ["--grammar", str(GARAGE), "--out", str(out), "--work", str(tmp_path / "work")]
+        + ["--epochs", "0", "--heldout-count", "0", "--init", str(HOME / "checkpoint.weights.h5")]
+    )
+    assert (out / "checkpoint.weights.h5").read_bytes() == (
+        HOME / "checkpoint.weights.h5"
+    ).read_bytes()
+    assert (out / "grammar.yaml").read_text() == GARAGE.read_text()
+    assert not (tmp_path / "work" / "synth.npz").exists()  # nothing to train on was made
+    manifest = load_bundle(out).raw
+    assert manifest["training"]["epochs"] == 0
+    assert "training" not in manifest["metrics"]["build_steps_minutes"]
+    card = (out / "CARD.md").read_text()
+    assert "whole build" in card and "training.png" not in card
+    speech = EspeakVoice("en-us").speak("open the garage door")
+    decoded = Recognizer.load(out).decode(speech)
+    assert (decoded.text, decoded.intent, decoded.slots["action"]) == (
+        "open the garage door",
+        "GarageDoor",
+        "open",
+    )
+
+
+def test_calibration_only_build_needs_weights(tmp_path):
+    from tools import build
+
+    with pytest.raises(SystemExit, match="--init weights as they are"):
+        build.main(
+            ["--grammar", str(GARAGE), "--out", str(tmp_path / "x"), "--epochs", "0"]
+            + ["--init", str(tmp_path / "missing.weights.h5")]
+        )

@@ -7,7 +7,8 @@ Steps (each shows progress; finished steps are reused when the command is run ag
      leaving some voices out for an honest held-out test;
   2. features of the real recordings, train split only (tools.prepare);
   3. training: fine-tunes the shipped home model's weights (--init) on real + synthetic
-     speech, or trains from scratch with --init none;
+     speech, or trains from scratch with --init none; with --epochs 0 the --init weights are
+     used as they are (a calibration-only build in minutes; steps 1-3 are skipped);
   4. export to TFLite, int8 weights (the bundle) and float (for comparison);
   5. confidence calibration on held-out train speakers (tools.calibrate);
   6. evaluation: held-out voices clean and in noise, and the real test split per corpus;
@@ -36,20 +37,39 @@ DEFAULT_INIT = ROOT / "models" / "home" / "checkpoint.weights.h5"
 HELDOUT_VOICES = "piper:*,flite:rms"
 
 
-def step(name: str) -> float:
-    print(f"\n== {name}", flush=True)
-    return time.time()
+class Steps:
+    """Prints each step's heading and keeps how long each took, for the model card."""
+
+    def __init__(self) -> None:
+        self.minutes: dict[str, float] = {}
+        self._current: str | None = None
+        self._started = time.time()
+
+    def __call__(self, name: str) -> None:
+        self.finish()
+        print(f"\n== {name}", flush=True)
+        self._current, self._started = name, time.time()
+
+    def finish(self) -> dict[str, float]:
+        if self._current is not None:
+            self.minutes[self._current] = round((time.time() - self._started) / 60, 1)
+            self._current = None
+        return self.minutes
 
 
 def build(args: argparse.Namespace) -> Path:
     started = time.time()
+    step = Steps()
     work: Path = args.work or ROOT / ".cache" / f"build-{args.out.name}"
     work.mkdir(parents=True, exist_ok=True)
     cache: Path = args.cache
     synth_set, heldout_dir = work / "synth.npz", work / "heldout"
     grammar = [str(g) for g in args.grammar]
 
-    if args.synth_count and not synth_set.exists():
+    init = None if str(args.init) == "none" or not Path(args.init).exists() else Path(args.init)
+    if args.epochs == 0 and init is None:
+        raise SystemExit(f"--epochs 0 uses the --init weights as they are: {args.init} not found")
+    if args.epochs > 0 and args.synth_count and not synth_set.exists():
         step("synthetic speech")
         synth.main(
             [
@@ -85,35 +105,39 @@ def build(args: argparse.Namespace) -> Path:
             ]
         )
     real_train, real_dev = cache / "real_train.npz", cache / "real_dev.npz"
-    if not real_train.exists():
+    if args.epochs > 0 and not real_train.exists():
         step("features of the real recordings")
         prepare.main(
             ["--data", str(args.data), "--cache", str(cache)]
             + (["--limit", str(args.limit)] if args.limit else [])
         )
 
-    step("training")
-    sets = [real_train] + ([synth_set] if synth_set.exists() else []) + list(args.extra_sets)
-    init = None if str(args.init) == "none" or not Path(args.init).exists() else Path(args.init)
     run = work / "run"
-    checkpoint = train(
-        sets,
-        real_dev,
-        run,
-        args.epochs,
-        args.lr,
-        12000,
-        ModelConfig(),
-        init=init,
-        threads=args.workers,
-        average=args.average,
-    )
+    if args.epochs > 0:
+        step("training")
+        sets = [real_train] + ([synth_set] if synth_set.exists() else []) + list(args.extra_sets)
+        checkpoint = train(
+            sets,
+            real_dev,
+            run,
+            args.epochs,
+            args.lr,
+            12000,
+            ModelConfig(),
+            init=init,
+            threads=args.workers,
+            average=args.average,
+        )
+    else:
+        assert init is not None
+        checkpoint = init  # its config.json lies beside it, as a training run's does
 
     step("export")
     training_info = {
         "real": "train split of ../shared/data (speech_commands, an4, speechocean762, "
         "wake_word_benchmark, fsdd), 3 copies each (clean + speed/noise/gain)",
-        "synthetic": f"{args.synth_count} grammar sentences, TTS voices except {HELDOUT_VOICES}",
+        "synthetic": f"{args.synth_count if args.epochs else 0} grammar sentences, TTS voices"
+        f" except {HELDOUT_VOICES}",
         "extra_sets": [s.name for s in args.extra_sets],
         "init": str(init.relative_to(ROOT)) if init and init.is_relative_to(ROOT) else str(init),
         "epochs": args.epochs,
@@ -131,9 +155,11 @@ def build(args: argparse.Namespace) -> Path:
             quantise=quantise,
             training=training_info,
         )
-    shutil.copyfile(checkpoint, args.out / "checkpoint.weights.h5")
-    shutil.copyfile(run / "config.json", args.out / "config.json")
-    plot_training(run / "history.csv", args.out / "training.png")
+    if checkpoint.resolve() != (args.out / "checkpoint.weights.h5").resolve():
+        shutil.copyfile(checkpoint, args.out / "checkpoint.weights.h5")
+        shutil.copyfile(checkpoint.parent / "config.json", args.out / "config.json")
+    if (run / "history.csv").exists():
+        plot_training(run / "history.csv", args.out / "training.png")
 
     calib_dir = work / "calib"
     if args.heldout_count and not (calib_dir / "labels.json").exists():
@@ -155,7 +181,9 @@ def build(args: argparse.Namespace) -> Path:
             ]
         )
     step("calibration (dev split + the grammar's own commands)")
-    calibration = calibrate(args.out, args.data, calib_dir if calib_dir.exists() else None)
+    calibration = calibrate(
+        args.out, args.data, calib_dir if calib_dir.exists() else None, corpora=args.epochs > 0
+    )
     update_manifest(float_dir, {"calibration": calibration})
 
     metrics: dict = {}
@@ -175,6 +203,7 @@ def build(args: argparse.Namespace) -> Path:
         metrics["test_int8"] = evaluate(args.out, args.data, "test", args.limit)
         metrics["test_float"] = evaluate(float_dir, args.data, "test", args.limit)
     metrics["build_minutes"] = round((time.time() - started) / 60, 1)
+    metrics["build_steps_minutes"] = step.finish()
     update_manifest(
         args.out,
         {

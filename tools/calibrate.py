@@ -61,11 +61,18 @@ def nonspeech_items(count: int) -> list[Item]:
 
 
 def collect(
-    model: Path, data: Path, own: Path | None = None, nonspeech: int = NONSPEECH_CLIPS
+    model: Path,
+    data: Path,
+    own: Path | None = None,
+    nonspeech: int = NONSPEECH_CLIPS,
+    corpora: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features, right/wrong labels, and whether the clip was a non-command."""
+    """Features, right/wrong labels, and whether the clip was a non-command. Without
+    ``corpora``, the dev corpora's commands (keywords, digits, letters) are left out."""
     feats, labels, negative = [], [], []
     sets = load_sets(data, "dev")
+    if not corpora:
+        sets = {name: s for name, s in sets.items() if name == "false_accepts"}
     if own is not None and (own / "labels.json").exists():
         sets["own grammar"] = (None, grammar_items(model, own))
     if nonspeech > 0:  # decoded with the bundle's own grammar: the one a deployment hears
@@ -112,14 +119,24 @@ def choose_threshold(
 
 
 def calibrate(
-    model: Path, data: Path, own: Path | None = None, nonspeech: int = NONSPEECH_CLIPS
+    model: Path,
+    data: Path,
+    own: Path | None = None,
+    nonspeech: int = NONSPEECH_CLIPS,
+    corpora: bool = True,
 ) -> dict:
-    x, y, negative = collect(model, data, own, nonspeech)
+    """Fit and store the bundle's calibrator. ``corpora=False`` is for weights that were never
+    trained on the bundle's grammar: their attention decoder has learned the training
+    sentences as a language model and scores a new grammar's right answers low, so commands
+    of the corpora (grammars it knows) would teach the calibrator the wrong scale."""
+    x, y, negative = collect(model, data, own, nonspeech, corpora)
     w, b = fit_logistic(x, y)
     p = 1 / (1 + np.exp(-(x @ w + b)))
     threshold = choose_threshold(p, y, negative)
     accept = p >= threshold
-    source = "dev split (held-out train speakers)"
+    source = "dev split (held-out train speakers)" if corpora else "dev non-commands"
+    if own is not None and (own / "labels.json").exists():
+        source += " + the grammar's own commands (synthetic, training voices)"
     if nonspeech > 0:
         source += f" + {nonspeech} synthetic non-speech sounds"
     summary = {
@@ -141,13 +158,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--own", type=Path, help="WAVs + labels.json of the bundle's grammar")
     parser.add_argument(
+        "--no-corpora",
+        action="store_true",
+        help="leave the dev corpora's commands out (weights never trained on this grammar)",
+    )
+    parser.add_argument(
         "--nonspeech",
         type=int,
         default=NONSPEECH_CLIPS,
         help=f"synthetic non-speech negatives (tones, beeps, clicks; default {NONSPEECH_CLIPS})",
     )
     args = parser.parse_args(argv)
-    print(calibrate(args.model, args.data, args.own, args.nonspeech))
+    print(calibrate(args.model, args.data, args.own, args.nonspeech, not args.no_corpora))
 
 
 if __name__ == "__main__":

@@ -130,14 +130,16 @@ def write_card(bundle: Path) -> None:
         ]
     build = metrics.get("build_minutes")
     if build:
-        lines += ["", "## Build time (this 2-core machine)", ""]
-        if isinstance(build, dict):
-            lines += [f"- {step}: {minutes} min" for step, minutes in build.items()]
-        else:
-            lines.append(f"- whole build: {build} min")
-    lines += [
-        "",
-        "Plots: `training.png` (curves), `snr.png` (accuracy against noise).",
-        "Reproduce: see `build` in the manifest and README (`python -m tools.build`).",
+        lines += ["", "## Build time (this 2-core machine)", "", f"- whole build: {build} min"]
+        steps = metrics.get("build_steps_minutes", {})
+        lines += [f"  - {step}: {minutes} min" for step, minutes in steps.items()]
+    plots = [
+        f"`{name}` ({what})"
+        for name, what in (("training.png", "curves"), ("snr.png", "accuracy against noise"))
+        if (bundle / name).exists()
     ]
+    lines += [""]
+    if plots:
+        lines.append(f"Plots: {', '.join(plots)}.")
+    lines.append("Reproduce: see `build` in the manifest and README (`python -m tools.build`).")
     (bundle / "CARD.md").write_text("\n".join(lines) + "\n")
