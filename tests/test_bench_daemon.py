@@ -36,8 +36,10 @@ def test_bench_daemon_small(tmp_path: Path) -> None:
     latency = report["latency"]
     assert latency["transcripts_delivered"] == latency["transcripts_logged"] > 0
     assert latency["commands_matched"] >= 2  # the VAD passed (nearly) every command
-    # End of speech to arrival can't be shorter than the hang-over, nor absurdly long.
-    assert latency["hangover_ms"] < latency["latency_ms"]["median"] < 5000
+    # End of speech to arrival is about the hang-over, never absurdly long. "End of speech" is
+    # the last frame within 40 dB of the clip's peak; webrtcvad may call that faint frame
+    # unvoiced and start the hang-over up to two 30 ms frames sooner (measured: -0.5 ms).
+    assert latency["hangover_ms"] - 60 < latency["latency_ms"]["median"] < 5000
     assert latency["memory"]["peak_mb"] >= latency["memory"]["steady_mb"] > 20
 
     cpu = report["cpu"]
