@@ -84,6 +84,8 @@ def test_calibration_only_build_decodes_the_new_grammar_with_the_same_weights(tm
     assert not (tmp_path / "work" / "synth.npz").exists()  # nothing to train on was made
     manifest = load_bundle(out).raw
     assert manifest["training"]["epochs"] == 0
+    # Calibrated without the corpora's commands, which these weights know as sentences.
+    assert manifest["calibration"]["fitted_on"].startswith("dev non-commands + 200 synthetic")
     assert "training" not in manifest["metrics"]["build_steps_minutes"]
     card = (out / "CARD.md").read_text()
     assert "whole build" in card and "training.png" not in card
