@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from assistant.grammar import normalise_text
 from assistant.recognizer import FEATURES, Recognizer
-from tools.corpus import DEFAULT_DATA, load_audio
+from tools.augment import mix_noise
+from tools.corpus import DEFAULT_DATA, load_audio, load_noises
 from tools.evaluate import Item, load_sets
 from tools.heldout import expected_meaning, read_labels
 from tools.nonspeech import sounds
@@ -32,6 +33,11 @@ NONSPEECH_SET = "non-speech sounds"
 # ~200 clips at ~40 ms a decode: under 10 s more calibration, enough to cover every kind of
 # sound at many pitches and levels.
 NONSPEECH_CLIPS = 200
+# Every calibration clip is also decoded in noise (a noise file of the shared data at one of
+# these SNRs): a deployment hears kitchens and televisions, and a calibrator fitted on clean
+# speech alone learns a bar that turns right answers in noise away.
+NOISY_SNRS = (0.0, 6.0, 12.0, 18.0)
+NOISE_SEED = 20261121  # not the evaluation's seeds, so no clip meets the same noise piece
 
 
 def is_right(item: Item, intent: str | None, text: str, slots: dict) -> bool:
@@ -66,10 +72,14 @@ def collect(
     own: Path | None = None,
     nonspeech: int = NONSPEECH_CLIPS,
     corpora: bool = True,
+    noisy: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features, right/wrong labels, and whether the clip was a non-command. Without
-    ``corpora``, the dev corpora's commands (keywords, digits, letters) are left out."""
+    ``corpora``, the dev corpora's commands (keywords, digits, letters) are left out; with
+    ``noisy``, every clip is decoded a second time mixed with a noise file (NOISY_SNRS)."""
     feats, labels, negative = [], [], []
+    noises = load_noises(data) if noisy else []
+    rng = np.random.default_rng(NOISE_SEED)
     sets = load_sets(data, "dev")
     if not corpora:
         sets = {name: s for name, s in sets.items() if name == "false_accepts"}
@@ -81,13 +91,19 @@ def collect(
         if not items:
             continue
         recognizer = Recognizer.load(model, grammar=grammar)
-        for item in tqdm(items, desc=f"calibration: {name}", leave=False):
-            decoded = recognizer.decode(item.audio)
-            if decoded.intent is None:
-                continue
-            feats.append([decoded.features[name] for name in FEATURE_NAMES])
-            labels.append(is_right(item, decoded.intent, decoded.text, decoded.slots))
-            negative.append(item.expected_intent is None)
+        runs = [("", False)] + ([(" in noise", True)] if noises else [])
+        for suffix, in_noise in runs:
+            for item in tqdm(items, desc=f"calibration: {name}{suffix}", leave=False):
+                audio = item.audio
+                if in_noise:
+                    noise = noises[int(rng.integers(len(noises)))]
+                    audio = mix_noise(audio, noise, float(rng.choice(NOISY_SNRS)), rng)
+                decoded = recognizer.decode(audio)
+                if decoded.intent is None:
+                    continue
+                feats.append([decoded.features[name] for name in FEATURE_NAMES])
+                labels.append(is_right(item, decoded.intent, decoded.text, decoded.slots))
+                negative.append(item.expected_intent is None)
     return np.array(feats), np.array(labels, float), np.array(negative, bool)
 
 
@@ -124,12 +140,13 @@ def calibrate(
     own: Path | None = None,
     nonspeech: int = NONSPEECH_CLIPS,
     corpora: bool = True,
+    noisy: bool = True,
 ) -> dict:
     """Fit and store the bundle's calibrator. ``corpora=False`` is for weights that were never
     trained on the bundle's grammar: their attention decoder has learned the training
     sentences as a language model and scores a new grammar's right answers low, so commands
     of the corpora (grammars it knows) would teach the calibrator the wrong scale."""
-    x, y, negative = collect(model, data, own, nonspeech, corpora)
+    x, y, negative = collect(model, data, own, nonspeech, corpora, noisy)
     w, b = fit_logistic(x, y)
     p = 1 / (1 + np.exp(-(x @ w + b)))
     threshold = choose_threshold(p, y, negative)
@@ -139,6 +156,8 @@ def calibrate(
         source += " + the grammar's own commands (synthetic, training voices)"
     if nonspeech > 0:
         source += f" + {nonspeech} synthetic non-speech sounds"
+    if noisy:
+        source += f", each clean and in noise ({min(NOISY_SNRS):g}-{max(NOISY_SNRS):g} dB SNR)"
     summary = {
         "features": FEATURE_NAMES,
         "weights": [round(float(v), 5) for v in w],
@@ -168,8 +187,12 @@ def main(argv: list[str] | None = None) -> None:
         default=NONSPEECH_CLIPS,
         help=f"synthetic non-speech negatives (tones, beeps, clicks; default {NONSPEECH_CLIPS})",
     )
+    parser.add_argument(
+        "--clean-only", action="store_true", help="no noisy copies of the calibration clips"
+    )
     args = parser.parse_args(argv)
-    print(calibrate(args.model, args.data, args.own, args.nonspeech, not args.no_corpora))
+    corpora, noisy = not args.no_corpora, not args.clean_only
+    print(calibrate(args.model, args.data, args.own, args.nonspeech, corpora, noisy))
 
 
 if __name__ == "__main__":
