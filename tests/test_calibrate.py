@@ -9,7 +9,9 @@ import pytest
 
 from assistant.bundle import BundleError
 from assistant.recognizer import DEFAULT_MODEL_DIR, Recognizer
-from tools.calibrate import choose_threshold, collect
+from tools.augment import speech_power
+from tools.calibrate import NOISY_SNRS, choose_threshold, collect, in_noise
+from tools.evaluate import Item
 from tools.nonspeech import (
     KINDS,
     MAX_LEAD_S,
@@ -100,3 +102,33 @@ def test_collect_adds_the_sounds_as_negatives(tmp_path: Path) -> None:
     assert negative.all() and not right.any()
     x0, _, _ = collect(DEFAULT_MODEL_DIR, data, nonspeech=0)
     assert len(x0) == 0
+
+
+def test_noisy_copies_keep_labels_and_sit_at_the_calibration_snrs() -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    speech = [
+        (0.3 * np.sin(2 * np.pi * f * t) * np.hanning(t.size)).astype(np.float32)
+        for f in (200.0, 300.0, 450.0)
+    ]
+    items = [
+        Item(a, intent, {"n": i}, "x")
+        for i, (a, intent) in enumerate(zip(speech, ["On", None, "Off"], strict=True))
+    ]
+    noises = [
+        rng.normal(0, 0.1, 40000).astype(np.float32),
+        rng.uniform(-1, 1, 8000).astype(np.float32),
+    ]
+    first = list(in_noise(items, noises, np.random.default_rng(5)))
+    again = list(in_noise(items, noises, np.random.default_rng(5)))
+    assert all(np.array_equal(a.audio, b.audio) for a, b in zip(first, again, strict=True))
+    for clean, noisy in zip(items, first, strict=True):
+        assert (noisy.expected_intent, noisy.expected_slots, noisy.text) == (
+            clean.expected_intent,
+            clean.expected_slots,
+            clean.text,
+        )
+        assert noisy.audio.shape == clean.audio.shape and noisy.audio.dtype == np.float32
+        added = noisy.audio - clean.audio
+        snr = 10 * np.log10(speech_power(clean.audio) / speech_power(added))
+        assert min(abs(snr - s) for s in NOISY_SNRS) < 0.5, snr

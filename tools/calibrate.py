@@ -14,6 +14,8 @@ training dependency.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -91,20 +93,29 @@ def collect(
         if not items:
             continue
         recognizer = Recognizer.load(model, grammar=grammar)
-        runs = [("", False)] + ([(" in noise", True)] if noises else [])
-        for suffix, in_noise in runs:
-            for item in tqdm(items, desc=f"calibration: {name}{suffix}", leave=False):
-                audio = item.audio
-                if in_noise:
-                    noise = noises[int(rng.integers(len(noises)))]
-                    audio = mix_noise(audio, noise, float(rng.choice(NOISY_SNRS)), rng)
-                decoded = recognizer.decode(audio)
+        runs = [(name, iter(items))]
+        if noises:
+            runs.append((f"{name} in noise", in_noise(items, noises, rng)))
+        for desc, clips in runs:
+            for item in tqdm(clips, desc=f"calibration: {desc}", total=len(items), leave=False):
+                decoded = recognizer.decode(item.audio)
                 if decoded.intent is None:
                     continue
                 feats.append([decoded.features[name] for name in FEATURE_NAMES])
                 labels.append(is_right(item, decoded.intent, decoded.text, decoded.slots))
                 negative.append(item.expected_intent is None)
     return np.array(feats), np.array(labels, float), np.array(negative, bool)
+
+
+def in_noise(
+    items: list[Item], noises: list[np.ndarray], rng: np.random.Generator
+) -> Iterator[Item]:
+    """Each item mixed with a random piece of a random noise file at one of NOISY_SNRS
+    (lazily: the noisy audio of a whole dev split would not fit a small machine)."""
+    for item in items:
+        noise = noises[int(rng.integers(len(noises)))]
+        audio = mix_noise(item.audio, noise, float(rng.choice(NOISY_SNRS)), rng)
+        yield dataclasses.replace(item, audio=audio)
 
 
 def fit_logistic(
