@@ -10,7 +10,7 @@ import pytest
 from assistant.bundle import BundleError
 from assistant.recognizer import DEFAULT_MODEL_DIR, Recognizer
 from tools.augment import speech_power
-from tools.calibrate import NOISY_SNRS, choose_threshold, collect, in_noise
+from tools.calibrate import NOISY_SNRS, Clips, choose_threshold, collect, in_noise
 from tools.evaluate import Item
 from tools.nonspeech import (
     KINDS,
@@ -95,12 +95,12 @@ def test_collect_adds_the_sounds_as_negatives(tmp_path: Path) -> None:
     data = tmp_path / "data"  # no real clips: only the synthetic sounds are collected
     data.mkdir()
     (data / "manifest.csv").write_text("path,corpus,split,speaker,text,label,seconds\n")
-    x, right, negative = collect(DEFAULT_MODEL_DIR, data, nonspeech=12)
+    x, right, negative = collect(DEFAULT_MODEL_DIR, data, Clips(nonspeech=12))
     # A grammar decoder reads most tones as some command: that is why they are needed.
     assert 6 <= len(x) <= 12
     assert x.shape[1] > 0 and np.all(np.isfinite(x))
     assert negative.all() and not right.any()
-    x0, _, _ = collect(DEFAULT_MODEL_DIR, data, nonspeech=0)
+    x0, _, _ = collect(DEFAULT_MODEL_DIR, data, Clips(nonspeech=0))
     assert len(x0) == 0
 
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from tools import prepare, synth
-from tools.calibrate import calibrate
+from tools.calibrate import Clips, calibrate
 from tools.corpus import DEFAULT_DATA, load_noises
 from tools.evaluate import evaluate
 from tools.heldout import accuracy_by_snr
@@ -181,9 +181,8 @@ def build(args: argparse.Namespace) -> Path:
             ]
         )
     step("calibration (dev split + the grammar's own commands)")
-    calibration = calibrate(
-        args.out, args.data, calib_dir if calib_dir.exists() else None, corpora=args.epochs > 0
-    )
+    own = calib_dir if calib_dir.exists() else None
+    calibration = calibrate(args.out, args.data, Clips(own, corpora=args.epochs > 0))
     update_manifest(float_dir, {"calibration": calibration})
 
     metrics: dict = {}

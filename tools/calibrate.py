@@ -5,17 +5,18 @@ AN4 words all correct) or wrong (wrong command, out-of-grammar speech, noise). A
 regression on the decoder's confidence features then gives P(right); the threshold is the
 one that maximises dev accuracy while keeping false accepts on non-commands at or under 1%.
 Synthetic tones, beeps, sweeps and clicks (tools.nonspeech) join the non-commands: the real
-data holds none, and a grammar decoder reads a steady tone as some command.
+data holds none, and a grammar decoder reads a steady tone as some command. Every clip is
+also decoded mixed with noise (0-18 dB SNR), so that the bar suits a noisy kitchen too.
 
-Logistic regression on 5 features is 20 lines of numpy: not worth scikit-learn as a
+Logistic regression on six features is 20 lines of numpy: not worth scikit-learn as a
 training dependency.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,27 +69,47 @@ def nonspeech_items(count: int) -> list[Item]:
     return [Item(s.audio, None, {}, "") for s in sounds(count)]
 
 
+@dataclass(frozen=True)
+class Clips:
+    """What a calibrator is fitted on, besides the dev split's non-commands.
+
+    own: WAVs + labels.json of the bundle's own commands (synthetic, training voices).
+    nonspeech: how many synthetic non-speech sounds join the non-commands.
+    corpora: the dev corpora's commands (keywords, digits, letters); leave them out for
+        weights never trained on the bundle's grammar (see ``calibrate``).
+    noisy: decode every clip a second time mixed with a noise file (NOISY_SNRS).
+    """
+
+    own: Path | None = None
+    nonspeech: int = NONSPEECH_CLIPS
+    corpora: bool = True
+    noisy: bool = True
+
+    def describe(self) -> str:
+        text = "dev split (held-out train speakers)" if self.corpora else "dev non-commands"
+        if self.own is not None and (self.own / "labels.json").exists():
+            text += " + the grammar's own commands (synthetic, training voices)"
+        if self.nonspeech > 0:
+            text += f" + {self.nonspeech} synthetic non-speech sounds"
+        if self.noisy:
+            text += f", each clean and in noise ({min(NOISY_SNRS):g}-{max(NOISY_SNRS):g} dB SNR)"
+        return text
+
+
 def collect(
-    model: Path,
-    data: Path,
-    own: Path | None = None,
-    nonspeech: int = NONSPEECH_CLIPS,
-    corpora: bool = True,
-    noisy: bool = True,
+    model: Path, data: Path, clips: Clips = Clips()
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features, right/wrong labels, and whether the clip was a non-command. Without
-    ``corpora``, the dev corpora's commands (keywords, digits, letters) are left out; with
-    ``noisy``, every clip is decoded a second time mixed with a noise file (NOISY_SNRS)."""
+    """Features, right/wrong labels, and whether the clip was a non-command."""
     feats, labels, negative = [], [], []
-    noises = load_noises(data) if noisy else []
+    noises = load_noises(data) if clips.noisy else []
     rng = np.random.default_rng(NOISE_SEED)
     sets = load_sets(data, "dev")
-    if not corpora:
+    if not clips.corpora:
         sets = {name: s for name, s in sets.items() if name == "false_accepts"}
-    if own is not None and (own / "labels.json").exists():
-        sets["own grammar"] = (None, grammar_items(model, own))
-    if nonspeech > 0:  # decoded with the bundle's own grammar: the one a deployment hears
-        sets[NONSPEECH_SET] = (None, nonspeech_items(nonspeech))
+    if clips.own is not None and (clips.own / "labels.json").exists():
+        sets["own grammar"] = (None, grammar_items(model, clips.own))
+    if clips.nonspeech > 0:  # decoded with the bundle's own grammar: what a deployment hears
+        sets[NONSPEECH_SET] = (None, nonspeech_items(clips.nonspeech))
     for name, (grammar, items) in sets.items():
         if not items:
             continue
@@ -115,7 +136,7 @@ def in_noise(
     for item in items:
         noise = noises[int(rng.integers(len(noises)))]
         audio = mix_noise(item.audio, noise, float(rng.choice(NOISY_SNRS)), rng)
-        yield dataclasses.replace(item, audio=audio)
+        yield replace(item, audio=audio)
 
 
 def fit_logistic(
@@ -145,36 +166,22 @@ def choose_threshold(
     return best
 
 
-def calibrate(
-    model: Path,
-    data: Path,
-    own: Path | None = None,
-    nonspeech: int = NONSPEECH_CLIPS,
-    corpora: bool = True,
-    noisy: bool = True,
-) -> dict:
-    """Fit and store the bundle's calibrator. ``corpora=False`` is for weights that were never
+def calibrate(model: Path, data: Path, clips: Clips = Clips()) -> dict:
+    """Fit and store the bundle's calibrator. ``Clips(corpora=False)`` is for weights never
     trained on the bundle's grammar: their attention decoder has learned the training
     sentences as a language model and scores a new grammar's right answers low, so commands
     of the corpora (grammars it knows) would teach the calibrator the wrong scale."""
-    x, y, negative = collect(model, data, own, nonspeech, corpora, noisy)
+    x, y, negative = collect(model, data, clips)
     w, b = fit_logistic(x, y)
     p = 1 / (1 + np.exp(-(x @ w + b)))
     threshold = choose_threshold(p, y, negative)
     accept = p >= threshold
-    source = "dev split (held-out train speakers)" if corpora else "dev non-commands"
-    if own is not None and (own / "labels.json").exists():
-        source += " + the grammar's own commands (synthetic, training voices)"
-    if nonspeech > 0:
-        source += f" + {nonspeech} synthetic non-speech sounds"
-    if noisy:
-        source += f", each clean and in noise ({min(NOISY_SNRS):g}-{max(NOISY_SNRS):g} dB SNR)"
     summary = {
         "features": FEATURE_NAMES,
         "weights": [round(float(v), 5) for v in w],
         "bias": round(float(b), 5),
         "threshold": round(threshold, 3),
-        "fitted_on": f"{source}, {len(y)} clips",
+        "fitted_on": f"{clips.describe()}, {len(y)} clips",
         "dev_false_accepts": round(float(accept[negative].mean()), 4) if negative.any() else None,
         "dev_right_accepted": round(float(accept[y > 0].mean()), 4) if (y > 0).any() else None,
     }
@@ -202,8 +209,8 @@ def main(argv: list[str] | None = None) -> None:
         "--clean-only", action="store_true", help="no noisy copies of the calibration clips"
     )
     args = parser.parse_args(argv)
-    corpora, noisy = not args.no_corpora, not args.clean_only
-    print(calibrate(args.model, args.data, args.own, args.nonspeech, corpora, noisy))
+    clips = Clips(args.own, args.nonspeech, not args.no_corpora, not args.clean_only)
+    print(calibrate(args.model, args.data, clips))
 
 
 if __name__ == "__main__":
