@@ -3,6 +3,7 @@ TFLite, and the runtime loading and running the result. (CI never trains a real 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,8 @@ def test_calibration_only_build_decodes_the_new_grammar_with_the_same_weights(tm
     assert manifest["calibration"]["fitted_on"].startswith("dev non-commands + 200 synthetic")
     assert "training" not in manifest["metrics"]["build_steps_minutes"]
     card = (out / "CARD.md").read_text()
-    assert "whole build" in card and "training.png" not in card
+    assert "last build command" in card and "training.png" not in card
+    assert "the training run it resumed" not in card
     speech = EspeakVoice("en-us").speak("open the garage door")
     decoded = Recognizer.load(out).decode(speech)
     assert (decoded.text, decoded.intent, decoded.slots["action"]) == (
@@ -106,3 +108,23 @@ def test_calibration_only_build_needs_weights(tmp_path):
             ["--grammar", str(GARAGE), "--out", str(tmp_path / "x"), "--epochs", "0"]
             + ["--init", str(tmp_path / "missing.weights.h5")]
         )
+
+
+def test_a_resumed_build_reports_the_whole_training_run(tmp_path):
+    from tools.build import training_run
+    from tools.report import write_card
+
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,lr,seconds\n1,0.001,300.0\n2,0.001,330.0\n3,0.0005,270.0\n")
+    run = training_run(history)
+    assert run == {"epochs": 3, "minutes": 15.0}
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    steps = {"training": 0.1, "export": 0.2}
+    manifest = {"name": "x", "version": "1", "grammar": "grammar.yaml"}
+    manifest["metrics"] = {"build_minutes": 3.6, "build_steps_minutes": steps, "training_run": run}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    write_card(bundle)
+    card = (bundle / "CARD.md").read_text()
+    assert "- last build command: 3.6 min" in card
+    assert "- the training run it resumed: 3 epochs, 15.0 min" in card

@@ -18,6 +18,7 @@ Steps (each shows progress; finished steps are reused when the command is run ag
 from __future__ import annotations
 
 import argparse
+import csv
 import shutil
 import time
 from pathlib import Path
@@ -55,6 +56,14 @@ class Steps:
             self.minutes[self._current] = round((time.time() - self._started) / 60, 1)
             self._current = None
         return self.minutes
+
+
+def training_run(history: Path) -> dict[str, float]:
+    """Epochs and minutes of the whole training run, from its history: a resumed build's own
+    training step takes seconds, which must not pass for the cost of the model."""
+    with history.open() as f:
+        seconds = [float(row["seconds"]) for row in csv.DictReader(f)]
+    return {"epochs": len(seconds), "minutes": round(sum(seconds) / 60, 1)}
 
 
 def build(args: argparse.Namespace) -> Path:
@@ -203,6 +212,8 @@ def build(args: argparse.Namespace) -> Path:
         metrics["test_float"] = evaluate(float_dir, args.data, "test", args.limit)
     metrics["build_minutes"] = round((time.time() - started) / 60, 1)
     metrics["build_steps_minutes"] = step.finish()
+    if (run / "history.csv").exists():  # all epochs, also those of an earlier, resumed run
+        metrics["training_run"] = training_run(run / "history.csv")
     update_manifest(
         args.out,
         {

@@ -130,9 +130,16 @@ def write_card(bundle: Path) -> None:
         ]
     build = metrics.get("build_minutes")
     if build:
-        lines += ["", "## Build time (this 2-core machine)", "", f"- whole build: {build} min"]
+        lines += ["", "## Build time (this 2-core machine)", ""]
+        lines.append(f"- last build command: {build} min")
         steps = metrics.get("build_steps_minutes", {})
         lines += [f"  - {step}: {minutes} min" for step, minutes in steps.items()]
+        run = metrics.get("training_run")
+        if run and run["minutes"] > steps.get("training", 0.0) + 0.5:
+            lines.append(
+                f"- the training run it resumed: {run['epochs']} epochs, {run['minutes']} min"
+                " (earlier invocations of the same command)"
+            )
     plots = [
         f"`{name}` ({what})"
         for name, what in (("training.png", "curves"), ("snr.png", "accuracy against noise"))
