@@ -375,6 +375,9 @@ class Bus:
         self._password: str | None = None
         self._ssl: ssl.SSLContext | None = None
         self._stop = threading.Event()
+        # Its own generator for reconnect jitter: the host process's global random state is
+        # not ours to advance from a background thread.
+        self._jitter = random.Random()
         self._closed = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -655,7 +658,7 @@ class Bus:
                 delay = self.settings.reconnect_min_delay
             if self._stop.is_set():
                 return
-            self._stop.wait(delay * random.uniform(0.8, 1.2))
+            self._stop.wait(delay * self._jitter.uniform(0.8, 1.2))
             delay = min(delay * 2, self.settings.reconnect_max_delay)
 
     def _new_client(self) -> paho.Client:
