@@ -83,21 +83,63 @@ class CtcPrefixScorer:
         """Prefix g + c for M (prefix, token) pairs. r_n, r_b: [M, T] of each g; last: [M]
         last label of g; empty: [M] whether g is empty; tokens: [M] the c. Returns
         (prefix log-prob of g + c [M], r_n [M, T], r_b [M, T] of g + c)."""
+        terms = self._terms(r_n, r_b, last, empty, tokens)
+        return self._prefix(*terms), *self._states(*terms)
+
+    def prefix_scores(
+        self,
+        r_n: np.ndarray,
+        r_b: np.ndarray,
+        last: np.ndarray,
+        empty: np.ndarray,
+        tokens: np.ndarray,
+    ) -> np.ndarray:
+        """The first part of ``extend`` alone: what a beam ranks its candidates by. Their
+        time arrays (``states``) cost most, and only the few kept candidates need them."""
+        return self._prefix(*self._terms(r_n, r_b, last, empty, tokens))
+
+    def states(
+        self,
+        r_n: np.ndarray,
+        r_b: np.ndarray,
+        last: np.ndarray,
+        empty: np.ndarray,
+        tokens: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The rest of ``extend``: (r_n, r_b) of g + c, [M, T] each."""
+        return self._states(*self._terms(r_n, r_b, last, empty, tokens))
+
+    def _terms(
+        self,
+        r_n: np.ndarray,
+        r_b: np.ndarray,
+        last: np.ndarray,
+        empty: np.ndarray,
+        tokens: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         xc = self.x[:, tokens].T  # [M, T]
         phi = np.where((last == tokens)[:, None], r_b, np.logaddexp(r_n, r_b))
-        cum_c = np.cumsum(xc, axis=1)
         start = np.where(empty, xc[:, 0], NEG_INF)
+        return xc, phi, start
+
+    @staticmethod
+    def _prefix(xc: np.ndarray, phi: np.ndarray, start: np.ndarray) -> np.ndarray:
+        return np.logaddexp(start, _logsumexp(phi[:, :-1] + xc[:, 1:], axis=1))
+
+    def _states(
+        self, xc: np.ndarray, phi: np.ndarray, start: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        cum_c = np.cumsum(xc, axis=1)
         new_n = np.empty_like(xc)
         new_n[:, 0] = start
         if xc.shape[1] > 1:
             acc = np.logaddexp.accumulate(phi[:, :-1] - cum_c[:, :-1], axis=1)
             new_n[:, 1:] = cum_c[:, 1:] + np.logaddexp((start - cum_c[:, 0])[:, None], acc)
-        prefix = np.logaddexp(start, _logsumexp(phi[:, :-1] + xc[:, 1:], axis=1))
         new_b = np.full_like(xc, NEG_INF)
         if xc.shape[1] > 1:
             acc_b = np.logaddexp.accumulate(new_n[:, :-1] - self.cum_blank[None, :-1], axis=1)
             new_b[:, 1:] = self.cum_blank[None, 1:] + acc_b
-        return prefix, np.maximum(new_n, NEG_INF), np.maximum(new_b, NEG_INF)
+        return np.maximum(new_n, NEG_INF), np.maximum(new_b, NEG_INF)
 
     @staticmethod
     def final(r_n: np.ndarray, r_b: np.ndarray) -> np.ndarray:

@@ -295,20 +295,16 @@ def _joint_candidates(
     last = np.array([p[-1] if p else -1 for p in live.prefixes])[rows]
     empty = np.array([not p for p in live.prefixes])[rows]
     ctc_tok = np.where(is_eos, 0, toks)  # </s> is scored by ctc.final below
-    prefix_ctc, new_n, new_b = ctc.extend(live.ctc_n[rows], live.ctc_b[rows], last, empty, ctc_tok)
-    end_ctc = ctc.final(live.ctc_n[rows], live.ctc_b[rows])
-    ctc_score = np.where(is_eos, end_ctc, prefix_ctc)
+    r_n, r_b = live.ctc_n[rows], live.ctc_b[rows]
+    prefix_ctc = ctc.prefix_scores(r_n, r_b, last, empty, ctc_tok)
+    ctc_score = np.where(is_eos, ctc.final(r_n, r_b), prefix_ctc)
     joint = (1 - weight) * att + weight * ctc_score
     order = np.argsort(-joint, kind="stable")[: 2 * beam]
     order = order[joint[order] >= -1e29]  # paths CTC cannot align
+    # Time arrays only for the candidates that may stay live: most of the CTC cost.
+    new_n, new_b = ctc.states(r_n[order], r_b[order], last[order], empty[order], ctc_tok[order])
     return _Candidates(
-        rows[order],
-        toks[order],
-        joint[order],
-        att[order],
-        ctc_score[order],
-        new_n[order],
-        new_b[order],
+        rows[order], toks[order], joint[order], att[order], ctc_score[order], new_n, new_b
     )
 
 

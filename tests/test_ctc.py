@@ -80,3 +80,24 @@ def test_prefix_scorer_agrees_with_forward_and_sums_to_one():
     )
     total = np.logaddexp(np.logaddexp.reduce(first), scorer.final(r_n, r_b))
     assert abs(total) < 1e-9
+
+
+def test_ranking_scores_and_time_arrays_are_extend_split_in_two():
+    # The beam ranks every candidate by prefix_scores and computes states only for the kept
+    # ones: together they must be exactly extend.
+    from assistant.ctc import CtcPrefixScorer
+
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(12, 6))
+    scorer = CtcPrefixScorer(logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))
+    r_n, r_b = scorer.initial()
+    _, r_n, r_b = scorer.extend(r_n[None], r_b[None], np.array([-1]), np.array([True]), [2])
+    m = 5
+    args = (np.repeat(r_n, m, 0), np.repeat(r_b, m, 0), np.full(m, 2), np.zeros(m, bool))
+    tokens = np.array([0, 1, 2, 3, 4])
+    prefix, new_n, new_b = scorer.extend(*args, tokens)
+    np.testing.assert_array_equal(scorer.prefix_scores(*args, tokens), prefix)
+    kept = np.array([3, 1])
+    states = scorer.states(*(a[kept] for a in args), tokens[kept])
+    np.testing.assert_array_equal(states[0], new_n[kept])
+    np.testing.assert_array_equal(states[1], new_b[kept])
