@@ -7,6 +7,7 @@ strong sign of speech the grammar does not cover.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,6 +55,20 @@ def best_path_log_prob(log_probs: np.ndarray) -> float:
     return float(log_probs.max(axis=1).sum())
 
 
+@dataclass(frozen=True)
+class Extensions:
+    """M candidate extensions g + c of prefixes, as the recursions need them: the label's
+    log-probs over time [M, T], the paths that may precede it [M, T], and its start at the
+    first frame [M]. Indexing selects candidates."""
+
+    xc: np.ndarray
+    phi: np.ndarray
+    start: np.ndarray
+
+    def __getitem__(self, rows: np.ndarray) -> Extensions:
+        return Extensions(self.xc[rows], self.phi[rows], self.start[rows])
+
+
 class CtcPrefixScorer:
     """CTC prefix scores for a beam search (Watanabe et al., "Hybrid CTC/attention", 2017):
     the probability that the audio's transcript *starts with* a prefix. Each prefix carries
@@ -83,52 +98,31 @@ class CtcPrefixScorer:
         """Prefix g + c for M (prefix, token) pairs. r_n, r_b: [M, T] of each g; last: [M]
         last label of g; empty: [M] whether g is empty; tokens: [M] the c. Returns
         (prefix log-prob of g + c [M], r_n [M, T], r_b [M, T] of g + c)."""
-        terms = self._terms(r_n, r_b, last, empty, tokens)
-        return self._prefix(*terms), *self._states(*terms)
+        ext = self.extensions(r_n, r_b, last, empty, tokens)
+        return self.prefix_scores(ext), *self.states(ext)
 
-    def prefix_scores(
+    def extensions(
         self,
         r_n: np.ndarray,
         r_b: np.ndarray,
         last: np.ndarray,
         empty: np.ndarray,
         tokens: np.ndarray,
-    ) -> np.ndarray:
-        """The first part of ``extend`` alone: what a beam ranks its candidates by. Their
-        time arrays (``states``) cost most, and only the few kept candidates need them."""
-        return self._prefix(*self._terms(r_n, r_b, last, empty, tokens))
-
-    def states(
-        self,
-        r_n: np.ndarray,
-        r_b: np.ndarray,
-        last: np.ndarray,
-        empty: np.ndarray,
-        tokens: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The rest of ``extend``: (r_n, r_b) of g + c, [M, T] each."""
-        return self._states(*self._terms(r_n, r_b, last, empty, tokens))
-
-    def _terms(
-        self,
-        r_n: np.ndarray,
-        r_b: np.ndarray,
-        last: np.ndarray,
-        empty: np.ndarray,
-        tokens: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> Extensions:
+        """The M candidates of ``extend``, to be ranked (``prefix_scores``) before the time
+        arrays of the few kept ones (``states``, most of the cost) are computed."""
         xc = self.x[:, tokens].T  # [M, T]
         phi = np.where((last == tokens)[:, None], r_b, np.logaddexp(r_n, r_b))
-        start = np.where(empty, xc[:, 0], NEG_INF)
-        return xc, phi, start
+        return Extensions(xc, phi, np.where(empty, xc[:, 0], NEG_INF))
 
     @staticmethod
-    def _prefix(xc: np.ndarray, phi: np.ndarray, start: np.ndarray) -> np.ndarray:
-        return np.logaddexp(start, _logsumexp(phi[:, :-1] + xc[:, 1:], axis=1))
+    def prefix_scores(ext: Extensions) -> np.ndarray:
+        """log P(transcript starts with g + c), [M]."""
+        return np.logaddexp(ext.start, _logsumexp(ext.phi[:, :-1] + ext.xc[:, 1:], axis=1))
 
-    def _states(
-        self, xc: np.ndarray, phi: np.ndarray, start: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def states(self, ext: Extensions) -> tuple[np.ndarray, np.ndarray]:
+        """(r_n, r_b) of g + c, [M, T] each."""
+        xc, phi, start = ext.xc, ext.phi, ext.start
         cum_c = np.cumsum(xc, axis=1)
         new_n = np.empty_like(xc)
         new_n[:, 0] = start

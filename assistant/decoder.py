@@ -296,13 +296,13 @@ def _joint_candidates(
     empty = np.array([not p for p in live.prefixes])[rows]
     ctc_tok = np.where(is_eos, 0, toks)  # </s> is scored by ctc.final below
     r_n, r_b = live.ctc_n[rows], live.ctc_b[rows]
-    prefix_ctc = ctc.prefix_scores(r_n, r_b, last, empty, ctc_tok)
-    ctc_score = np.where(is_eos, ctc.final(r_n, r_b), prefix_ctc)
+    ext = ctc.extensions(r_n, r_b, last, empty, ctc_tok)
+    ctc_score = np.where(is_eos, ctc.final(r_n, r_b), ctc.prefix_scores(ext))
     joint = (1 - weight) * att + weight * ctc_score
     order = np.argsort(-joint, kind="stable")[: 2 * beam]
     order = order[joint[order] >= -1e29]  # paths CTC cannot align
     # Time arrays only for the candidates that may stay live: most of the CTC cost.
-    new_n, new_b = ctc.states(r_n[order], r_b[order], last[order], empty[order], ctc_tok[order])
+    new_n, new_b = ctc.states(ext[order])
     return _Candidates(
         rows[order], toks[order], joint[order], att[order], ctc_score[order], new_n, new_b
     )

@@ -189,10 +189,7 @@ def build(args: argparse.Namespace) -> Path:
                 str(args.workers),
             ]
         )
-    if args.epochs > 0:
-        step("calibration (dev split + the grammar's own commands)")
-    else:
-        step("calibration (the grammar's own commands + dev non-commands)")
+    step("calibration")  # what it is fitted on: the card's "Confidence" (Clips.describe)
     own = calib_dir if calib_dir.exists() else None
     calibration = calibrate(args.out, args.data, Clips(own, corpora=args.epochs > 0))
     update_manifest(float_dir, {"calibration": calibration})

@@ -129,7 +129,7 @@ def run_set(recognizer: Recognizer, items: list[Item], desc: str) -> dict:
     return out
 
 
-def load_sets(data: Path, split: str) -> dict[str, tuple[Path, list[Item]]]:
+def load_sets(data: Path, split: str) -> dict[str, tuple[Path | None, list[Item]]]:
     clips = read_manifest(data)
     return {
         "speech_commands": (
