@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .ctc import CtcPrefixScorer
+from .ctc import CtcPrefixScorer, Extensions
 from .grammar import Graph, any_token_graph, phone_loop_graph
 from .lexicon import EOS_ID, PAD_ID, TOKENS
 
@@ -259,8 +259,7 @@ class _Candidates:
     score: np.ndarray
     att: np.ndarray
     ctc: np.ndarray | None = None
-    ctc_n: np.ndarray | None = None  # CTC prefix states of every candidate
-    ctc_b: np.ndarray | None = None
+    ctc_ext: Extensions | None = None  # CTC extensions of these candidates, to advance kept ones
 
 
 def _attention_candidates(total: np.ndarray, beam: int) -> _Candidates:
@@ -275,11 +274,17 @@ def _attention_candidates(total: np.ndarray, beam: int) -> _Candidates:
     return _Candidates(rows, toks, flat[top], flat[top])
 
 
+def _last_tokens(live: _Beam) -> tuple[np.ndarray, np.ndarray]:
+    """Last token of each live prefix (-1 when empty) and whether it is empty."""
+    last = np.array([p[-1] if p else -1 for p in live.prefixes])
+    return last, last < 0
+
+
 def _joint_candidates(
     total: np.ndarray, live: _Beam, beam: int, ctc: CtcPrefixScorer, weight: float
 ) -> _Candidates:
     """Ranked by (1 - w) * attention + w * CTC prefix score. The attention scores pre-select
-    ``beam`` candidates per prefix (CTC scoring costs more per candidate)."""
+    ``beam`` candidates per prefix."""
     n, vocab = total.shape
     k = min(beam, vocab)
     cand = np.argpartition(-total, k - 1, axis=1)[:, :k]  # [n, k]
@@ -292,19 +297,16 @@ def _joint_candidates(
         return _Candidates(rows, toks, att, att)
     assert live.ctc_n is not None and live.ctc_b is not None
     is_eos = toks == EOS_ID
-    last = np.array([p[-1] if p else -1 for p in live.prefixes])[rows]
-    empty = np.array([not p for p in live.prefixes])[rows]
+    last, empty = _last_tokens(live)
     ctc_tok = np.where(is_eos, 0, toks)  # </s> is scored by ctc.final below
     r_n, r_b = live.ctc_n[rows], live.ctc_b[rows]
-    ext = ctc.extensions(r_n, r_b, last, empty, ctc_tok)
+    ext = ctc.extensions(r_n, r_b, last[rows], empty[rows], ctc_tok)
     ctc_score = np.where(is_eos, ctc.final(r_n, r_b), ctc.prefix_scores(ext))
     joint = (1 - weight) * att + weight * ctc_score
     order = np.argsort(-joint, kind="stable")[: 2 * beam]
     order = order[joint[order] >= -1e29]  # paths CTC cannot align
-    # Time arrays only for the candidates that may stay live: most of the CTC cost.
-    new_n, new_b = ctc.states(ext[order])
     return _Candidates(
-        rows[order], toks[order], joint[order], att[order], ctc_score[order], new_n, new_b
+        rows[order], toks[order], joint[order], att[order], ctc_score[order], ext[order]
     )
 
 
@@ -345,14 +347,18 @@ def _select(
             prefixes.append(prefix)
             dstates.append(nxt)
             kept.append(i)
+    ctc_n = ctc_b = None
+    if cand.ctc_ext is not None and ctc is not None:
+        # The CTC time arrays (most of its cost) only for the prefixes that stay live.
+        ctc_n, ctc_b = ctc.states(cand.ctc_ext[np.array(kept, dtype=np.int64)])
     return _Beam(
         prefixes,
         dstates,
         cand.score[kept].astype(np.float64),
         cand.rows[kept].astype(np.int64),
         att=cand.att[kept].astype(np.float64),
-        ctc_n=None if cand.ctc_n is None else cand.ctc_n[kept],
-        ctc_b=None if cand.ctc_b is None else cand.ctc_b[kept],
+        ctc_n=ctc_n,
+        ctc_b=ctc_b,
     )
 
 
