@@ -1,5 +1,11 @@
 """The recogniser's TFLite graphs behind one loader: encoders (one per length bucket) and the
-decoder step, which implements decoder.StepModel for the beam search."""
+decoder step, which implements decoder.StepModel for the beam search.
+
+Every bucket's graphs are checked at load, but only the shortest (which holds any command of
+up to 3 s) stays resident: a longer one is loaded when an utterance needs it and let go when
+the next utterance does not. Their interpreters' arenas are a few MB the daemon would
+otherwise carry all the time for the rare long utterance.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ class _Bucket:
     """One input length: its encoder graph and the decoder step that attends over its output."""
 
     spec: EncoderSpec
-    encoder: Any
+    encoder: Any  # None while not resident (see the module's docstring)
     step: Any
     feats_in: int  # tensor indices, by signature name
     enc_out: dict[str, int]
@@ -44,14 +50,42 @@ class TfliteModel:
         self.batch_size = bundle.beam + 1
         self.state_size = bundle.state_size
         self.vocab_size = len(bundle.tokens)
-        self.buckets = [
-            self._bucket(
-                spec, self._load(spec.file, num_threads), self._load(spec.decoder_step, num_threads)
-            )
-            for spec in bundle.encoders
-        ]
+        self.num_threads = num_threads
+        # Every graph is checked, one bucket resident at a time and the shortest last, so that
+        # the start-up peak is the largest bucket, not all of them together.
+        self.buckets = [self._open_checked(spec) for spec in bundle.encoders[1:]]
+        self.buckets.insert(0, self._open(bundle.encoders[0]))
         self._active = self.buckets[0]
         self._start = np.zeros(self.state_size, np.float32)
+
+    def _open(self, spec: EncoderSpec) -> _Bucket:
+        encoder = self._load(spec.file, self.num_threads)
+        return self._bucket(spec, encoder, self._load(spec.decoder_step, self.num_threads))
+
+    def _open_checked(self, spec: EncoderSpec) -> _Bucket:
+        """A bucket checked, then let go (loaded again when an utterance needs it)."""
+        bucket = self._open(spec)
+        self._release(bucket)
+        return bucket
+
+    @staticmethod
+    def _release(bucket: _Bucket) -> None:
+        bucket.encoder = bucket.step = None
+
+    def resident(self) -> list[int]:
+        """Input frames of the buckets whose graphs are loaded now."""
+        return [b.spec.frames for b in self.buckets if b.encoder is not None]
+
+    def _ready(self, index: int) -> _Bucket:
+        """Bucket ``index`` with its graphs loaded; a longer bucket used before is let go."""
+        bucket = self.buckets[index]
+        if self._active is not bucket and self._active is not self.buckets[0]:
+            self._release(self._active)
+        if bucket.encoder is None:
+            # Checked at load; a file changed since then fails here with the same BundleError.
+            opened = self._open(bucket.spec)
+            bucket.encoder, bucket.step = opened.encoder, opened.step
+        return bucket
 
     def _load(self, file: str, num_threads: int) -> Any:
         path = self.bundle.path / file
@@ -123,7 +157,7 @@ class TfliteModel:
 
     def encode(self, feats: np.ndarray) -> Encoded:
         """Runs the encoder and points the decoder step at its output for step()."""
-        bucket = self.buckets[self.bucket_index(len(feats))]
+        bucket = self._ready(self.bucket_index(len(feats)))
         spec = bucket.spec
         cropped = len(feats) > spec.frames
         feats = feats[: spec.frames]

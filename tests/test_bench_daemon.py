@@ -50,3 +50,10 @@ def test_bench_daemon_small(tmp_path: Path) -> None:
     assert outage["all_delivered"] and outage["order_held"]
     assert outage["delivered_unique"] == outage["transcripts_logged"] > 0
     assert outage["first_delivery_after_restart_s"] is not None
+
+
+def test_no_noise_recordings_is_a_clear_exit(tmp_path):
+    from tools.corpus import require_noises
+
+    with pytest.raises(SystemExit, match="no noise recordings in .*noise"):
+        require_noises(tmp_path)

@@ -45,7 +45,7 @@ from paho.mqtt.properties import Properties
 from assistant.audio import SAMPLE_RATE
 from assistant.config import load as load_config
 from tools.augment import speech_power
-from tools.corpus import DEFAULT_DATA, load_audio
+from tools.corpus import DEFAULT_DATA, load_audio, require_noises
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CLIPS = ROOT / ".cache" / "synth_heldout"
@@ -146,10 +146,10 @@ def write_session(path: Path, session: Session, count: int) -> None:
     sf.write(path, np.concatenate(parts), SAMPLE_RATE, subtype="PCM_16")
 
 
-def write_quiet_file(path: Path, seconds: float, dbfs: float, seed: int) -> None:
+def write_quiet_file(path: Path, seconds: float, dbfs: float, seed: int, data: Path) -> None:
     """Digital silence, then each shared noise in turn at `dbfs` RMS: a quiet home, no speech."""
     rng = np.random.default_rng(seed)
-    noises = [load_audio(p) for p in sorted((DEFAULT_DATA / "noise").glob("*.flac"))]
+    noises = require_noises(data)
     total = int(seconds * SAMPLE_RATE)
     part = total // (len(noises) + 1)
     rms = 10 ** (dbfs / 20)
@@ -441,7 +441,7 @@ def match_commands(
 
 def bench_latency(args: argparse.Namespace, work: Path, port: int, sub: Subscriber) -> dict:
     clips = load_clips(args.clips)
-    noises = [load_audio(p) for p in sorted((DEFAULT_DATA / "noise").glob("*.flac"))]
+    noises = require_noises(args.data)
     rng = np.random.default_rng(args.seed)
     noise = noises[int(rng.integers(0, len(noises)))]
     session = Session(clips, noise, args.snr_db, args.seed)
@@ -511,7 +511,7 @@ def run_fast(args: argparse.Namespace, wav: Path, port: int, state: Path) -> Dae
 
 def bench_cpu(args: argparse.Namespace, work: Path, port: int, sub: Subscriber) -> dict:
     quiet, tiny = work / "quiet.wav", work / "one-second.wav"
-    write_quiet_file(quiet, args.cpu_s, args.noise_dbfs, args.seed)
+    write_quiet_file(quiet, args.cpu_s, args.noise_dbfs, args.seed, args.data)
     sf.write(tiny, np.zeros(SAMPLE_RATE, np.int16), SAMPLE_RATE, subtype="PCM_16")
     progress("cpu: start-up cost on a 1 s file")
     base = run_fast(args, tiny, port, work / "state-cpu0")
@@ -593,7 +593,7 @@ def bench_outage(args: argparse.Namespace, work: Path, broker: Broker, sub: Subs
     # stdin, not a file: the bench decides when the stream ends (after every transcript
     # is delivered), so the daemon's reconnect back-off (up to 60 s) cannot outlast it.
     clips = load_clips(args.clips)
-    noises = [load_audio(p) for p in sorted((DEFAULT_DATA / "noise").glob("*.flac"))]
+    noises = require_noises(args.data)
     session = Session(clips[::-1], noises[0], args.snr_db, args.seed + 1)
     plan = OutagePlan(min_commands=args.commands)
     sub.first.clear()
@@ -718,6 +718,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-cpu", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--clips", type=Path, default=DEFAULT_CLIPS, help="WAVs + labels.json")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data (its noise/)")
     p.add_argument("--config", type=Path, help="daemon config (TOML)")
     p.add_argument("--model", type=Path, help="model bundle (default models/home)")
     p.add_argument("--snr-db", type=float, default=25.0, help="speech to noise (default 25)")

@@ -82,3 +82,11 @@ def load_audio(path: Path) -> np.ndarray:
 
 def load_noises(data_dir: Path = DEFAULT_DATA) -> list[np.ndarray]:
     return [load_audio(p) for p in sorted((data_dir / "noise").glob("*.flac"))]
+
+
+def require_noises(data_dir: Path = DEFAULT_DATA) -> list[np.ndarray]:
+    """load_noises for tools that cannot run without noise: a clear exit when there is none."""
+    noises = load_noises(data_dir)
+    if not noises:
+        raise SystemExit(f"no noise recordings in {data_dir / 'noise'} (*.flac): pass --data DIR")
+    return noises

@@ -7,6 +7,7 @@ function) and stored as one flat float16 array with offsets, so an epoch reads n
 from __future__ import annotations
 
 import multiprocessing as mp
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,8 +114,12 @@ def build(
     workers: int = 2,
     desc: str = "features",
 ) -> FeatureSet:
+    # crc32, not hash(): str hashes change with every process (PYTHONHASHSEED), and a feature
+    # cache rebuilt from the same data should hold the same augmented copies.
     jobs = [
-        (str(c.path), v, hash((str(c.path), v)) & 0xFFFFFFF) for v in range(variants) for c in clips
+        (str(c.path), v, zlib.crc32(f"{'/'.join(c.path.parts[-3:])}:{v}".encode()))
+        for v in range(variants)
+        for c in clips
     ]
     with mp.Pool(workers, initializer=_init_worker, initargs=(noises,)) as pool:
         feats = list(tqdm(pool.imap(_features, jobs, chunksize=32), total=len(jobs), desc=desc))

@@ -1,0 +1,50 @@
+"""The feature cache: augmented copies are the same however often it is rebuilt."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tools.corpus import DEFAULT_DATA, read_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BUILD = """
+import sys
+from pathlib import Path
+from tools.corpus import load_noises, read_manifest
+from tools.featcache import build
+data = Path(sys.argv[1])
+clips = [c for c in read_manifest(data) if c.corpus == "fsdd" and c.split == "train"][:3]
+build(clips, 2, load_noises(data), workers=1).save(Path(sys.argv[2]))
+"""
+
+
+@pytest.mark.skipif(not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data")
+def test_a_rebuilt_cache_holds_the_same_augmented_copies(tmp_path: Path) -> None:
+    assert read_manifest(DEFAULT_DATA)  # the real recordings, not a stand-in
+    outs = []
+    for hash_seed in ("1", "2"):  # str hashes differ between these two processes
+        out = tmp_path / f"set{hash_seed}.npz"
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run(
+            [sys.executable, "-c", BUILD, str(DEFAULT_DATA), str(out)],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        outs.append(np.load(out))
+    first, second = outs
+    assert first["feats"].shape == second["feats"].shape
+    np.testing.assert_array_equal(first["feats"], second["feats"])
+    # The augmented copy (variant 1) really differs from the clean one (variant 0).
+    offsets = first["offsets"]
+    assert not np.array_equal(
+        first["feats"][offsets[0] : offsets[1]], first["feats"][offsets[3] : offsets[4]]
+    )
