@@ -456,6 +456,9 @@ class ConfidenceFeatures:
     difference: float  # free - constrained: how much the grammar had to force
     margin: float  # best score - score of the best hypothesis with another intent
     length: int  # tokens in the best hypothesis
+    # best score - score of the best hypothesis with another meaning (intent or slot values):
+    # "set brightness to nine" against "... ninety" is a rival the intent margin cannot see.
+    meaning_margin: float = NO_RIVAL_MARGIN
 
     def as_array(self) -> np.ndarray:
         return np.array(
@@ -486,15 +489,28 @@ def confidence_features(
         difference=free_pt - constrained,
         margin=_margin(best, others, grammar),
         length=len(best.tokens),
+        meaning_margin=_margin(best, others, grammar, meaning=True),
     )
 
 
-def _margin(best: Hypothesis, others: Sequence[Hypothesis], grammar: Grammar | None) -> float:
-    def key(h: Hypothesis) -> str | None:
+def _margin(
+    best: Hypothesis,
+    others: Sequence[Hypothesis],
+    grammar: Grammar | None,
+    meaning: bool = False,
+) -> float:
+    """Score gap to the first rival: another text without a grammar, else another intent (or
+    with ``meaning``, another intent or slot values)."""
+
+    def key(h: Hypothesis) -> Any:
         if grammar is None:
             return h.text
         found = h.interpret(grammar)
-        return found[1] if found else None
+        if found is None:
+            return None
+        if meaning:
+            return found[1], sorted((k, str(v)) for k, v in found[2].items())
+        return found[1]
 
     mine = key(best)
     for other in others:

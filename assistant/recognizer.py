@@ -44,12 +44,13 @@ FEATURES = (
     "margin",
     "length",
     "ctc_gap",
+    "meaning_margin",
 )
 # Used until a bundle carries a fitted calibrator: rejects when the grammar path is much
 # less likely than the unconstrained decodes.
 DEFAULT_CALIBRATION: dict[str, Any] = {
     "features": list(FEATURES),
-    "weights": [0.0, 0.0, -3.0, 0.3, 0.0, -2.0],
+    "weights": [0.0, 0.0, -3.0, 0.3, 0.0, -2.0, 0.0],
     "bias": 3.0,
     "threshold": 0.5,
 }
@@ -193,6 +194,7 @@ class Recognizer:
                 "length": float(base.length),
                 "ctc_gap": (ctc_best - self._ctc_score(best, encoded.ctc_log_probs))
                 / max(encoded.steps, 1),
+                "meaning_margin": base.meaning_margin,
             }
             return Decoded(text, intent, slots, features, timings, encoded.cropped)
         return Decoded("", None, {}, {}, timings, encoded.cropped)

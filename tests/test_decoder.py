@@ -94,6 +94,26 @@ def test_confidence_margin_to_other_intent(home: Grammar) -> None:
     assert feats.as_array().shape == (5,)
 
 
+def test_meaning_margin_sees_a_rival_with_other_slot_values() -> None:
+    # "nine" and "ninety" give the same intent: the intent margin finds no rival, the
+    # meaning margin does (a slot misheard is as wrong as an intent misheard).
+    g = grammar_from_dict(
+        {
+            "intents": {"SetLevel": {"data": [{"sentences": ["set level to {level}"]}]}},
+            "lists": {"level": {"values": ["nine", "ninety"]}},
+        }
+    )
+    best, rival = (
+        Hypothesis(tuple(lexicon.text_to_tokens(text)), -2.0, score, graph=g.graph)
+        for text, score in (("set level to nine", -0.1), ("set level to ninety", -0.4))
+    )
+    assert (best.text, rival.text) == ("set level to nine", "set level to ninety")
+    free = free_search(FakeStepModel(lexicon.text_to_tokens("set level to nine")))
+    feats = confidence_features(best, free, [rival], g)
+    assert feats.margin == NO_RIVAL_MARGIN
+    assert feats.meaning_margin == pytest.approx(0.3)
+
+
 def test_homophones_share_one_beam_entry() -> None:
     g = grammar_from_dict(
         {"intents": {"A": {"data": [{"sentences": ["(for|four) (to|two|too)"]}]}}}

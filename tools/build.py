@@ -27,6 +27,7 @@ from tools import prepare, synth
 from tools.calibrate import Clips, calibrate
 from tools.corpus import DEFAULT_DATA, load_noises
 from tools.evaluate import evaluate
+from tools.export import BEAM
 from tools.heldout import accuracy_by_snr
 from tools.model import ModelConfig
 from tools.package import update_manifest, write_bundle
@@ -163,6 +164,7 @@ def build(args: argparse.Namespace) -> Path:
             args.version,
             quantise=quantise,
             training=training_info,
+            beam=args.beam,
         )
     if checkpoint.resolve() != (args.out / "checkpoint.weights.h5").resolve():
         shutil.copyfile(checkpoint, args.out / "checkpoint.weights.h5")
@@ -255,6 +257,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--eval-corpora", action="store_true", help="also score the real test split"
+    )
+    parser.add_argument(
+        "--beam", type=int, default=BEAM, help=f"grammar hypotheses per step (default {BEAM})"
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--limit", type=int, default=0, help="tiny runs for tests")

@@ -38,6 +38,7 @@ class Item:
     expected_intent: str | None  # None: must be rejected
     expected_slots: dict
     text: str
+    speaker: str = ""  # for the per-speaker breakdown; "" where there is none (noise)
 
 
 def word_errors(ref: str, hyp: str) -> tuple[int, int]:
@@ -61,17 +62,17 @@ def _split(clips: list[Clip], split: str) -> list[Clip]:
 def speech_commands_items(clips: list[Clip], split: str) -> Iterator[Item]:
     for c in _split([c for c in clips if c.corpus == SC], split):
         keyword = c.label not in ("_unknown_", "_silence_")
-        yield Item(load_audio(c.path), c.label if keyword else None, {}, c.text)
+        yield Item(load_audio(c.path), c.label if keyword else None, {}, c.text, c.speaker)
 
 
 def fsdd_items(clips: list[Clip], split: str) -> Iterator[Item]:
     for c in _split([c for c in clips if c.corpus == "fsdd"], split):
-        yield Item(load_audio(c.path), "Digit", {"digit": c.label}, c.text)
+        yield Item(load_audio(c.path), "Digit", {"digit": c.label}, c.text, c.speaker)
 
 
 def an4_items(clips: list[Clip], split: str) -> Iterator[Item]:
     for c in _split([c for c in clips if c.corpus == "an4" and c.text], split):
-        yield Item(load_audio(c.path), "*", {}, c.text)
+        yield Item(load_audio(c.path), "*", {}, c.text, c.speaker)
 
 
 def false_accept_items(clips: list[Clip], split: str, data: Path) -> Iterator[Item]:
@@ -98,24 +99,30 @@ def _slots_match(expected: dict, got: dict) -> bool:
 def run_set(recognizer: Recognizer, items: list[Item], desc: str) -> dict:
     correct = errors = words = accepted = 0
     times: list[float] = []
+    # speaker -> [clips, right, word errors, words]
+    speakers: dict[str, np.ndarray] = {}
     for item in tqdm(items, desc=desc, leave=False):
         t0 = time.perf_counter()
         result = recognizer.recognize(item.audio)
         times.append((time.perf_counter() - t0) * 1000)
         accepted += result.intent is not None
+        e = n = 0
         if item.expected_intent == "*":  # transcript task (AN4): score the words
             # The text is published for rejected utterances too, so it is what a listener
             # gets; acceptance is reported separately.
             hyp = normalise_text(result.text)
             e, n = word_errors(normalise_text(item.text), hyp)
             errors, words = errors + e, words + n
-            correct += e == 0
+            right = e == 0
         elif item.expected_intent is None:
-            correct += result.intent is None
+            right = result.intent is None
         else:
-            correct += result.intent == item.expected_intent and _slots_match(
+            right = result.intent == item.expected_intent and _slots_match(
                 item.expected_slots, result.slots
             )
+        correct += right
+        if item.speaker:
+            speakers.setdefault(item.speaker, np.zeros(4))[:] += (1, right, e, n)
     n = max(len(items), 1)
     out = {
         "clips": len(items),
@@ -126,6 +133,11 @@ def run_set(recognizer: Recognizer, items: list[Item], desc: str) -> dict:
     }
     if words:
         out["wer"] = errors / words
+    if speakers:  # the word error rate for transcript sets, else the accuracy
+        out["by_speaker"] = {
+            spk: float(t[2] / max(t[3], 1) if words else t[1] / t[0])
+            for spk, t in sorted(speakers.items())
+        }
     return out
 
 
@@ -143,6 +155,12 @@ def load_sets(data: Path, split: str) -> dict[str, tuple[Path | None, list[Item]
     }
 
 
+def _rounded(value: float | dict) -> float | dict:
+    if isinstance(value, dict):
+        return {k: round(v, 4) for k, v in value.items()}
+    return round(value, 4)
+
+
 def evaluate(model: Path, data: Path, split: str = "test", limit: int = 0) -> dict[str, dict]:
     results = {}
     for name, (grammar, items) in load_sets(data, split).items():
@@ -152,7 +170,7 @@ def evaluate(model: Path, data: Path, split: str = "test", limit: int = 0) -> di
         results[name] = run_set(recognizer, items, f"{name} ({split})")
         if name == "false_accepts":
             results[name]["rate"] = results[name]["accepted"]
-        print(name, json.dumps({k: round(v, 4) for k, v in results[name].items()}))
+        print(name, json.dumps({k: _rounded(v) for k, v in results[name].items()}))
     return results
 
 

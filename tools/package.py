@@ -11,7 +11,7 @@ from assistant.bundle import MANIFEST_FORMAT
 from assistant.features import FeatureParams
 from assistant.grammar import load_grammar
 from assistant.lexicon import TOKENS, lexicon_for
-from tools.export import DEFAULT_BUCKETS, export
+from tools.export import BEAM, DEFAULT_BUCKETS, export
 from tools.model import ModelConfig
 
 
@@ -24,6 +24,7 @@ def write_bundle(
     quantise: bool = True,
     buckets: tuple[int, ...] = DEFAULT_BUCKETS,
     training: dict[str, Any] | None = None,
+    beam: int = BEAM,
 ) -> Path:
     config_path = checkpoint.parent / "config.json"
     config = (
@@ -32,7 +33,7 @@ def write_bundle(
         else ModelConfig()
     )
     out.mkdir(parents=True, exist_ok=True)
-    graphs = export(checkpoint, config, out, quantise=quantise, buckets=buckets)
+    graphs = export(checkpoint, config, out, quantise=quantise, buckets=buckets, beam=beam)
     if grammar.resolve() != (out / "grammar.yaml").resolve():
         shutil.copyfile(grammar, out / "grammar.yaml")
     write_lexicon(out)

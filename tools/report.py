@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # no display on a Pi or in CI
 import matplotlib.pyplot as plt  # noqa: E402
@@ -56,6 +57,22 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _speaker_line(name: str, result: dict) -> str:
+    """One line of a set's per-speaker results: each speaker where there are a few, else the
+    spread."""
+    by = result.get("by_speaker")
+    if not by:
+        return ""
+    what = "word error rate" if "wer" in result else "accuracy"
+    if len(by) <= 4:
+        return f"- {name} ({what}): " + ", ".join(f"{k} {_pct(v)}" for k, v in by.items())
+    values = sorted(by.values())
+    return (
+        f"- {name} ({what}), {len(values)} speakers: lowest {_pct(values[0])}, "
+        f"median {_pct(float(np.median(values)))}, highest {_pct(values[-1])}"
+    )
+
+
 def write_card(bundle: Path) -> None:
     m = json.loads((bundle / "manifest.json").read_text())
     metrics = m.get("metrics", {})
@@ -64,7 +81,7 @@ def write_card(bundle: Path) -> None:
         f"# Model card: {m['name']} {m['version']}",
         "",
         "GRU encoder + attention decoder over ARPAbet phonemes, decoding constrained by",
-        f"`{m['grammar']}` (Home Assistant sentence templates). "
+        f"`{m['grammar']}` (Home Assistant sentence templates), beam {m.get('beam')}. "
         f"Quantisation: {m.get('quantisation')}.",
         f"Graph files: {', '.join(f'{k} ({v / 1024:.0f} KiB)' for k, v in sizes.items())}; "
         f"total {sum(sizes.values()) / 1024 / 1024:.2f} MiB.",
@@ -99,6 +116,13 @@ def write_card(bundle: Path) -> None:
         lines.append(
             f"| {name} | {q.get('clips', '')} | {_pct(q.get(key))} | {_pct(f.get(key))} | {what} |"
         )
+    spread = [
+        _speaker_line(name, test_q.get(name, {})) for name in ("speech_commands", "fsdd", "an4")
+    ]
+    spread = [line for line in spread if line]
+    if spread:
+        lines += ["", "Per speaker (int8; speakers differ more than any change of this model):", ""]
+        lines += spread
     timing = test_q.get("speech_commands", {})
     if timing:
         lines += [
