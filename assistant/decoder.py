@@ -274,6 +274,17 @@ def _attention_candidates(total: np.ndarray, beam: int) -> _Candidates:
     return _Candidates(rows, toks, flat[top], flat[top])
 
 
+def _greedy_candidate(total: np.ndarray) -> _Candidates:
+    """Beam 1 (the free decode beside the grammar search): the one best token. A CTC score
+    cannot change a choice among one candidate, so it is not computed (it would only end
+    the decode where CTC finds no alignment; the free decode reports attention scores)."""
+    row, tok = np.unravel_index(int(np.argmax(total)), total.shape)
+    best = total[row, tok]
+    keep = slice(0, 1 if np.isfinite(best) else 0)
+    score = np.array([best])[keep]
+    return _Candidates(np.array([row])[keep], np.array([tok])[keep], score, score)
+
+
 def _last_tokens(live: _Beam) -> tuple[np.ndarray, np.ndarray]:
     """Last token of each live prefix (-1 when empty) and whether it is empty."""
     last = np.array([p[-1] if p else -1 for p in live.prefixes])
@@ -322,7 +333,9 @@ def _select(
 ) -> _Beam:
     """Best extensions of all live prefixes (by attention, or jointly with CTC): </s> ones are
     finished, the best ``beam`` others stay live."""
-    if ctc is None:
+    if beam == 1:
+        cand = _greedy_candidate(total)
+    elif ctc is None:
         cand = _attention_candidates(total, beam)
     else:
         cand = _joint_candidates(total, live, beam, ctc, ctc_weight)

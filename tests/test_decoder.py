@@ -213,3 +213,18 @@ def test_decode_cost_does_not_grow_with_sentence_count(tmp_path: Path, home: Gra
         f"small {per_step_small * 1e3:.3f} ms"
     )
     assert per_step_big < 1e-3 and per_step_small < 1e-3  # 25 steps -> a few ms in all
+
+
+def test_greedy_free_decode_is_the_same_with_and_without_ctc() -> None:
+    # At beam 1 a CTC score cannot change the choice among one candidate, so the free decode
+    # skips it: the tokens and their attention log-prob are those of the plain greedy decode.
+    from assistant.ctc import CtcPrefixScorer
+
+    target = lexicon.text_to_tokens("turn off the fan please")
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(60, len(lexicon.TOKENS) + 1))
+    ctc = CtcPrefixScorer(logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))
+    plain = free_search(FakeStepModel(target), beam=1, max_steps=60)
+    joint = free_search(FakeStepModel(target), beam=1, max_steps=60, ctc=ctc, ctc_weight=0.5)
+    assert list(joint.tokens) == list(plain.tokens) == target
+    assert joint.log_prob == plain.log_prob
