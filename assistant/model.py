@@ -82,9 +82,9 @@ class TfliteModel:
         if self._active is not bucket and self._active is not self.buckets[0]:
             self._release(self._active)
         if bucket.encoder is None:
-            # Checked at load; a file changed since then fails here with the same BundleError.
-            opened = self._open(bucket.spec)
-            bucket.encoder, bucket.step = opened.encoder, opened.step
+            # Checked again as at load: a file changed since then fails with a BundleError,
+            # and the bucket's tensor indices are those of the file as it is now.
+            bucket = self.buckets[index] = self._open(bucket.spec)
         return bucket
 
     def _load(self, file: str, num_threads: int) -> Any:
