@@ -121,7 +121,7 @@ def write_card(bundle: Path) -> None:
     ]
     spread = [line for line in spread if line]
     if spread:
-        lines += ["", "Per speaker (int8; speakers differ more than any change of this model):", ""]
+        lines += ["", "Per speaker (int8):", ""]
         lines += spread
     timing = test_q.get("speech_commands", {})
     if timing:
