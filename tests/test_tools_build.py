@@ -77,7 +77,10 @@ def test_calibration_only_build_decodes_the_new_grammar_with_the_same_weights(tm
     build.main(
         ["--grammar", str(GARAGE), "--out", str(out), "--work", str(tmp_path / "work")]
         + ["--epochs", "0", "--heldout-count", "0", "--init", str(HOME / "checkpoint.weights.h5")]
+        + ["--beam", "6"]
     )
+    assert Recognizer.load(out).model.batch_size == 7  # the beam's rows + the free decode's
+    assert "beam 6" in (out / "CARD.md").read_text()
     assert (out / "checkpoint.weights.h5").read_bytes() == (
         HOME / "checkpoint.weights.h5"
     ).read_bytes()
