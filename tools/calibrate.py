@@ -8,8 +8,8 @@ Synthetic tones, beeps, sweeps and clicks (tools.nonspeech) join the non-command
 data holds none, and a grammar decoder reads a steady tone as some command. Every clip is
 also decoded mixed with noise (0-18 dB SNR), so that the bar suits a noisy kitchen too.
 
-Logistic regression on six features is 20 lines of numpy: not worth scikit-learn as a
-training dependency.
+Logistic regression on the decoder's few confidence features is 20 lines of numpy: not
+worth scikit-learn as a training dependency.
 """
 
 from __future__ import annotations
@@ -117,12 +117,12 @@ def collect(
         runs = [(name, iter(items))]
         if noises:
             runs.append((f"{name} in noise", in_noise(items, noises, rng)))
-        for desc, clips in runs:
-            for item in tqdm(clips, desc=f"calibration: {desc}", total=len(items), leave=False):
+        for desc, stream in runs:
+            for item in tqdm(stream, desc=f"calibration: {desc}", total=len(items), leave=False):
                 decoded = recognizer.decode(item.audio)
                 if decoded.intent is None:
                     continue
-                feats.append([decoded.features[name] for name in FEATURE_NAMES])
+                feats.append([decoded.features[feature] for feature in FEATURE_NAMES])
                 labels.append(is_right(item, decoded.intent, decoded.text, decoded.slots))
                 negative.append(item.expected_intent is None)
     return np.array(feats), np.array(labels, float), np.array(negative, bool)
