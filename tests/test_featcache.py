@@ -48,3 +48,20 @@ def test_a_rebuilt_cache_holds_the_same_augmented_copies(tmp_path: Path) -> None
     assert not np.array_equal(
         first["feats"][offsets[0] : offsets[1]], first["feats"][offsets[3] : offsets[4]]
     )
+
+
+@pytest.mark.skipif(not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data")
+def test_narrowband_copies_flatten_the_top_mel_bands() -> None:
+    from tools.featcache import build
+
+    clips = [c for c in read_manifest(DEFAULT_DATA) if c.corpus == "an4" and c.split == "train"]
+    clips = clips[:3]
+    wide = build(clips, 2, [], workers=1, first_variant=1)
+    narrow = build(clips, 2, [], workers=1, narrow=True, first_variant=1)
+    assert len(wide) == len(narrow) == 3  # variant 1 only: one augmented copy per clip
+    assert narrow.texts == [c.text for c in clips]
+    for i in range(3):
+        top_wide = wide.item(i)[:, -8:].std(axis=0).mean()
+        top_narrow = narrow.item(i)[:, -8:].std(axis=0).mean()
+        # Above ~4.5 kHz only the faint codec floor is left: far less movement than speech.
+        assert top_narrow < 0.6 * top_wide

@@ -1,4 +1,5 @@
-"""Waveform augmentation: speed/pitch perturbation, gain, and noise at a chosen SNR.
+"""Waveform augmentation: speed/pitch perturbation, gain, noise at a chosen SNR, and a
+narrowband channel.
 
 SNR is defined on speech energy (the loudest 50% of 10 ms frames), so that a clip with long
 silences is not made artificially easy.
@@ -50,3 +51,15 @@ def pad_silence(audio: np.ndarray, rng: np.random.Generator, max_s: float = 0.3)
     floor = rng.normal(0, 1e-4, before + after + audio.size).astype(np.float32)
     floor[before : before + audio.size] += audio
     return floor
+
+
+NARROW_RATES = (7000.0, 11000.0)  # Nyquist 3.5-5.5 kHz: telephone, 8 kHz mics, cheap codecs
+
+
+def narrow_band(audio: np.ndarray, rate: float) -> np.ndarray:
+    """The same audio as it arrives through a channel sampled at ``rate`` (e.g. an 8 kHz USB
+    microphone, or a recording such as FSDD's): nothing above rate / 2 survives. soxr's
+    anti-alias filter is the channel's low-pass, as in a real 8 kHz capture that the runtime
+    resamples back to 16 kHz."""
+    down = soxr.resample(audio, SAMPLE_RATE, rate)
+    return soxr.resample(down, rate, SAMPLE_RATE).astype(np.float32)[: audio.size]

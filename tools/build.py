@@ -114,8 +114,9 @@ def build(args: argparse.Namespace) -> Path:
                 str(args.workers),
             ]
         )
-    real_train, real_dev = cache / "real_train.npz", cache / "real_dev.npz"
-    if args.epochs > 0 and not real_train.exists():
+    real_train, real_dev = cache / prepare.TRAIN, cache / prepare.DEV
+    real_narrow = cache / prepare.TRAIN_NARROW
+    if args.epochs > 0 and not (real_train.exists() and real_narrow.exists()):
         step("features of the real recordings")
         prepare.main(
             ["--data", str(args.data), "--cache", str(cache)]
@@ -125,7 +126,8 @@ def build(args: argparse.Namespace) -> Path:
     run = work / "run"
     if args.epochs > 0:
         step("training")
-        sets = [real_train] + ([synth_set] if synth_set.exists() else []) + list(args.extra_sets)
+        sets = [real_train, real_narrow] + ([synth_set] if synth_set.exists() else [])
+        sets += list(args.extra_sets)
         checkpoint = train(
             sets,
             real_dev,
@@ -145,7 +147,8 @@ def build(args: argparse.Namespace) -> Path:
     step("export")
     training_info = {
         "real": "train split of ../shared/data (speech_commands, an4, speechocean762, "
-        "wake_word_benchmark, fsdd), 3 copies each (clean + speed/noise/gain)",
+        "wake_word_benchmark, fsdd), 3 copies each (clean + speed/noise/gain) and one more "
+        "through a narrowband (3.5-5.5 kHz) channel",
         "synthetic": f"{args.synth_count if args.epochs else 0} grammar sentences, TTS voices"
         f" except {HELDOUT_VOICES}",
         "extra_sets": [s.name for s in args.extra_sets],

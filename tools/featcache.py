@@ -89,22 +89,32 @@ def _init_worker(noises: list[np.ndarray]) -> None:
     _NOISES[:] = noises
 
 
-def _variant(audio: np.ndarray, variant: int, seed: int) -> np.ndarray:
-    """Variant 0 is the clean clip; others get speed, gain, silence padding and noise."""
+def _variant(audio: np.ndarray, variant: int, seed: int, narrow: bool = False) -> np.ndarray:
+    """Variant 0 is the clean clip; others get speed, gain, silence padding and noise.
+
+    ``narrow``: the clip also passes through a narrowband channel (8 kHz for the clean variant,
+    3.5-5.5 kHz Nyquist for the others), after the noise, as a real channel would carry both.
+    """
     if variant == 0:
-        return audio
+        return augment.narrow_band(audio, 8000.0) if narrow else audio
     rng = np.random.default_rng(seed)
     audio = augment.change_speed(audio, float(rng.choice([0.85, 0.9, 0.95, 1.05, 1.1, 1.15])))
     audio = augment.pad_silence(audio, rng)
     if _NOISES and rng.random() < 0.8:
         noise = _NOISES[int(rng.integers(len(_NOISES)))]
         audio = augment.mix_noise(audio, noise, float(rng.uniform(0, 25)), rng)
+    if narrow:
+        audio = augment.narrow_band(audio, float(rng.uniform(*augment.NARROW_RATES)))
+        # A faint broadband floor above the cut-off, as codecs and cheap converters leave
+        # (FSDD's top bands sit 1-3 nats above the log floor, not on it).
+        floor = rng.standard_normal(audio.size).astype(np.float32)
+        audio = augment.mix_noise(audio, floor, float(rng.uniform(30, 70)), rng)
     return augment.random_gain(audio, rng)
 
 
-def _features(job: tuple[str, int, int]) -> np.ndarray:
-    path, variant, seed = job
-    return log_mel(_variant(load_audio(Path(path)), variant, seed)).astype(np.float16)
+def _features(job: tuple[str, int, int, bool]) -> np.ndarray:
+    path, variant, seed, narrow = job
+    return log_mel(_variant(load_audio(Path(path)), variant, seed, narrow)).astype(np.float16)
 
 
 def build(
@@ -113,22 +123,27 @@ def build(
     noises: list[np.ndarray],
     workers: int = 2,
     desc: str = "features",
+    narrow: bool = False,
+    first_variant: int = 0,
 ) -> FeatureSet:
+    """Variants ``first_variant`` .. ``variants - 1`` of each clip (0 is the clean one)."""
     # crc32, not hash(): str hashes change with every process (PYTHONHASHSEED), and a feature
     # cache rebuilt from the same data should hold the same augmented copies.
+    channel = ":narrow" if narrow else ""
     jobs = [
-        (str(c.path), v, zlib.crc32(f"{'/'.join(c.path.parts[-3:])}:{v}".encode()))
-        for v in range(variants)
+        (str(c.path), v, zlib.crc32(f"{'/'.join(c.path.parts[-3:])}:{v}{channel}".encode()), narrow)
+        for v in range(first_variant, variants)
         for c in clips
     ]
     with mp.Pool(workers, initializer=_init_worker, initargs=(noises,)) as pool:
         feats = list(tqdm(pool.imap(_features, jobs, chunksize=32), total=len(jobs), desc=desc))
     offsets = np.cumsum([0] + [len(f) for f in feats])
-    toks = [targets(c.text) for c in clips] * variants
+    copies = variants - first_variant
+    toks = [targets(c.text) for c in clips] * copies
     return FeatureSet(
         feats=np.concatenate(feats),
         offsets=offsets,
         tokens=toks,
-        texts=[c.text for c in clips] * variants,
-        corpora=[c.corpus for c in clips] * variants,
+        texts=[c.text for c in clips] * copies,
+        corpora=[c.corpus for c in clips] * copies,
     )

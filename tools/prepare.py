@@ -1,18 +1,23 @@
 """Build the feature cache of the real recordings: `python -m tools.prepare --data ../shared/data`.
 
-Train (speakers not in dev) gets clean + augmented copies; dev gets clean copies only.
-Test-split clips are never touched here.
+Train (speakers not in dev) gets clean + augmented copies, plus augmented copies through a
+narrowband channel (8 kHz microphones; FSDD's recordings are such); dev gets clean copies,
+wideband and narrowband. Test-split clips are never touched here. Files already in the cache
+are kept unless --force.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from tools.corpus import DEFAULT_DATA, load_noises, read_manifest, train_dev_test
-from tools.featcache import build
+from tools.featcache import FeatureSet, build
 
 DEFAULT_CACHE = Path(".cache")
+TRAIN, DEV = "real_train.npz", "real_dev.npz"
+TRAIN_NARROW, DEV_NARROW = "real_train_narrow.npz", "real_dev_narrow.npz"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,8 +25,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--variants", type=int, default=3, help="copies per train clip (1 clean)")
+    parser.add_argument(
+        "--narrow-copies", type=int, default=1, help="narrowband augmented copies per train clip"
+    )
     parser.add_argument("--max-seconds", type=float, default=8.0)
     parser.add_argument("--limit", type=int, default=0, help="only N clips (for quick tests)")
+    parser.add_argument("--force", action="store_true", help="rebuild files already there")
     args = parser.parse_args(argv)
 
     train, dev, _ = train_dev_test(read_manifest(args.data))
@@ -31,8 +40,25 @@ def main(argv: list[str] | None = None) -> None:
         train, dev = train[: args.limit], dev[: max(1, args.limit // 5)]
     noises = load_noises(args.data)
     print(f"train clips {len(train)}, dev clips {len(dev)}")
-    build(train, args.variants, noises, desc="train features").save(args.cache / "real_train.npz")
-    build(dev, 1, noises, desc="dev features").save(args.cache / "real_dev.npz")
+    jobs: dict[str, Callable[[], FeatureSet]] = {
+        TRAIN: lambda: build(train, args.variants, noises, desc="train features"),
+        DEV: lambda: build(dev, 1, noises, desc="dev features"),
+        TRAIN_NARROW: lambda: build(
+            train,
+            1 + args.narrow_copies,
+            noises,
+            desc="narrowband train features",
+            narrow=True,
+            first_variant=1,
+        ),
+        DEV_NARROW: lambda: build(dev, 1, noises, desc="narrowband dev features", narrow=True),
+    }
+    for name, make in jobs.items():
+        path = args.cache / name
+        if path.exists() and not args.force:
+            print(f"{path} is there (--force rebuilds it)")
+            continue
+        make().save(path)
 
 
 if __name__ == "__main__":
