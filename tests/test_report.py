@@ -1,0 +1,40 @@
+"""The model card: what a bundle's measurements look like to its user."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from assistant.recognizer import DEFAULT_MODEL_DIR
+from tools.report import write_card
+
+
+def _card_with(tmp_path: Path, extra_metrics: dict) -> str:
+    shutil.copyfile(DEFAULT_MODEL_DIR / "manifest.json", tmp_path / "manifest.json")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["metrics"].update(extra_metrics)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    write_card(tmp_path)
+    return (tmp_path / "CARD.md").read_text()
+
+
+def test_the_card_shows_the_8_khz_column_when_it_was_measured(tmp_path: Path) -> None:
+    narrow = {
+        "speech_commands": {"clips": 823, "accuracy": 0.9012},
+        "fsdd": {"clips": 1000, "accuracy": 0.7},
+        "an4": {"clips": 130, "accuracy": 0.4, "wer": 0.2345},
+        "false_accepts": {"clips": 616, "rate": 0.0016},
+    }
+    card = _card_with(tmp_path, {"test_narrow_int8": narrow})
+    header = next(line for line in card.splitlines() if line.startswith("| set |"))
+    assert header == "| set | clips | int8 | float | int8, 8 kHz mic | measure |"
+    sc_row = next(line for line in card.splitlines() if line.startswith("| speech_commands |"))
+    assert "90.1%" in sc_row and sc_row.count("|") == header.count("|")
+    assert "23.4%" in next(line for line in card.splitlines() if "word error rate" in line)
+
+
+def test_without_the_8_khz_measure_the_table_has_no_empty_column(tmp_path: Path) -> None:
+    card = _card_with(tmp_path, {"test_narrow_int8": {}})
+    header = next(line for line in card.splitlines() if line.startswith("| set |"))
+    assert header == "| set | clips | int8 | float | measure |"
