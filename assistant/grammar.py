@@ -619,6 +619,10 @@ class Grammar:
             found = self._recognized[text] = self._recognize(text)
         return None if found is None else (found[0], dict(found[1]))
 
+    def forget_texts(self) -> None:
+        """Drop the interpretations kept by recognize_text (benchmarks time a cold cache)."""
+        self._recognized.clear()
+
     def _recognize(self, text: str) -> tuple[str, dict[str, Any]] | None:
         result = recognize(text, self.intents, language=self.language)
         if result is None or result.intent is None:

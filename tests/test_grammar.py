@@ -147,12 +147,15 @@ def test_recognize_text_remembers_answers_within_a_bound(
         {"area": "living_room", "domain": "light"},
     )
     monkeypatch.setattr("assistant.grammar.RECOGNIZED_CACHE", 3)
-    small._recognized.clear()
+    small.forget_texts()
     texts = ["make me a sandwich", "timer for half an hour", "switch ceiling light on", "x y"]
     for text in texts:
         small.recognize_text(text)
     assert list(small._recognized) == texts[1:]  # the oldest went first
     assert small.recognize_text("make me a sandwich") is None
+    small.forget_texts()
+    assert not small._recognized
+    assert small.recognize_text("timer for half an hour") == ("HassStartTimer", {"minutes": 30})
 
 
 def test_homophones_keep_their_words(tmp_path: Path) -> None:

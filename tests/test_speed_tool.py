@@ -1,0 +1,38 @@
+"""tools.speed times real recognitions, each with the grammar's text cache emptied first."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from assistant.recognizer import DEFAULT_MODEL_DIR
+from tools import speed
+from tools.corpus import DEFAULT_DATA, load_audio, read_manifest
+
+
+@pytest.mark.skipif(not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data")
+def test_speed_reports_every_stage_for_every_recognition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clips = [c for c in read_manifest(DEFAULT_DATA) if c.corpus == "an4" and c.split == "test"]
+    labels = {}
+    for i, clip in enumerate(clips[:2]):
+        sf.write(tmp_path / f"{i}.wav", load_audio(clip.path), 16000)
+        labels[f"{i}.wav"] = clip.text
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+
+    from assistant.grammar import Grammar
+
+    emptied = []
+    forget = Grammar.forget_texts
+    monkeypatch.setattr(Grammar, "forget_texts", lambda self: (emptied.append(1), forget(self)))
+    report = speed.measure(DEFAULT_MODEL_DIR, tmp_path, repeat=2)
+    assert report["utterances"] == 4
+    assert len(emptied) == 4  # before each recognition: every one is a first hearing
+    for stage in ("features", "encoder", "decoder", "total"):
+        assert 0 < report[stage]["median"] <= report[stage]["p95"]
+    assert report["total"]["median"] >= report["decoder"]["median"]
+    assert report["runtime"] in ("ai-edge-litert", "tflite-runtime", "tensorflow")
