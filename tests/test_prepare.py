@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
 def test_prepare_writes_train_dev_and_narrowband_sets_then_keeps_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["--cache", str(tmp_path), "--limit", "10", "--variants", "2"]
+    args = ["--cache", str(tmp_path), "--limit", "10", "--variants", "2", "--narrow-copies", "1"]
     prepare.main(args)
     names = (prepare.TRAIN, prepare.DEV, prepare.TRAIN_NARROW, prepare.DEV_NARROW)
     sets = {name: FeatureSet.load(tmp_path / name) for name in names}
@@ -33,3 +33,8 @@ def test_prepare_writes_train_dev_and_narrowband_sets_then_keeps_them(
     prepare.main(args)
     assert "--force rebuilds it" in capsys.readouterr().out
     assert before == {name: (tmp_path / name).stat().st_mtime_ns for name in names}
+
+
+def test_without_narrow_copies_only_the_wideband_sets_are_built(tmp_path: Path) -> None:
+    prepare.main(["--cache", str(tmp_path), "--limit", "5", "--variants", "1"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [prepare.DEV, prepare.TRAIN]

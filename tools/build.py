@@ -116,18 +116,19 @@ def build(args: argparse.Namespace) -> Path:
         )
     real_train, real_dev = cache / prepare.TRAIN, cache / prepare.DEV
     real_narrow = cache / prepare.TRAIN_NARROW
-    if args.epochs > 0 and not (real_train.exists() and real_narrow.exists()):
+    needed = [real_train] + ([real_narrow] if args.narrowband else [])
+    if args.epochs > 0 and not all(path.exists() for path in needed):
         step("features of the real recordings")
         prepare.main(
             ["--data", str(args.data), "--cache", str(cache)]
             + (["--limit", str(args.limit)] if args.limit else [])
+            + (["--narrow-copies", "1"] if args.narrowband else [])
         )
 
     run = work / "run"
     if args.epochs > 0:
         step("training")
-        sets = [real_train, real_narrow] + ([synth_set] if synth_set.exists() else [])
-        sets += list(args.extra_sets)
+        sets = needed + ([synth_set] if synth_set.exists() else []) + list(args.extra_sets)
         checkpoint = train(
             sets,
             real_dev,
@@ -147,8 +148,8 @@ def build(args: argparse.Namespace) -> Path:
     step("export")
     training_info = {
         "real": "train split of ../shared/data (speech_commands, an4, speechocean762, "
-        "wake_word_benchmark, fsdd), 3 copies each (clean + speed/noise/gain) and one more "
-        "through a narrowband (3.5-5.5 kHz) channel",
+        "wake_word_benchmark, fsdd), 3 copies each (clean + speed/noise/gain)"
+        + (", and one more through a narrowband (3.5-5.5 kHz) channel" if args.narrowband else ""),
         "synthetic": f"{args.synth_count if args.epochs else 0} grammar sentences, TTS voices"
         f" except {HELDOUT_VOICES}",
         "extra_sets": [s.name for s in args.extra_sets],
@@ -265,6 +266,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--beam", type=int, default=BEAM, help=f"grammar hypotheses per step (default {BEAM})"
+    )
+    parser.add_argument(
+        "--narrowband",
+        action="store_true",
+        help="also train on a narrowband (8 kHz-like) copy of every real recording",
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--limit", type=int, default=0, help="tiny runs for tests")

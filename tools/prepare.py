@@ -1,9 +1,9 @@
 """Build the feature cache of the real recordings: `python -m tools.prepare --data ../shared/data`.
 
-Train (speakers not in dev) gets clean + augmented copies, plus augmented copies through a
-narrowband channel (8 kHz microphones; FSDD's recordings are such); dev gets clean copies,
-wideband and narrowband. Test-split clips are never touched here. Files already in the cache
-are kept unless --force.
+Train (speakers not in dev) gets clean + augmented copies; dev gets clean copies. With
+--narrow-copies N, train also gets N augmented copies through a narrowband channel (8 kHz
+microphones; FSDD's recordings are such) and dev a clean narrowband copy. Test-split clips
+are never touched here. Files already in the cache are kept unless --force.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--variants", type=int, default=3, help="copies per train clip (1 clean)")
     parser.add_argument(
-        "--narrow-copies", type=int, default=1, help="narrowband augmented copies per train clip"
+        "--narrow-copies", type=int, default=0, help="narrowband augmented copies per train clip"
     )
     parser.add_argument("--max-seconds", type=float, default=8.0)
     parser.add_argument("--limit", type=int, default=0, help="only N clips (for quick tests)")
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         ),
         DEV_NARROW: lambda: build(dev, 1, noises, desc="narrowband dev features", narrow=True),
     }
+    if args.narrow_copies < 1:
+        del jobs[TRAIN_NARROW], jobs[DEV_NARROW]
     for name, make in jobs.items():
         path = args.cache / name
         if path.exists() and not args.force:
