@@ -51,6 +51,20 @@ def test_tiny_build(tmp_path):
     assert not np.allclose(first[0], second[0])  # the epochs differ; the mean lies between
     for a, b, m in zip(first, second, mean, strict=True):
         np.testing.assert_allclose(m, (a + b) / 2, rtol=1e-5, atol=1e-6)
+    # tools.average: the same mean from any checkpoints of the run, with its config beside it.
+    from tools import average
+
+    soup = tmp_path / "soup" / "mean.weights.h5"
+    average.main(
+        [str(run / "epoch1.weights.h5"), str(run / "epoch2.weights.h5"), "--out", str(soup)]
+    )
+    assert (soup.parent / "config.json").read_text() == (run / "config.json").read_text()
+    souped = build_model(TINY)
+    souped.load_weights(soup)
+    for s, m in zip(souped.get_weights(), mean, strict=True):
+        np.testing.assert_array_equal(s, m)
+    with pytest.raises(SystemExit, match="no such checkpoint"):
+        average.main([str(run / "epoch9.weights.h5"), "--out", str(soup)])
     bundle_dir = write_bundle(
         checkpoint, tmp_path / "bundle", GRAMMAR, "tiny", "0", quantise=True, buckets=(100, 300)
     )

@@ -243,6 +243,13 @@ def average_checkpoints(model: Recogniser, out: Path, last_epoch: int, count: in
     paths = [p for p in paths if p.exists()]
     if not paths:
         return out / "ckpt.weights.h5"
+    averaged = mean_of_checkpoints(model, paths, out / "averaged.weights.h5")
+    print(f"averaged epochs {', '.join(p.stem.split('.')[0] for p in paths)} into {averaged}")
+    return averaged
+
+
+def mean_of_checkpoints(model: Recogniser, paths: list[Path], out: Path) -> Path:
+    """Saves the element-wise mean of the weights in ``paths`` (same architecture) to ``out``."""
     total = None
     for path in paths:
         model.load_weights(path)
@@ -250,10 +257,9 @@ def average_checkpoints(model: Recogniser, out: Path, last_epoch: int, count: in
         total = weights if total is None else [a + b for a, b in zip(total, weights, strict=True)]
     assert total is not None
     model.set_weights([w / len(paths) for w in total])
-    averaged = out / "averaged.weights.h5"
-    model.save_weights(averaged)
-    print(f"averaged epochs {', '.join(p.stem.split('.')[0] for p in paths)} into {averaged}")
-    return averaged
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save_weights(out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,47 @@
+"""Average checkpoints of one training run into one set of weights:
+
+    python -m tools.average --out W.weights.h5 run/epoch10.weights.h5 run/epoch18.weights.h5
+
+Points far apart along one learning-rate cycle lie in the same basin, and their mean sits in
+a flatter part of it than either (stochastic weight averaging): models/home 2.3 is the mean
+of epochs 10 and 18 of version 2's run. Checkpoints of *different* runs do not average well
+(see README). The run's config.json is copied beside the output, as tools.build --init
+expects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from tools.model import ModelConfig
+from tools.train import build_model, mean_of_checkpoints
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("checkpoints", type=Path, nargs="+", help="*.weights.h5 of one run")
+    parser.add_argument("--out", type=Path, required=True, help="where the mean goes")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.checkpoints if not p.is_file()]
+    if missing:
+        raise SystemExit(f"no such checkpoint: {', '.join(missing)}")
+    configs = {p.parent / "config.json" for p in args.checkpoints}
+    texts = {c.read_text() for c in configs if c.exists()}
+    if len(texts) > 1:
+        raise SystemExit("the checkpoints come from models of different shapes (config.json)")
+    config = ModelConfig(**json.loads(texts.pop())) if texts else ModelConfig()
+    mean_of_checkpoints(build_model(config), list(args.checkpoints), args.out)
+    out_config = args.out.parent / "config.json"
+    source = next((c for c in configs if c.exists()), None)
+    if source is not None and source.resolve() != out_config.resolve():
+        shutil.copyfile(source, out_config)
+    print(f"averaged {len(args.checkpoints)} checkpoints into {args.out}")
+
+
+if __name__ == "__main__":
+    main()
