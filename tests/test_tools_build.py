@@ -59,6 +59,8 @@ def test_tiny_build(tmp_path):
         [str(run / "epoch1.weights.h5"), str(run / "epoch2.weights.h5"), "--out", str(soup)]
     )
     assert (soup.parent / "config.json").read_text() == (run / "config.json").read_text()
+    made_of = json.loads((soup.parent / "provenance.json").read_text())["mean_of"]
+    assert made_of == [str(run / "epoch1.weights.h5"), str(run / "epoch2.weights.h5")]
     souped = build_model(TINY)
     souped.load_weights(soup)
     for s, m in zip(souped.get_weights(), mean, strict=True):
@@ -86,11 +88,16 @@ def test_calibration_only_build_decodes_the_new_grammar_with_the_same_weights(tm
     from tools import build
     from tools.voices import EspeakVoice
 
-    out = tmp_path / "garage"
+    out, init = tmp_path / "garage", tmp_path / "init"
+    init.mkdir()
+    for name in ("checkpoint.weights.h5", "config.json"):
+        (init / name).write_bytes((HOME / name).read_bytes())
+    provenance = {"made_by": "tools.average", "mean_of": ["run/epoch10.weights.h5"]}
+    (init / "provenance.json").write_text(json.dumps(provenance))
     # No held-out or calibration speech (TTS of the grammar): the quickest path, for CI.
     build.main(
         ["--grammar", str(GARAGE), "--out", str(out), "--work", str(tmp_path / "work")]
-        + ["--epochs", "0", "--heldout-count", "0", "--init", str(HOME / "checkpoint.weights.h5")]
+        + ["--epochs", "0", "--heldout-count", "0", "--init", str(init / "checkpoint.weights.h5")]
         + ["--beam", "6"]
     )
     assert Recognizer.load(out).model.batch_size == 7  # the beam's rows + the free decode's
@@ -102,6 +109,7 @@ def test_calibration_only_build_decodes_the_new_grammar_with_the_same_weights(tm
     assert not (tmp_path / "work" / "synth.npz").exists()  # nothing to train on was made
     manifest = load_bundle(out).raw
     assert manifest["training"]["epochs"] == 0
+    assert manifest["training"]["init_provenance"] == provenance  # where the weights came from
     # Calibrated without the corpora's commands, which these weights know as sentences.
     assert manifest["calibration"]["fitted_on"].startswith("dev non-commands + 200 synthetic")
     assert "training" not in manifest["metrics"]["build_steps_minutes"]

@@ -6,7 +6,7 @@ Points far apart along one learning-rate cycle lie in the same basin, and their 
 a flatter part of it than either (stochastic weight averaging): models/home 2.3 is the mean
 of epochs 10 and 18 of version 2's run. Checkpoints of *different* runs do not average well
 (see README). The run's config.json is copied beside the output, as tools.build --init
-expects.
+expects, and provenance.json says what was averaged (tools.build records it in the card).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 
 from tools.model import ModelConfig
 from tools.train import build_model, mean_of_checkpoints
+
+PROVENANCE = "provenance.json"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     source = next((c for c in configs if c.exists()), None)
     if source is not None and source.resolve() != out_config.resolve():
         shutil.copyfile(source, out_config)
+    provenance = {"made_by": "tools.average", "mean_of": [str(p) for p in args.checkpoints]}
+    (args.out.parent / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
     print(f"averaged {len(args.checkpoints)} checkpoints into {args.out}")
 
 

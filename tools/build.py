@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shutil
 import time
 from pathlib import Path
 
 from tools import prepare, synth
+from tools.average import PROVENANCE
 from tools.calibrate import Clips, calibrate
 from tools.corpus import DEFAULT_DATA, load_noises
 from tools.evaluate import evaluate
@@ -157,6 +159,9 @@ def build(args: argparse.Namespace) -> Path:
         "epochs": args.epochs,
         "averaged_epochs": args.average,
     }
+    provenance = init.parent / PROVENANCE if init is not None else None
+    if provenance is not None and provenance.exists():  # e.g. a tools.average mean
+        training_info["init_provenance"] = json.loads(provenance.read_text())
     grammar_file = Path(args.grammar[0])
     float_dir = work / "float"
     for out, quantise in ((args.out, True), (float_dir, False)):
