@@ -153,3 +153,19 @@ def test_a_resumed_build_reports_the_whole_training_run(tmp_path):
     card = (bundle / "CARD.md").read_text()
     assert "- last build command: 3.6 min" in card
     assert "- the training run it resumed: 3 epochs, 15.0 min" in card
+
+
+@pytest.mark.parametrize(
+    ("epochs", "knows", "corpora"), [(3, False, True), (0, False, False), (0, True, True)]
+)
+def test_the_corpora_calibrate_only_weights_that_know_the_grammar(tmp_path, epochs, knows, corpora):
+    import argparse
+
+    from tools.build import calibration_clips
+
+    args = argparse.Namespace(epochs=epochs, init_knows_grammar=knows)
+    (tmp_path / "calib").mkdir()
+    clips = calibration_clips(args, tmp_path / "calib")
+    assert clips.corpora is corpora
+    assert clips.own == tmp_path / "calib"
+    assert calibration_clips(args, tmp_path / "none").own is None

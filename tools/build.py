@@ -69,6 +69,13 @@ def training_run(history: Path) -> dict[str, float]:
     return {"epochs": len(seconds), "minutes": round(sum(seconds) / 60, 1)}
 
 
+def calibration_clips(args: argparse.Namespace, calib_dir: Path) -> Clips:
+    """The dev corpora's commands teach the calibrator only for weights trained on this
+    grammar: trained here, or --init-knows-grammar (see tools.calibrate.calibrate)."""
+    own = calib_dir if calib_dir.exists() else None
+    return Clips(own, corpora=args.epochs > 0 or args.init_knows_grammar)
+
+
 def build(args: argparse.Namespace) -> Path:
     started = time.time()
     step = Steps()
@@ -201,8 +208,7 @@ def build(args: argparse.Namespace) -> Path:
             ]
         )
     step("calibration")  # what it is fitted on: the card's "Confidence" (Clips.describe)
-    own = calib_dir if calib_dir.exists() else None
-    calibration = calibrate(args.out, args.data, Clips(own, corpora=args.epochs > 0))
+    calibration = calibrate(args.out, args.data, calibration_clips(args, calib_dir))
     update_manifest(float_dir, {"calibration": calibration})
 
     metrics: dict = {}
@@ -271,6 +277,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--beam", type=int, default=BEAM, help=f"grammar hypotheses per step (default {BEAM})"
+    )
+    parser.add_argument(
+        "--init-knows-grammar",
+        action="store_true",
+        help="with --epochs 0: the --init weights were trained on this grammar (e.g. a"
+        " tools.average of its own run), so calibrate on the dev corpora too, as after training",
     )
     parser.add_argument(
         "--narrowband",
