@@ -3,10 +3,12 @@
     python -m tools.average --out W.weights.h5 run/epoch10.weights.h5 run/epoch18.weights.h5
 
 Points far apart along one learning-rate cycle lie in the same basin, and their mean sits in
-a flatter part of it than either (stochastic weight averaging): models/home 2.3 is the mean
-of epochs 10 and 18 of version 2's run. Checkpoints of *different* runs do not average well
-(see README). The run's config.json is copied beside the output, as tools.build --init
-expects, and provenance.json says what was averaged (tools.build records it in the card).
+a flatter part of it than either (stochastic weight averaging): the mean of epochs 10 and 18
+of models/home version 2's run had a lower dev loss than either (README, "Known gaps").
+Checkpoints of *different* runs do not average well. Build a bundle from the mean with
+`tools.build --init W --epochs 0 --init-knows-grammar`. The run's config.json is copied
+beside the output, as tools.build --init expects, and provenance.json says what was
+averaged (tools.build records it in the card).
 """
 
 from __future__ import annotations
