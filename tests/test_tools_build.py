@@ -16,6 +16,7 @@ from assistant.features import log_mel  # noqa: E402
 from assistant.recognizer import Recognizer  # noqa: E402
 from tools import prepare  # noqa: E402
 from tools.corpus import DEFAULT_DATA, load_audio, read_manifest  # noqa: E402
+from tools.featcache import FeatureSet  # noqa: E402
 from tools.model import ModelConfig  # noqa: E402
 from tools.package import write_bundle  # noqa: E402
 from tools.train import build_model, train  # noqa: E402
@@ -169,3 +170,26 @@ def test_the_corpora_calibrate_only_weights_that_know_the_grammar(tmp_path, epoc
     assert clips.corpora is corpora
     assert clips.own == tmp_path / "calib"
     assert calibration_clips(args, tmp_path / "none").own is None
+
+
+@pytest.mark.skipif(not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data")
+def test_a_narrowband_build_trains_on_the_narrowband_copies(tmp_path):
+    """The whole build with training, at a tiny size: synthetic speech, real features with
+    their narrowband copies, one epoch from the shipped weights, export and calibration."""
+    from tools import build
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    build.main(
+        ["--grammar", str(GARAGE), "--out", str(out), "--work", str(tmp_path / "work")]
+        + ["--cache", str(cache), "--epochs", "1", "--limit", "30", "--synth-count", "10"]
+        + ["--heldout-count", "0", "--narrowband"]
+    )
+    narrow = FeatureSet.load(cache / prepare.TRAIN_NARROW)
+    assert len(narrow) == 30 and (cache / prepare.DEV_NARROW).exists()
+    manifest = load_bundle(out).raw
+    assert "narrowband" in manifest["training"]["real"]
+    assert manifest["training"]["epochs"] == 1
+    history = (tmp_path / "work" / "run" / "history.csv").read_text().splitlines()
+    assert len(history) == 2  # header + the one epoch
+    speech = load_audio(next(c for c in read_manifest() if c.label == "yes").path)
+    assert 0.0 <= Recognizer.load(out).recognize(speech).confidence <= 1.0
