@@ -54,6 +54,7 @@ def pad_silence(audio: np.ndarray, rng: np.random.Generator, max_s: float = 0.3)
 
 
 NARROW_RATES = (7000.0, 11000.0)  # Nyquist 3.5-5.5 kHz: telephone, 8 kHz mics, cheap codecs
+MIC_8K_RATE = 8000.0  # the one fixed narrowband channel: an 8 kHz microphone
 
 
 def narrow_band(audio: np.ndarray, rate: float) -> np.ndarray:

@@ -34,14 +34,13 @@ def main(argv: list[str] | None = None) -> None:
     missing = [str(p) for p in args.checkpoints if not p.is_file()]
     if missing:
         raise SystemExit(f"no such checkpoint: {', '.join(missing)}")
-    configs = {p.parent / "config.json" for p in args.checkpoints}
-    texts = {c.read_text() for c in configs if c.exists()}
-    if len(texts) > 1:
+    configs = {c for c in (p.parent / "config.json" for p in args.checkpoints) if c.exists()}
+    if len({c.read_text() for c in configs}) > 1:
         raise SystemExit("the checkpoints come from models of different shapes (config.json)")
-    config = ModelConfig(**json.loads(texts.pop())) if texts else ModelConfig()
+    source = next(iter(configs), None)
+    config = ModelConfig(**json.loads(source.read_text())) if source else ModelConfig()
     mean_of_checkpoints(build_model(config), list(args.checkpoints), args.out)
     out_config = args.out.parent / "config.json"
-    source = next((c for c in configs if c.exists()), None)
     if source is not None and source.resolve() != out_config.resolve():
         shutil.copyfile(source, out_config)
     provenance = {"made_by": "tools.average", "mean_of": [str(p) for p in args.checkpoints]}

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from assistant.grammar import normalise_text
 from assistant.recognizer import Recognizer
-from tools.augment import narrow_band
+from tools.augment import MIC_8K_RATE, narrow_band
 from tools.corpus import DEFAULT_DATA, Clip, is_dev_speaker, load_audio, load_noises, read_manifest
 
 EVAL_GRAMMARS = Path(__file__).resolve().parent.parent / "models" / "eval"
@@ -171,7 +171,7 @@ CHANNELS = ("wide", "narrow")
 def through_channel(items: list[Item], channel: str) -> list[Item]:
     if channel == "wide":
         return items
-    return [replace(item, audio=narrow_band(item.audio, 8000.0)) for item in items]
+    return [replace(item, audio=narrow_band(item.audio, MIC_8K_RATE)) for item in items]
 
 
 def evaluate(

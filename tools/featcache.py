@@ -96,7 +96,7 @@ def _variant(audio: np.ndarray, variant: int, seed: int, narrow: bool = False) -
     3.5-5.5 kHz Nyquist for the others), after the noise, as a real channel would carry both.
     """
     if variant == 0:
-        return augment.narrow_band(audio, 8000.0) if narrow else audio
+        return augment.narrow_band(audio, augment.MIC_8K_RATE) if narrow else audio
     rng = np.random.default_rng(seed)
     audio = augment.change_speed(audio, float(rng.choice([0.85, 0.9, 0.95, 1.05, 1.1, 1.15])))
     audio = augment.pad_silence(audio, rng)

@@ -43,18 +43,19 @@ def main(argv: list[str] | None = None) -> None:
     jobs: dict[str, Callable[[], FeatureSet]] = {
         TRAIN: lambda: build(train, args.variants, noises, desc="train features"),
         DEV: lambda: build(dev, 1, noises, desc="dev features"),
-        TRAIN_NARROW: lambda: build(
+    }
+    if args.narrow_copies > 0:
+        jobs[TRAIN_NARROW] = lambda: build(
             train,
             1 + args.narrow_copies,
             noises,
             desc="narrowband train features",
             narrow=True,
             first_variant=1,
-        ),
-        DEV_NARROW: lambda: build(dev, 1, noises, desc="narrowband dev features", narrow=True),
-    }
-    if args.narrow_copies < 1:
-        del jobs[TRAIN_NARROW], jobs[DEV_NARROW]
+        )
+        jobs[DEV_NARROW] = lambda: build(
+            dev, 1, noises, desc="narrowband dev features", narrow=True
+        )
     for name, make in jobs.items():
         path = args.cache / name
         if path.exists() and not args.force:
