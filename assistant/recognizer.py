@@ -25,6 +25,7 @@ import numpy as np
 from .bundle import Bundle, BundleError, load_bundle
 from .ctc import CtcPrefixScorer, best_path_log_prob, ctc_log_likelihoods
 from .decoder import Hypothesis, confidence_features, constrained_and_free_search, free_search
+from .edges import with_quiet_edges
 from .features import SAMPLE_RATE, log_mel_from_power, power_spectrum, to_float_pcm
 from .grammar import Grammar, GrammarError, load_grammar
 from .lexicon import EOS_ID, PAD_ID, TOKENS, add_pronunciations, spellings_by_pronunciation
@@ -97,6 +98,9 @@ class Recognizer:
         self.bias = float(calibration["bias"])
         self.threshold = float(calibration["threshold"])
         self.ctc_weight = float(bundle.raw.get("decode", {}).get("ctc_weight", CTC_WEIGHT))
+        # Audio cut tight to its speech gets the quiet edges the model expects (edges.py);
+        # tools turn it off to measure what it is worth.
+        self.quiet_edges = True
 
     @classmethod
     def load(
@@ -232,6 +236,8 @@ class Recognizer:
         audio = to_float_pcm(np.asarray(pcm)).reshape(-1)
         if audio.size < MIN_SAMPLES or not np.any(audio):
             return None
+        if self.quiet_edges:
+            audio = with_quiet_edges(audio, SAMPLE_RATE)
         spectrum = power_spectrum(audio, self.bundle.features)
         if is_steady_tone(spectrum, self.bundle.features):
             log.debug("steady tone, not speech: rejected")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from assistant.edges import frame_levels_db
 from assistant.recognizer import DEFAULT_MODEL_DIR, Recognizer
 from tools.corpus import DEFAULT_DATA, read_manifest
 from tools.evaluate import EVAL_GRAMMARS, an4_items, fsdd_items, run_set, through_channel
@@ -57,3 +58,14 @@ def test_the_narrow_channel_hears_the_same_clips_without_their_top_band() -> Non
     # The recogniser still hears the words (AN4 is spelled letters and digits: all under 4 kHz).
     recognizer = Recognizer.load(DEFAULT_MODEL_DIR, grammar=EVAL_GRAMMARS / "an4.yaml")
     assert run_set(recognizer, narrow, "an4 narrow")["wer"] < 0.5
+
+
+def test_the_trimmed_channel_cuts_each_clip_to_its_speech() -> None:
+    items = _few_per_speaker(an4_items(read_manifest(DEFAULT_DATA), "test"), 1)[:2]
+    trimmed = through_channel(items, "trimmed")
+    for whole, cut in zip(items, trimmed, strict=True):
+        assert (cut.text, cut.speaker) == (whole.text, whole.speaker)
+        # AN4 recordings hold ~0.3 s of quiet before the speech: it is gone, the speech is not.
+        assert 0.2 * 16000 < cut.audio.size < whole.audio.size - 0.2 * 16000
+        levels = frame_levels_db(cut.audio)
+        assert levels[0] > levels.max() - 30.5 and levels[-1] > levels.max() - 30.5

@@ -38,3 +38,14 @@ def test_without_the_8_khz_measure_the_table_has_no_empty_column(tmp_path: Path)
     card = _card_with(tmp_path, {"test_narrow_int8": {}})
     header = next(line for line in card.splitlines() if line.startswith("| set |"))
     assert header == "| set | clips | int8 | float | measure |"
+
+
+def test_the_card_shows_each_measured_channel_in_its_own_column(tmp_path: Path) -> None:
+    narrow = {"speech_commands": {"clips": 823, "accuracy": 0.9012}}
+    trimmed = {"speech_commands": {"clips": 823, "accuracy": 0.8512}}
+    card = _card_with(tmp_path, {"test_narrow_int8": narrow, "test_trimmed_int8": trimmed})
+    header = next(line for line in card.splitlines() if line.startswith("| set |"))
+    assert header == "| set | clips | int8 | float | int8, 8 kHz mic | int8, trimmed | measure |"
+    sc_row = next(line for line in card.splitlines() if line.startswith("| speech_commands |"))
+    assert sc_row.index("90.1%") < sc_row.index("85.1%")
+    assert sc_row.count("|") == header.count("|")

@@ -1,5 +1,5 @@
-"""Waveform augmentation: speed/pitch perturbation, gain, noise at a chosen SNR, and a
-narrowband channel.
+"""Waveform augmentation: speed/pitch perturbation, gain, noise at a chosen SNR, a
+narrowband channel, and trimming to the speech.
 
 SNR is defined on speech energy (the loudest 50% of 10 ms frames), so that a clip with long
 silences is not made artificially easy.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
+from assistant.edges import FRAME, frame_levels_db
 from assistant.features import SAMPLE_RATE
 
 
@@ -64,3 +65,14 @@ def narrow_band(audio: np.ndarray, rate: float) -> np.ndarray:
     resamples back to 16 kHz."""
     down = soxr.resample(audio, SAMPLE_RATE, rate)
     return soxr.resample(down, rate, SAMPLE_RATE).astype(np.float32)[: audio.size]
+
+
+TRIM_DB = 30.0  # what a tight trim keeps: the frames within this of the loudest
+
+
+def trim_to_speech(audio: np.ndarray) -> np.ndarray:
+    """The clip cut from its first to its last frame within TRIM_DB of its loudest, as an
+    editor, a tight VAD or a corpus such as FSDD leaves a recording."""
+    levels = frame_levels_db(audio)
+    loud = np.flatnonzero(levels > levels.max() - TRIM_DB)
+    return audio[loud[0] * FRAME : (loud[-1] + 1) * FRAME]

@@ -229,6 +229,8 @@ def build(args: argparse.Namespace) -> Path:
         metrics["test_float"] = evaluate(float_dir, args.data, "test", args.limit)
         step("real test split through an 8 kHz channel")
         metrics["test_narrow_int8"] = evaluate(args.out, args.data, "test", args.limit, "narrow")
+        step("real test split cut tight to the speech")
+        metrics["test_trimmed_int8"] = evaluate(args.out, args.data, "test", args.limit, "trimmed")
     metrics["build_minutes"] = round((time.time() - started) / 60, 1)
     metrics["build_steps_minutes"] = step.finish()
     if (run / "history.csv").exists():  # all epochs, also those of an earlier, resumed run

@@ -1,7 +1,7 @@
 """Evaluate a bundle on real voices it never heard (split=test), per corpus, and fit its
 confidence calibrator on held-out *train* speakers (never on test).
 
-    python -m tools.evaluate --model models/home [--data ../shared/data] [--channel narrow]
+    python -m tools.evaluate --model models/home [--data ../shared/data] [--channel narrow|trimmed]
 
 Sets and what counts as right:
 - speech_commands: 10 keywords must give their intent; `_unknown_` words and `_silence_`
@@ -12,7 +12,8 @@ Sets and what counts as right:
   sentences, against the home grammar: the share that yields an intent.
 
 --channel narrow hears every clip as an 8 kHz microphone would pass it on (nothing above
-4 kHz), through the same resampling the runtime applies to 8 kHz input.
+4 kHz), through the same resampling the runtime applies to 8 kHz input. --channel trimmed
+hears every clip cut tight to its speech (no quiet before or after), as FSDD's are.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from assistant.features import to_float_pcm
 from assistant.grammar import normalise_text
 from assistant.recognizer import Recognizer
-from tools.augment import MIC_8K_RATE, narrow_band
+from tools.augment import MIC_8K_RATE, narrow_band, trim_to_speech
 from tools.corpus import DEFAULT_DATA, Clip, is_dev_speaker, load_audio, load_noises, read_manifest
 
 EVAL_GRAMMARS = Path(__file__).resolve().parent.parent / "models" / "eval"
@@ -165,12 +167,14 @@ def _rounded(value: float | dict) -> float | dict:
     return round(value, 4)
 
 
-CHANNELS = ("wide", "narrow")
+CHANNELS = ("wide", "narrow", "trimmed")
 
 
 def through_channel(items: list[Item], channel: str) -> list[Item]:
     if channel == "wide":
         return items
+    if channel == "trimmed":
+        return [replace(item, audio=trim_to_speech(to_float_pcm(item.audio))) for item in items]
     return [replace(item, audio=narrow_band(item.audio, MIC_8K_RATE)) for item in items]
 
 
@@ -199,7 +203,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", choices=["test", "dev"], default="test")
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument(
-        "--channel", choices=CHANNELS, default="wide", help="narrow: as through an 8 kHz mic"
+        "--channel",
+        choices=CHANNELS,
+        default="wide",
+        help="narrow: as through an 8 kHz mic; trimmed: every clip cut tight to its speech",
     )
     parser.add_argument("--out", type=Path, help="write the metrics as JSON here")
     args = parser.parse_args(argv)

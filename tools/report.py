@@ -98,12 +98,21 @@ def write_card(bundle: Path) -> None:
         "",
     ]
     test_q, test_f = metrics.get("test_int8", {}), metrics.get("test_float", {})
-    # The same clips as an 8 kHz microphone passes them on (tools.evaluate --channel narrow).
-    test_n = metrics.get("test_narrow_int8", {})
-    narrow_head = " int8, 8 kHz mic |" if test_n else ""
+    # The same clips through other channels (tools.evaluate --channel): as an 8 kHz
+    # microphone passes them on, and cut tight to their speech. A column only where measured.
+    channels = [
+        (head, metrics[key])
+        for key, head in (
+            ("test_narrow_int8", "int8, 8 kHz mic"),
+            ("test_trimmed_int8", "int8, trimmed"),
+        )
+        if metrics.get(key)
+    ]
     lines += [
-        f"| set | clips | int8 | float |{narrow_head} measure |",
-        "|---|---|---|---|" + ("---|" if test_n else "") + "---|",
+        "| set | clips | int8 | float |"
+        + "".join(f" {head} |" for head, _ in channels)
+        + " measure |",
+        "|---|---|---|---|" + "---|" * len(channels) + "---|",
     ]
     rows = [
         (
@@ -118,10 +127,10 @@ def write_card(bundle: Path) -> None:
     ]
     for name, key, what in rows:
         q, f = test_q.get(name, {}), test_f.get(name, {})
-        narrow = f" {_pct(test_n.get(name, {}).get(key))} |" if test_n else ""
+        extra = "".join(f" {_pct(measured.get(name, {}).get(key))} |" for _, measured in channels)
         lines.append(
             f"| {name} | {q.get('clips', '')} | {_pct(q.get(key))} | {_pct(f.get(key))} |"
-            f"{narrow} {what} |"
+            f"{extra} {what} |"
         )
     spread = [
         _speaker_line(name, test_q.get(name, {})) for name in ("speech_commands", "fsdd", "an4")
