@@ -66,36 +66,9 @@ def spec_augment(feats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return feats
 
 
-# Share of utterances cut to their speech, as a late VAD or a tightly trimmed file (FSDD's
-# are) delivers them. Without it the model learned that words follow a quiet lead-in: on the
-# dev speakers, Speech Commands keywords trimmed to their speech were heard right 61% of the
-# time, against 96% untrimmed.
-EDGE_CROP_P = 0.25
-_NATS_PER_DB = np.log(10.0) / 10.0
-
-
-def edge_crop(feats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The utterance cut to the frames within 20-35 dB of its loudest, give or take 40 ms,
-    then mean-normalised again. Exactly what log_mel gives for the cut audio: frame k of
-    audio starting at sample 160 * j is frame j + k of the whole."""
-    frames = feats.astype(np.float32)
-    # Each band carries its own mean offset after the normalisation; the per-frame sum over
-    # bands is still a fair loudness for a relative threshold.
-    loudness = np.logaddexp.reduce(frames, axis=1)
-    floor = loudness.max() - rng.uniform(20.0, 35.0) * _NATS_PER_DB
-    loud = np.flatnonzero(loudness > floor)
-    start = max(0, int(loud[0]) + int(rng.integers(-4, 3)))
-    end = min(len(frames), int(loud[-1]) + 1 + int(rng.integers(-2, 5)))
-    if end - start < 8:  # nothing worth cutting to
-        return feats
-    cut = frames[start:end]
-    return cut - cut.mean(axis=0, keepdims=True)
-
-
 def collate(data: FeatureSet, idx: np.ndarray, rng: np.random.Generator | None):
     feats = [data.item(i) for i in idx]
     if rng is not None:
-        feats = [edge_crop(f, rng) if rng.random() < EDGE_CROP_P else f for f in feats]
         feats = [spec_augment(f, rng) for f in feats]
     # Extra padding at the end, as the runtime pads to a fixed bucket length.
     extra = int(rng.integers(0, 60)) if rng is not None else 0
