@@ -26,7 +26,7 @@ def test_the_card_shows_the_8_khz_column_when_it_was_measured(tmp_path: Path) ->
         "an4": {"clips": 130, "accuracy": 0.4, "wer": 0.2345},
         "false_accepts": {"clips": 616, "rate": 0.0016},
     }
-    card = _card_with(tmp_path, {"test_narrow_int8": narrow})
+    card = _card_with(tmp_path, {"test_narrow_int8": narrow, "test_trimmed_int8": {}})
     header = next(line for line in card.splitlines() if line.startswith("| set |"))
     assert header == "| set | clips | int8 | float | int8, 8 kHz mic | measure |"
     sc_row = next(line for line in card.splitlines() if line.startswith("| speech_commands |"))
@@ -34,8 +34,8 @@ def test_the_card_shows_the_8_khz_column_when_it_was_measured(tmp_path: Path) ->
     assert "23.4%" in next(line for line in card.splitlines() if "word error rate" in line)
 
 
-def test_without_the_8_khz_measure_the_table_has_no_empty_column(tmp_path: Path) -> None:
-    card = _card_with(tmp_path, {"test_narrow_int8": {}})
+def test_without_the_channel_measures_the_table_has_no_empty_column(tmp_path: Path) -> None:
+    card = _card_with(tmp_path, {"test_narrow_int8": {}, "test_trimmed_int8": {}})
     header = next(line for line in card.splitlines() if line.startswith("| set |"))
     assert header == "| set | clips | int8 | float | measure |"
 
