@@ -63,13 +63,21 @@ def comfort_noise(audio: np.ndarray, size: int) -> np.ndarray:
     return noise.astype(audio.dtype)
 
 
-def with_quiet_edges(audio: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
+def with_quiet_edges(
+    audio: np.ndarray, sample_rate: int = 16000, max_samples: int | None = None
+) -> np.ndarray:
     """Float mono audio, with QUIET_EDGE_S of lead-in or tail added at each end that was cut
-    mid-speech; audio whose ends are already quiet is returned as it is."""
+    mid-speech; audio whose ends are already quiet is returned as it is. With
+    ``max_samples`` (the longest input the model hears) the additions shrink to fit: a long
+    command must not become "longer than one command" because of them."""
     head, tail = loud_edges(audio)
     if not (head or tail):
         return audio
     size = int(QUIET_EDGE_S * sample_rate)
+    if max_samples is not None:
+        size = max(0, min(size, (max_samples - audio.size) // (head + tail)))
+    if size == 0:
+        return audio
     pad = np.zeros(size, audio.dtype) if is_clean(audio) else comfort_noise(audio, size)
     # The tail's noise runs backwards: the two ends are not one waveform repeated.
     return np.concatenate([pad[: size * head], audio, pad[::-1][: size * tail]])

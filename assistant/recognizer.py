@@ -237,7 +237,8 @@ class Recognizer:
         if audio.size < MIN_SAMPLES or not np.any(audio):
             return None
         if self.quiet_edges:
-            audio = with_quiet_edges(audio, SAMPLE_RATE)
+            longest = self.bundle.encoders[-1].frames * self.bundle.features.hop_length
+            audio = with_quiet_edges(audio, SAMPLE_RATE, max_samples=longest)
         spectrum = power_spectrum(audio, self.bundle.features)
         if is_steady_tone(spectrum, self.bundle.features):
             log.debug("steady tone, not speech: rejected")

@@ -107,3 +107,19 @@ def test_trimmed_keywords_are_heard_better_with_their_lead_in(dev_keywords) -> N
     # On all 410 dev keywords (tools.evaluate --split dev --channel trimmed), accepted and
     # right: 84.4% with the lead-in, 60.7% without (96.3% as recorded).
     assert with_lead_in >= without + 2, (with_lead_in, without)
+
+
+def test_the_lead_in_shrinks_to_fit_the_longest_input(an4_recording) -> None:
+    cut = _started_late(an4_recording)
+    assert loud_edges(cut) == (True, False)
+    assert with_quiet_edges(cut, max_samples=cut.size + 1000).size == cut.size + 1000
+    assert with_quiet_edges(cut, max_samples=cut.size) is cut
+
+
+def test_a_cut_command_as_long_as_the_model_hears_is_not_pushed_over(dev_keywords) -> None:
+    recognizer = Recognizer.load(DEFAULT_MODEL_DIR, grammar=EVAL / "speech_commands.yaml")
+    longest = recognizer.bundle.encoders[-1].frames * recognizer.bundle.features.hop_length
+    word = _started_late(dev_keywords[0][0])
+    long_cut = np.tile(word, longest // word.size + 1)[: longest - FRAME]
+    assert loud_edges(long_cut)[0]
+    assert not recognizer.decode(long_cut).cropped
