@@ -236,13 +236,15 @@ class Recognizer:
         audio = to_float_pcm(np.asarray(pcm)).reshape(-1)
         if audio.size < MIN_SAMPLES or not np.any(audio):
             return None
-        if self.quiet_edges:
-            longest = self.bundle.encoders[-1].frames * self.bundle.features.hop_length
-            audio = with_quiet_edges(audio, SAMPLE_RATE, max_samples=longest)
         spectrum = power_spectrum(audio, self.bundle.features)
         if is_steady_tone(spectrum, self.bundle.features):
             log.debug("steady tone, not speech: rejected")
             return None
+        if self.quiet_edges:  # after the tone check: a lead-in of noise would hide the tone
+            longest = self.bundle.encoders[-1].frames * self.bundle.features.hop_length
+            padded = with_quiet_edges(audio, SAMPLE_RATE, max_samples=longest)
+            if padded is not audio:
+                spectrum = power_spectrum(padded, self.bundle.features)
         return log_mel_from_power(spectrum, self.bundle.features)
 
     def _encode(self, feats: np.ndarray) -> Encoded:
