@@ -98,7 +98,7 @@ class Recognizer:
         self.bias = float(calibration["bias"])
         self.threshold = float(calibration["threshold"])
         self.ctc_weight = float(bundle.raw.get("decode", {}).get("ctc_weight", CTC_WEIGHT))
-        # Audio cut tight to its speech gets the quiet edges the model expects (edges.py);
+        # Audio cut mid-speech gets the lead-in and tail the model expects (edges.py);
         # tools turn it off to measure what it is worth.
         self.quiet_edges = True
 
