@@ -24,16 +24,22 @@ CLEAN_FLOOR_DB = 25.0  # clean: the quietest tenth of the frames lies further un
 QUIET_EDGE_S = 0.3  # as much as the VAD's pre-roll keeps
 
 
-def frame_levels_db(audio: np.ndarray) -> np.ndarray:
-    """Mean power of each 10 ms frame in dB (0 dB: full scale of float audio in [-1, 1])."""
+def _frames(audio: np.ndarray) -> np.ndarray:
+    """[count, FRAME]: whole 10 ms frames (one zero-padded frame for shorter audio)."""
     count = max(1, audio.size // FRAME)
-    frames = np.pad(audio, (0, max(0, FRAME - audio.size)))[: count * FRAME].reshape(count, FRAME)
+    return np.pad(audio, (0, max(0, FRAME - audio.size)))[: count * FRAME].reshape(count, FRAME)
+
+
+def _levels_db(frames: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10((frames.astype(np.float64) ** 2).mean(axis=1) + 1e-12)
 
 
-def loud_edges(audio: np.ndarray) -> tuple[bool, bool]:
-    """(starts loud, ends loud): whether each end of the utterance was cut mid-speech."""
-    levels = frame_levels_db(audio)
+def frame_levels_db(audio: np.ndarray) -> np.ndarray:
+    """Mean power of each 10 ms frame in dB (0 dB: full scale of float audio in [-1, 1])."""
+    return _levels_db(_frames(audio))
+
+
+def _loud_edges(levels: np.ndarray) -> tuple[bool, bool]:
     threshold = levels.max() - LOUD_EDGE_DB
     return (
         bool(levels[:EDGE_FRAMES].max() > threshold),
@@ -41,26 +47,30 @@ def loud_edges(audio: np.ndarray) -> tuple[bool, bool]:
     )
 
 
-def is_clean(audio: np.ndarray) -> bool:
-    levels = frame_levels_db(audio)
+def _is_clean(levels: np.ndarray) -> bool:
     return bool(np.percentile(levels, 10) < levels.max() - CLEAN_FLOOR_DB)
 
 
-def comfort_noise(audio: np.ndarray, size: int) -> np.ndarray:
-    """``size`` samples of noise with the spectrum and power of the audio's quietest tenth of
+def loud_edges(audio: np.ndarray) -> tuple[bool, bool]:
+    """(starts loud, ends loud): whether each end of the utterance was cut mid-speech."""
+    return _loud_edges(frame_levels_db(audio))
+
+
+def is_clean(audio: np.ndarray) -> bool:
+    return _is_clean(frame_levels_db(audio))
+
+
+def comfort_noise(frames: np.ndarray, levels: np.ndarray, size: int) -> np.ndarray:
+    """``size`` samples of noise with the spectrum and power of the quietest tenth of the
     frames: the room a pre-roll would have recorded. Seeded, so that recognition stays
     deterministic."""
-    levels = frame_levels_db(audio)
-    count = levels.size
-    frames = np.pad(audio, (0, max(0, count * FRAME - audio.size)))[: count * FRAME]
-    quietest = frames.reshape(count, FRAME)[np.argsort(levels)[: max(3, count // 10)]]
-    quietest = quietest.astype(np.float64)
+    quietest = frames[np.argsort(levels)[: max(3, levels.size // 10)]].astype(np.float64)
     colour = np.mean(np.abs(np.fft.rfft(quietest * np.hanning(FRAME), axis=1)) ** 2, axis=0)
     white = np.fft.rfft(np.random.default_rng(0).standard_normal(size))
     gain = np.sqrt(np.interp(np.linspace(0, 1, white.size), np.linspace(0, 1, colour.size), colour))
     noise = np.fft.irfft(white * gain, n=size)
     noise *= np.sqrt(np.mean(quietest**2) / (np.mean(noise**2) + 1e-20))
-    return noise.astype(audio.dtype)
+    return noise.astype(frames.dtype)
 
 
 def with_quiet_edges(
@@ -70,7 +80,9 @@ def with_quiet_edges(
     mid-speech; audio whose ends are already quiet is returned as it is. With
     ``max_samples`` (the longest input the model hears) the additions shrink to fit: a long
     command must not become "longer than one command" because of them."""
-    head, tail = loud_edges(audio)
+    frames = _frames(audio)
+    levels = _levels_db(frames)  # once: the edges, the floor and the noise all read them
+    head, tail = _loud_edges(levels)
     if not (head or tail):
         return audio
     size = int(QUIET_EDGE_S * sample_rate)
@@ -78,6 +90,7 @@ def with_quiet_edges(
         size = max(0, min(size, (max_samples - audio.size) // (head + tail)))
     if size == 0:
         return audio
-    pad = np.zeros(size, audio.dtype) if is_clean(audio) else comfort_noise(audio, size)
+    clean = _is_clean(levels)
+    pad = np.zeros(size, audio.dtype) if clean else comfort_noise(frames, levels, size)
     # The tail's noise runs backwards: the two ends are not one waveform repeated.
     return np.concatenate([pad[: size * head], audio, pad[::-1][: size * tail]])

@@ -87,7 +87,8 @@ def test_noise_at_the_edges_of_a_noisy_recording_is_not_a_cut(an4_recording) -> 
 
 def test_the_recogniser_hears_a_cut_keyword_with_its_lead_in(dev_keywords) -> None:
     recognizer = Recognizer.load(DEFAULT_MODEL_DIR, grammar=EVAL / "speech_commands.yaml")
-    cut = trim_to_speech(dev_keywords[0][0])
+    cut = _started_late(dev_keywords[0][0])  # trim_to_speech leaves this one's ends quiet
+    assert loud_edges(cut)[0]
     guarded = recognizer.decode(cut)
     recognizer.quiet_edges = False
     by_hand = recognizer.decode(with_quiet_edges(cut))
