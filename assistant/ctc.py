@@ -103,16 +103,21 @@ class CtcPrefixScorer:
 
     def extensions(
         self,
-        r_n: np.ndarray,
+        r_n: np.ndarray | None,
         r_b: np.ndarray,
         last: np.ndarray,
         empty: np.ndarray,
         tokens: np.ndarray,
+        either: np.ndarray | None = None,
     ) -> Extensions:
         """The M candidates of ``extend``, to be ranked (``prefix_scores``) before the time
-        arrays of the few kept ones (``states``, most of the cost) are computed."""
+        arrays of the few kept ones (``states``, most of the cost) are computed. ``either``:
+        logaddexp(r_n, r_b) if the caller has it (a beam computes it once per prefix, not
+        once per candidate)."""
         xc = self.x[:, tokens].T  # [M, T]
-        phi = np.where((last == tokens)[:, None], r_b, np.logaddexp(r_n, r_b))
+        if either is None:
+            either = np.logaddexp(r_n, r_b)
+        phi = np.where((last == tokens)[:, None], r_b, either)
         return Extensions(xc, phi, np.where(empty, xc[:, 0], NEG_INF))
 
     @staticmethod

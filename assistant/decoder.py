@@ -310,9 +310,9 @@ def _joint_candidates(
     is_eos = toks == EOS_ID
     last, empty = _last_tokens(live)
     ctc_tok = np.where(is_eos, 0, toks)  # </s> is scored by ctc.final below
-    r_n, r_b = live.ctc_n[rows], live.ctc_b[rows]
-    ext = ctc.extensions(r_n, r_b, last[rows], empty[rows], ctc_tok)
-    ctc_score = np.where(is_eos, ctc.final(r_n, r_b), ctc.prefix_scores(ext))
+    either = np.logaddexp(live.ctc_n, live.ctc_b)[rows]  # per prefix, then per candidate
+    ext = ctc.extensions(None, live.ctc_b[rows], last[rows], empty[rows], ctc_tok, either)
+    ctc_score = np.where(is_eos, either[:, -1], ctc.prefix_scores(ext))  # = ctc.final
     joint = (1 - weight) * att + weight * ctc_score
     order = np.argsort(-joint, kind="stable")[: 2 * beam]
     order = order[joint[order] >= -1e29]  # paths CTC cannot align
