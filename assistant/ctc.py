@@ -55,6 +55,14 @@ def best_path_log_prob(log_probs: np.ndarray) -> float:
     return float(log_probs.max(axis=1).sum())
 
 
+def best_path_tokens(log_probs: np.ndarray) -> list[int]:
+    """The tokens of that best path: the likeliest label of each frame, repeats merged and
+    blanks dropped (greedy CTC decoding, no grammar)."""
+    best = log_probs.argmax(axis=1)
+    changed = np.concatenate([[True], best[1:] != best[:-1]])
+    return [int(t) for t in best[changed & (best != log_probs.shape[1] - 1)]]
+
+
 @dataclass(frozen=True)
 class Extensions:
     """M candidate extensions g + c of prefixes, as the recursions need them: the label's

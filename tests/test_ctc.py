@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from assistant.ctc import best_path_log_prob, ctc_log_likelihoods
+from assistant.ctc import best_path_log_prob, best_path_tokens, ctc_log_likelihoods
 
 
 def collapse(path: tuple[int, ...], blank: int) -> tuple[int, ...]:
@@ -102,3 +102,13 @@ def test_ranking_scores_and_time_arrays_are_extend_split_in_two():
     states = scorer.states(ext[kept])
     np.testing.assert_array_equal(states[0], new_n[kept])
     np.testing.assert_array_equal(states[1], new_b[kept])
+
+
+def test_best_path_tokens_merge_repeats_and_drop_blanks() -> None:
+    blank = 3
+    frames = [0, 0, blank, 0, 1, 1, blank, blank, 2]
+    log_probs = np.log(np.full((len(frames), 4), 0.1))
+    log_probs[np.arange(len(frames)), frames] = np.log(0.7)
+    # "0 0" with a blank between them are two labels; "1 1" side by side is one.
+    assert best_path_tokens(log_probs) == [0, 0, 1, 2]
+    assert best_path_tokens(log_probs[[2, 6]]) == []

@@ -92,6 +92,31 @@ def test_result_has_timings_and_confidence(keywords, test_clips):
     assert {"features", "encoder", "decoder", "total"} <= set(result.timings)
 
 
+def test_a_sentence_outside_the_grammar_leaves_ctc_phones_unexplained(keywords):
+    train = [c for c in read_manifest(DEFAULT_DATA) if c.split == "train"]
+    keyword = next(c for c in train if c.label == "yes")
+    sentence = next(c for c in train if c.corpus == "speechocean762" and c.seconds > 3)
+    heard = keywords.decode(load_audio(keyword.path))
+    forced = keywords.decode(load_audio(sentence.path))
+    assert heard.intent == "yes"
+    # "yes" is about what the CTC head hears with no grammar; a read sentence forced onto
+    # one keyword leaves most of its phones unexplained.
+    assert heard.features["ctc_disagreement"] < 0.5 < forced.features["ctc_disagreement"]
+    assert forced.features["ctc_length_ratio"] < 0.3 < heard.features["ctc_length_ratio"]
+
+
+def test_a_bundle_calibrated_on_fewer_features_still_loads(bundle_copy, test_clips):
+    """Bundles fitted before the CTC agreement features name only the features they use."""
+    manifest = _manifest(bundle_copy)
+    calibration = manifest["calibration"]
+    calibration["weights"] = calibration["weights"][:7]
+    calibration["features"] = calibration["features"][:7]
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    recognizer = Recognizer.load(bundle_copy, grammar=EVAL / "speech_commands.yaml")
+    clip = next(c for c in test_clips if c.label == "stop")
+    assert 0.0 <= recognizer.recognize(load_audio(clip.path)).confidence <= 1.0
+
+
 # -- broken bundles --------------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from assistant.edits import edit_distance
 from assistant.features import to_float_pcm
 from assistant.grammar import normalise_text
 from assistant.recognizer import Recognizer
@@ -49,14 +50,8 @@ class Item:
 
 def word_errors(ref: str, hyp: str) -> tuple[int, int]:
     """(edit distance in words, reference length)."""
-    r, h = ref.split(), hyp.split()
-    dist = list(range(len(h) + 1))
-    for i in range(1, len(r) + 1):
-        prev, dist[0] = dist[0], i
-        for j in range(1, len(h) + 1):
-            cur = min(dist[j] + 1, dist[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
-            prev, dist[j] = dist[j], cur
-    return dist[len(h)], len(r)
+    r = ref.split()
+    return edit_distance(r, hyp.split()), len(r)
 
 
 def _split(clips: list[Clip], split: str) -> list[Clip]:
