@@ -49,3 +49,23 @@ def test_the_card_shows_each_measured_channel_in_its_own_column(tmp_path: Path) 
     sc_row = next(line for line in card.splitlines() if line.startswith("| speech_commands |"))
     assert sc_row.index("90.1%") < sc_row.index("85.1%")
     assert sc_row.count("|") == header.count("|")
+
+
+def test_the_card_shows_wrong_answers_accepted_beside_right_ones(tmp_path: Path) -> None:
+    heldout = {
+        "clean": {"clips": 200, "accuracy": 0.735, "wrong_accepted": 0.05, "text_exact": 0.775},
+        "0 dB": {"clips": 200, "accuracy": 0.46, "text_exact": 0.51},  # measured before the column
+    }
+    card = _card_with(tmp_path, {"heldout": heldout}).splitlines()
+    assert "| condition | accuracy (intent and slots) | accepted but wrong | exact text |" in card
+    assert "| clean | 73.5% | 5.0% | 77.5% |" in card
+    assert "| 0 dB | 46.0% | - | 51.0% |" in card
+
+
+def test_the_confidence_section_says_how_many_wrong_commands_pass_the_bar(tmp_path: Path) -> None:
+    shutil.copyfile(DEFAULT_MODEL_DIR / "manifest.json", tmp_path / "manifest.json")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["calibration"]["dev_wrong_accepted"] = 0.0412
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    write_card(tmp_path)
+    assert "dev commands accepted but wrong 4.1%." in (tmp_path / "CARD.md").read_text()

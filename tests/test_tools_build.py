@@ -113,6 +113,7 @@ def test_calibration_only_build_decodes_the_new_grammar_with_the_same_weights(tm
     assert manifest["training"]["init_provenance"] == provenance  # where the weights came from
     # Calibrated without the corpora's commands, which these weights know as sentences.
     assert manifest["calibration"]["fitted_on"].startswith("dev non-commands + 200 synthetic")
+    assert manifest["calibration"]["dev_wrong_accepted"] is None  # it saw no commands
     assert "training" not in manifest["metrics"]["build_steps_minutes"]
     card = (out / "CARD.md").read_text()
     assert "last build command" in card and "training.png" not in card

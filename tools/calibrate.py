@@ -184,6 +184,10 @@ def calibrate(model: Path, data: Path, clips: Clips = Clips()) -> dict:
         "fitted_on": f"{clips.describe()}, {len(y)} clips",
         "dev_false_accepts": round(float(accept[negative].mean()), 4) if negative.any() else None,
         "dev_right_accepted": round(float(accept[y > 0].mean()), 4) if (y > 0).any() else None,
+        # Commands heard wrong and still accepted, per command decoded: what a lower bar costs.
+        "dev_wrong_accepted": (
+            round(float((accept & (y == 0))[~negative].mean()), 4) if (~negative).any() else None
+        ),
     }
     update_manifest(model, {"calibration": summary})
     return summary

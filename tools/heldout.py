@@ -48,7 +48,7 @@ def accuracy_by_snr(
     results: dict[str, dict] = {}
     for snr in snrs:
         rng = np.random.default_rng(seed)
-        right = exact = 0
+        right = exact = wrong = 0
         for clip, (_, label), (intent, slots) in tqdm(
             list(zip(audio, items, expected, strict=True)), desc=f"held-out, SNR {snr}", leave=False
         ):
@@ -59,11 +59,13 @@ def accuracy_by_snr(
                 k: str(v) for k, v in slots.items()
             }
             right += ok
+            wrong += result.intent is not None and not ok  # acted on, wrongly
             exact += normalise_text(result.text) == normalise_text(label["text"])
         key = "clean" if snr is None else f"{snr:g} dB"
         results[key] = {
             "clips": len(items),
             "accuracy": right / max(len(items), 1),
+            "wrong_accepted": wrong / max(len(items), 1),
             "text_exact": exact / max(len(items), 1),
         }
         print(f"held-out {key}: {results[key]}")

@@ -152,11 +152,12 @@ def write_card(bundle: Path) -> None:
             "",
             "## The grammar's own commands, spoken by TTS voices held out of training",
             "",
-            "| condition | accuracy (intent and slots) | exact text |",
-            "|---|---|---|",
+            "| condition | accuracy (intent and slots) | accepted but wrong | exact text |",
+            "|---|---|---|---|",
         ]
         for key, v in heldout.items():
-            lines.append(f"| {key} | {_pct(v['accuracy'])} | {_pct(v['text_exact'])} |")
+            wrong = _pct(v["wrong_accepted"]) if "wrong_accepted" in v else "-"
+            lines.append(f"| {key} | {_pct(v['accuracy'])} | {wrong} | {_pct(v['text_exact'])} |")
     cal = m.get("calibration", {})
     if cal:
         lines += [
@@ -166,7 +167,12 @@ def write_card(bundle: Path) -> None:
             f"Logistic calibrator fitted on {cal.get('fitted_on')}; "
             f"threshold {cal.get('threshold')}; "
             f"dev false accepts {_pct(cal.get('dev_false_accepts'))}, dev right answers accepted "
-            f"{_pct(cal.get('dev_right_accepted'))}.",
+            f"{_pct(cal.get('dev_right_accepted'))}"
+            + (
+                f", dev commands accepted but wrong {_pct(cal['dev_wrong_accepted'])}."
+                if cal.get("dev_wrong_accepted") is not None
+                else "."
+            ),
         ]
     build = metrics.get("build_minutes")
     if build:
