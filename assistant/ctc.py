@@ -106,25 +106,22 @@ class CtcPrefixScorer:
         """Prefix g + c for M (prefix, token) pairs. r_n, r_b: [M, T] of each g; last: [M]
         last label of g; empty: [M] whether g is empty; tokens: [M] the c. Returns
         (prefix log-prob of g + c [M], r_n [M, T], r_b [M, T] of g + c)."""
-        ext = self.extensions(r_n, r_b, last, empty, tokens)
+        ext = self.extensions(r_b, np.logaddexp(r_n, r_b), last, empty, tokens)
         return self.prefix_scores(ext), *self.states(ext)
 
     def extensions(
         self,
-        r_n: np.ndarray | None,
         r_b: np.ndarray,
+        either: np.ndarray,
         last: np.ndarray,
         empty: np.ndarray,
         tokens: np.ndarray,
-        either: np.ndarray | None = None,
     ) -> Extensions:
         """The M candidates of ``extend``, to be ranked (``prefix_scores``) before the time
-        arrays of the few kept ones (``states``, most of the cost) are computed. ``either``:
-        logaddexp(r_n, r_b) if the caller has it (a beam computes it once per prefix, not
-        once per candidate)."""
+        arrays of the few kept ones (``states``, most of the cost) are computed. ``either``
+        is logaddexp(r_n, r_b): a beam computes it once per prefix, not once per candidate
+        (several candidates extend each prefix)."""
         xc = self.x[:, tokens].T  # [M, T]
-        if either is None:
-            either = np.logaddexp(r_n, r_b)
         phi = np.where((last == tokens)[:, None], r_b, either)
         return Extensions(xc, phi, np.where(empty, xc[:, 0], NEG_INF))
 

@@ -311,7 +311,7 @@ def _joint_candidates(
     last, empty = _last_tokens(live)
     ctc_tok = np.where(is_eos, 0, toks)  # </s> is scored by ctc.final below
     either = np.logaddexp(live.ctc_n, live.ctc_b)[rows]  # per prefix, then per candidate
-    ext = ctc.extensions(None, live.ctc_b[rows], last[rows], empty[rows], ctc_tok, either)
+    ext = ctc.extensions(live.ctc_b[rows], either, last[rows], empty[rows], ctc_tok)
     ctc_score = np.where(is_eos, either[:, -1], ctc.prefix_scores(ext))  # = ctc.final
     joint = (1 - weight) * att + weight * ctc_score
     order = np.argsort(-joint, kind="stable")[: 2 * beam]
