@@ -32,6 +32,9 @@ def test_digit_accuracy_per_speaker_adds_up_to_the_whole() -> None:
     assert len(by_speaker) == 2  # FSDD's two test speakers
     # Equal clips per speaker: the whole is the mean of the parts.
     assert result["accuracy"] == pytest.approx(np.mean(list(by_speaker.values())))
+    # Every digit is a command: what was accepted was either right or acted on wrongly.
+    assert result["accepted"] == pytest.approx(result["accuracy"] + result["wrong_accepted"])
+    assert "must_reject_accepted" not in result
 
 
 def test_word_error_rate_per_speaker() -> None:

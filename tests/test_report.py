@@ -69,3 +69,23 @@ def test_the_confidence_section_says_how_many_wrong_commands_pass_the_bar(tmp_pa
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     write_card(tmp_path)
     assert "dev commands accepted but wrong 4.1%." in (tmp_path / "CARD.md").read_text()
+
+
+def test_the_card_says_how_many_wrong_answers_were_acted_on(tmp_path: Path) -> None:
+    test = {
+        "speech_commands": {
+            "clips": 823,
+            "accuracy": 0.934,
+            "wrong_accepted": 0.047,
+            "must_reject_accepted": 0.045,
+            "ms_median": 8.0,
+            "ms_p95": 10.2,
+        },
+        "fsdd": {"clips": 1000, "accuracy": 0.77, "wrong_accepted": 0.126},
+        "false_accepts": {"clips": 616, "rate": 0.0016, "must_reject_accepted": 0.0016},
+    }
+    card = _card_with(tmp_path, {"test_int8": test}).splitlines()
+    assert (
+        "Accepted but wrong (int8): speech_commands 4.7% of commands, fsdd 12.6% of commands, "
+        "speech_commands 4.5% of the clips it must reject." in card
+    )

@@ -99,6 +99,7 @@ def _slots_match(expected: dict, got: dict) -> bool:
 
 def run_set(recognizer: Recognizer, items: list[Item], desc: str) -> dict:
     correct = errors = words = accepted = 0
+    commands = wrong_accepted = must_reject = must_reject_accepted = 0
     times: list[float] = []
     # speaker -> [clips, right, word errors, words]
     speakers: dict[str, np.ndarray] = {}
@@ -117,10 +118,14 @@ def run_set(recognizer: Recognizer, items: list[Item], desc: str) -> dict:
             right = e == 0
         elif item.expected_intent is None:
             right = result.intent is None
+            must_reject += 1
+            must_reject_accepted += not right
         else:
             right = result.intent == item.expected_intent and _slots_match(
                 item.expected_slots, result.slots
             )
+            commands += 1
+            wrong_accepted += result.intent is not None and not right  # acted on, wrongly
         correct += right
         if item.speaker:
             speakers.setdefault(item.speaker, np.zeros(4))[:] += (1, right, e, n)
@@ -132,6 +137,10 @@ def run_set(recognizer: Recognizer, items: list[Item], desc: str) -> dict:
         "ms_median": float(np.median(times)) if times else 0.0,
         "ms_p95": float(np.percentile(times, 95)) if times else 0.0,
     }
+    if commands:  # a wrong command acted on: what a rejection would have spared
+        out["wrong_accepted"] = wrong_accepted / commands
+    if must_reject:
+        out["must_reject_accepted"] = must_reject_accepted / must_reject
     if words:
         out["wer"] = errors / words
     if speakers:  # the word error rate for transcript sets, else the accuracy

@@ -57,6 +57,21 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _wrong_answers_line(results: dict[str, dict]) -> str:
+    """What the accuracy hides: of the answers not right, how many were acted on."""
+    wrong = [
+        f"{name} {_pct(r['wrong_accepted'])} of commands"
+        for name, r in results.items()
+        if "wrong_accepted" in r
+    ]
+    wrong += [
+        f"{name} {_pct(r['must_reject_accepted'])} of the clips it must reject"
+        for name, r in results.items()
+        if "must_reject_accepted" in r and name != "false_accepts"
+    ]
+    return f"Accepted but wrong (int8): {', '.join(wrong)}." if wrong else ""
+
+
 def _speaker_line(name: str, result: dict) -> str:
     """One line of a set's per-speaker results: each speaker where there are a few, else the
     spread."""
@@ -132,6 +147,9 @@ def write_card(bundle: Path) -> None:
             f"| {name} | {q.get('clips', '')} | {_pct(q.get(key))} | {_pct(f.get(key))} |"
             f"{extra} {what} |"
         )
+    wrong = _wrong_answers_line(test_q)
+    if wrong:
+        lines += ["", wrong]
     spread = [
         _speaker_line(name, test_q.get(name, {})) for name in ("speech_commands", "fsdd", "an4")
     ]
