@@ -62,6 +62,11 @@ class Hypothesis:
         return self._readings
 
     @property
+    def labels(self) -> list[int]:
+        """The phone tokens alone (no </s>, no padding): what CTC scores and spells."""
+        return [t for t in self.tokens if t not in (EOS_ID, PAD_ID)]
+
+    @property
     def words(self) -> tuple[str, ...]:
         return self.readings[0] if self.readings else ()
 

@@ -29,7 +29,7 @@ from .edges import with_quiet_edges
 from .edits import edit_distance
 from .features import SAMPLE_RATE, log_mel_from_power, power_spectrum, to_float_pcm
 from .grammar import Grammar, GrammarError, load_grammar
-from .lexicon import EOS_ID, PAD_ID, TOKENS, add_pronunciations, spellings_by_pronunciation
+from .lexicon import EOS_ID, TOKENS, add_pronunciations, spellings_by_pronunciation
 from .model import Encoded, TfliteModel
 from .result import Result
 from .tonality import is_steady_tone
@@ -66,7 +66,7 @@ def _ctc_agreement(best: Hypothesis, heard_by_ctc: list[int]) -> dict[str, float
     outside the grammar, forced onto a short command, leaves many CTC phones unexplained;
     a right answer spells nearly what CTC heard. They tell non-commands from commands, not
     wrong commands from right ones (README "CTC agreement" has the measurements)."""
-    answer = [t for t in best.tokens if t not in (EOS_ID, PAD_ID)]
+    answer = best.labels
     return {
         "ctc_disagreement": edit_distance(heard_by_ctc, answer) / max(1, len(answer)),
         "ctc_length_ratio": len(answer) / max(1, len(heard_by_ctc)),
@@ -280,6 +280,5 @@ class Recognizer:
         """CTC log-likelihood of a hypothesis: the joint search computed it already, or
         here when it searched without CTC."""
         if hyp.ctc_log_prob is None:
-            label = [t for t in hyp.tokens if t not in (EOS_ID, PAD_ID)]
-            hyp.ctc_log_prob = float(ctc_log_likelihoods(ctc_log_probs, [label])[0])
+            hyp.ctc_log_prob = float(ctc_log_likelihoods(ctc_log_probs, [hyp.labels])[0])
         return hyp.ctc_log_prob
