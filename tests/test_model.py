@@ -39,3 +39,27 @@ def test_beam_step_matches_teacher_forcing():
     for t in range(length):
         log_probs, state = model.decode_step(tokens[:, t], state, enc, keys, mask)
         np.testing.assert_allclose(log_probs.numpy(), want[:, t], atol=1e-5, err_msg=f"step {t}")
+
+
+@pytest.mark.parametrize("steps", [6, 10, 11])  # chunks of 6, 5 and 1 steps per iteration
+def test_export_gru_loop_matches_keras(steps):
+    from tools.export import looped_bigru
+
+    rng = np.random.default_rng(steps)
+    model = build_model(CONFIG)
+    layer = model.enc_rnns[0]
+    x = rng.standard_normal((1, steps, CONFIG.proj_dim)).astype(np.float32)
+    np.testing.assert_allclose(looped_bigru(x, layer).numpy(), layer(x).numpy(), atol=1e-5)
+
+
+def test_exported_encoder_computes_the_keras_encoder():
+    from tools.export import EncoderExport
+
+    rng = np.random.default_rng(2)
+    model = build_model(CONFIG)
+    frames = 40
+    feats = rng.standard_normal((1, frames, CONFIG.n_mels)).astype(np.float32)
+    exported = EncoderExport(model, frames).encode(feats)
+    enc, keys = model.encode(feats)
+    np.testing.assert_allclose(exported["enc"].numpy(), enc.numpy(), atol=1e-5)
+    np.testing.assert_allclose(exported["keys"].numpy(), keys.numpy(), atol=1e-5)

@@ -63,8 +63,10 @@ class Recogniser(keras.Model):
         self.out = layers.Dense(c.vocab_size)
 
     # -- encoder -------------------------------------------------------------------------
-    def encode(self, feats, training=False):
-        """feats [B, T, n_mels] -> (encoder states [B, T', enc_dim], keys [B, T', dec_units])."""
+    def encode(self, feats, training=False, run_bigru=None):
+        """feats [B, T, n_mels] -> (encoder states [B, T', enc_dim], keys [B, T', dec_units]).
+        ``run_bigru(x, layer)``, when given, computes each bidirectional GRU layer in its place
+        (the export's TFLite-friendly loop, tools/export.py); Keras runs them otherwise."""
         x = feats[..., None]
         x = self.conv1(x)
         x = self.conv2(x)
@@ -72,7 +74,7 @@ class Recogniser(keras.Model):
         x = tf.reshape(x, [shape[0], shape[1], x.shape[2] * x.shape[3]])
         x = self.proj(x)
         for rnn in self.enc_rnns:
-            x = rnn(x, training=training)
+            x = run_bigru(x, rnn) if run_bigru else rnn(x, training=training)
         return x, self.attn_keys(x)
 
     # -- decoder -------------------------------------------------------------------------
