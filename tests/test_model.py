@@ -1,5 +1,6 @@
-"""The decoder step the runtime uses computes what training computes: one step for a beam of
-rows (sharing one utterance's encoder states) gives, per row, the teacher-forced output."""
+"""The graphs the runtime uses compute what training computes: one decoder step for a beam of
+rows (sharing one utterance's encoder states) gives, per row, the teacher-forced output, and
+the export's own GRU loop gives what Keras's bidirectional GRU layers give."""
 
 from __future__ import annotations
 
