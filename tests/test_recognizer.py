@@ -89,7 +89,9 @@ def test_result_has_timings_and_confidence(keywords, test_clips):
     clip = next(c for c in test_clips if c.label == "stop")
     result = keywords.recognize(load_audio(clip.path))
     assert 0.0 <= result.confidence <= 1.0
-    assert {"features", "encoder", "decoder", "total"} <= set(result.timings)
+    assert {"features", "encoder", "decoder", "interpret", "total"} <= set(result.timings)
+    stages = sum(ms for stage, ms in result.timings.items() if stage != "total")
+    assert stages <= result.timings["total"]
 
 
 def test_a_sentence_outside_the_grammar_leaves_ctc_phones_unexplained(keywords):

@@ -1,4 +1,5 @@
-"""Time the recogniser on 3-second commands: features + encoder + constrained decode.
+"""Time the recogniser on 3-second commands: features + encoder + constrained decode +
+interpretation of the N-best list (meanings, confidence features).
 
     python -m tools.speed --model models/home [--clips .cache/build-home/heldout] [--repeat 3]
 
