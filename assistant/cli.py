@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import audio as audio_mod
-from .config import Config, ConfigError, load
+from .config import Config, ConfigError, ModelSettings, load
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -79,8 +79,11 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from .daemon import DaemonError, load_recognizer
 
     _setup_logging(args.log_level or "warning")
+    if args.min_confidence is not None and not 0.0 <= args.min_confidence <= 1.0:
+        _error("--min-confidence must be between 0 and 1")
+        return EXIT_USAGE
     try:
-        recognizer = load_recognizer(args.model)
+        recognizer = load_recognizer(ModelSettings(args.model, args.min_confidence))
     except DaemonError as exc:
         _error(str(exc))
         return EXIT_FAILED
@@ -189,7 +192,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         config = Config()
 
     try:
-        recognizer = load_recognizer(config.model.dir)
+        recognizer = load_recognizer(config.model)
         verdict("model", True, recognizer.name)
     except DaemonError as exc:
         verdict("model", False, str(exc))
@@ -247,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe = sub.add_parser("transcribe", help="recognise audio files")
     transcribe.add_argument("--model", type=Path, metavar="DIR", help="model bundle directory")
     transcribe.add_argument("--json", action="store_true", help="one JSON object per line")
+    transcribe.add_argument(
+        "--min-confidence",
+        type=float,
+        metavar="P",
+        help="confidence an intent needs (default: the bundle's own bar)",
+    )
     transcribe.add_argument(
         "--free",
         action="store_true",

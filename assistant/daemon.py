@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import audio as audio_mod
-from .config import Config, ConfigError, load
+from .config import Config, ConfigError, ModelSettings, load
 from .mqtt import BrokerUnavailable, Bus, BusConfigError
 from .notify import Notifier, watchdog_interval
 from .result import Result
@@ -66,15 +66,24 @@ def limit_heap_growth() -> None:
     mallopt(_M_ARENA_MAX, 2)
 
 
-def load_recognizer(model_dir: Path | None) -> Any:
+def load_recognizer(settings: ModelSettings | None = None) -> Any:
     from .bundle import BundleError
     from .recognizer import DEFAULT_MODEL_DIR, Recognizer
 
-    path = Path(model_dir) if model_dir is not None else Path(DEFAULT_MODEL_DIR)
+    settings = settings or ModelSettings()
+    path = Path(settings.dir) if settings.dir is not None else Path(DEFAULT_MODEL_DIR)
     try:
-        return Recognizer.load(path)
+        recognizer = Recognizer.load(path)
     except BundleError as exc:
         raise DaemonError(f"model {path}: {exc}") from None
+    if settings.min_confidence is not None:
+        log.info(
+            "intents need confidence %.2f (the bundle's own bar: %.2f)",
+            settings.min_confidence,
+            recognizer.threshold,
+        )
+        recognizer.threshold = settings.min_confidence
+    return recognizer
 
 
 class Daemon:
@@ -141,7 +150,7 @@ class Daemon:
 
     def _start(self) -> None:
         config = self.config
-        self.recognizer = load_recognizer(config.model.dir)
+        self.recognizer = load_recognizer(config.model)
         self.source = self._source_override or self._open_source(config)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.speaker = Speaker(config.tts, self.gate) if config.tts.enabled else None
@@ -232,7 +241,7 @@ class Daemon:
             new = dataclasses.replace(new, audio=old.audio, state_dir=old.state_dir)
         if new.model != old.model:
             try:
-                self.recognizer = load_recognizer(new.model.dir)
+                self.recognizer = load_recognizer(new.model)
                 log.info("model reloaded: %s", self.recognizer.name)
             except DaemonError as exc:
                 log.error("reload kept the old model: %s", exc)

@@ -130,3 +130,21 @@ def test_check_reports_each_part(tmp_path: Path, mosquitto_broker) -> None:
     )
     assert bad.returncode == 1
     assert any(line.startswith("broker:") and "FAIL" in line for line in bad.stdout.splitlines())
+
+
+def test_transcribe_min_confidence_holds_intents_to_a_higher_bar(tmp_path: Path) -> None:
+    from tools.voices import EspeakVoice
+
+    wav = tmp_path / "time.wav"
+    sf.write(wav, EspeakVoice("en-us").speak("what time is it"), 16000)
+    default = json.loads(assistant("transcribe", "--json", str(wav)).stdout)
+    assert default["intent"] == "HassGetCurrentTime", default
+    assert default["confidence"] < 1.0
+    strict = assistant("transcribe", "--json", "--min-confidence", "1", str(wav))
+    record = json.loads(strict.stdout)
+    # The same words and confidence, but no intent: below the bar is a rejection.
+    assert record["text"] == default["text"] and record["confidence"] == default["confidence"]
+    assert record["intent"] is None
+    bad = assistant("transcribe", "--min-confidence", "2", str(wav))
+    assert bad.returncode == 2 and "between 0 and 1" in bad.stderr
+    assert "Traceback" not in bad.stderr

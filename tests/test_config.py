@@ -58,6 +58,8 @@ def test_example_loads_and_every_commented_key_is_valid(tmp_path: Path) -> None:
         ("[vad\n", r"invalid TOML.*line 1"),
         ("log_level = 'loud'\n", r"log_level: must be one of"),
         ("[tts]\nenabled = 1\n", r"tts.enabled: expected true/false"),
+        ("[model]\nmin_confidence = 1.5\n", r":2: model.min_confidence: must be between 0 and 1"),
+        ("[model]\nmin_confidence = 'high'\n", r":2: model.min_confidence: expected number"),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -78,7 +80,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "[audio]\nsource = 'mic'\n[mqtt]\nhost = 'broker.lan'\nsite = 'hall'\n"
-        "[model]\ndir = '/opt/m'\n",
+        "[model]\ndir = '/opt/m'\nmin_confidence = 0.8\n",
     )
     config = load(path).with_overrides(
         source="x.wav", broker="127.0.0.1:1999", site="attic", model="/m2", realtime=True
@@ -86,6 +88,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     assert config.audio.source == "x.wav" and config.audio.realtime
     assert (config.mqtt.host, config.mqtt.port, config.mqtt.site) == ("127.0.0.1", 1999, "attic")
     assert config.model.dir == Path("/m2")
+    assert config.model.min_confidence == 0.8  # --model replaces the folder, not the bar
     untouched = load(path).with_overrides()
     assert untouched.mqtt.host == "broker.lan" and untouched.mqtt.site == "hall"
 

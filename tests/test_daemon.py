@@ -127,7 +127,7 @@ def run_daemon(
 def recognizer():
     from assistant.daemon import load_recognizer
 
-    return load_recognizer(None)
+    return load_recognizer()
 
 
 # -- tests ----------------------------------------------------------------------------------
@@ -292,3 +292,12 @@ def test_watchdog_stops_when_the_audio_loop_stalls(
     # Frames flowed for ~0.9 s; with a 0.5 s stall limit no ping comes after ~1.6 s.
     assert max(pings) - ready < 1.8
     assert not daemon.healthy()
+
+
+def test_min_confidence_replaces_the_bundle_bar(recognizer) -> None:
+    from assistant.config import ModelSettings
+    from assistant.daemon import load_recognizer
+
+    strict = load_recognizer(ModelSettings(min_confidence=0.9))
+    assert strict.threshold == 0.9
+    assert recognizer.threshold == recognizer.bundle.calibration["threshold"] != 0.9
