@@ -79,11 +79,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from .daemon import DaemonError, load_recognizer
 
     _setup_logging(args.log_level or "warning")
-    if args.min_confidence is not None and not 0.0 <= args.min_confidence <= 1.0:
-        _error("--min-confidence must be between 0 and 1")
+    settings = ModelSettings(args.model, args.min_confidence)
+    for key, problem in settings.validate():
+        _error(f"--{key.replace('_', '-')} {problem}")
         return EXIT_USAGE
     try:
-        recognizer = load_recognizer(ModelSettings(args.model, args.min_confidence))
+        recognizer = load_recognizer(settings)
     except DaemonError as exc:
         _error(str(exc))
         return EXIT_FAILED
