@@ -203,6 +203,7 @@ class Recognizer:
         }
         ctc_best = best_path_log_prob(encoded.ctc_log_probs)
         heard_by_ctc = best_path_tokens(encoded.ctc_log_probs)
+        text, intent, slots, features = "", None, {}, {}
         for i, best in enumerate(ranked):
             meaning = best.interpret(self.grammar)
             if meaning is None:
@@ -220,10 +221,9 @@ class Recognizer:
                 "meaning_margin": base.meaning_margin,
                 **_ctc_agreement(best, heard_by_ctc),
             }
-            timings["interpret"] = (time.perf_counter() - t_dec) * 1000
-            return Decoded(text, intent, slots, features, timings, encoded.cropped)
+            break
         timings["interpret"] = (time.perf_counter() - t_dec) * 1000
-        return Decoded("", None, {}, {}, timings, encoded.cropped)
+        return Decoded(text, intent, slots, features, timings, encoded.cropped)
 
     def transcribe_free(self, pcm: np.ndarray) -> FreeTranscript:
         """What was said, with no grammar: the best phone sequence of well-formed words, each
