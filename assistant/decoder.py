@@ -62,6 +62,18 @@ class Hypothesis:
         return self._readings
 
     @property
+    def sole_intent(self) -> str | None:
+        """The intent of this hypothesis when every grammar path spelling its tokens is a
+        sentence of that one intent (read from the graph's states, no words needed), else
+        None (several intents, or a graph without intents)."""
+        if self.graph is None or self.graph.end_intent is None or self.dfa_state < 0:
+            return None
+        found = _dfa_for(self.graph).end_intents(self.dfa_state)
+        if len(found) != 1:
+            return None
+        return self.graph.intents[next(iter(found))]
+
+    @property
     def labels(self) -> list[int]:
         """The phone tokens alone (no </s>, no padding): what CTC scores and spells."""
         return [t for t in self.tokens if t not in (EOS_ID, PAD_ID)]
@@ -116,6 +128,7 @@ class _LazyDfa:
         self.trans: list[dict[int, int] | None] = []
         self.masks = np.zeros((0, graph.vocab_size), dtype=np.float32)
         self.start = self.state(frozenset([graph.start]))
+        self._end_intents: dict[int, frozenset[int]] = {}
 
     def state(self, nfa_states: frozenset[int]) -> int:
         found = self.ids.get(nfa_states)
@@ -148,6 +161,15 @@ class _LazyDfa:
         self.masks[d, :] = -np.inf
         self.masks[d, list(trans)] = 0.0
         return trans
+
+    def end_intents(self, d: int) -> frozenset[int]:
+        """Intents (indices into graph.intents) of the sentences that </s> ends from d."""
+        found = self._end_intents.get(d)
+        if found is None:
+            assert self.graph.end_intent is not None
+            labels = self.graph.end_intent[np.fromiter(self.sets[d], dtype=np.int64)]
+            found = self._end_intents[d] = frozenset(labels[labels >= 0].tolist())
+        return found
 
 
 _DFAS: weakref.WeakKeyDictionary[Graph, _LazyDfa] = weakref.WeakKeyDictionary()
@@ -523,6 +545,13 @@ def _margin(
     def key(h: Hypothesis) -> Any:
         if grammar is None:
             return h.text
+        if not meaning:
+            # Most of an N-best list shares the best's intent ("... to twenty five degrees",
+            # "... to twenty four degrees"): the graph names it without reading words or
+            # running hassil (~0.5 ms a hypothesis), which is what the intent margin walks.
+            sole = h.sole_intent
+            if sole is not None:
+                return sole
         found = h.interpret(grammar)
         if found is None:
             return None

@@ -113,7 +113,10 @@ class Graph:
 
     Arcs of state s are ``arc_start[s]:arc_start[s+1]``; each has a token, a next state and a
     word id (>= 0 on the first phone of a word, else -1). ``final`` has no arcs and is reached
-    only by ``</s>``.
+    only by ``</s>``. ``end_intent[s]`` names (as an index into ``intents``) the intent whose
+    sentence ``</s>`` would end from state s, and is -1 for states without a ``</s>`` arc: every
+    sentence ends in states of its own, so the states a token prefix reaches tell which
+    intents it can be, without reading its words.
     """
 
     arc_start: np.ndarray  # int32 [n_states + 1]
@@ -124,6 +127,8 @@ class Graph:
     start: int
     final: int
     vocab_size: int = len(TOKENS)
+    end_intent: np.ndarray | None = None  # int16 [n_states], None for graphs without intents
+    intents: tuple[str, ...] = ()
 
     @property
     def n_states(self) -> int:
@@ -254,7 +259,14 @@ class _TokenGraphBuilder:
             alive[frontier] = True
         return alive
 
-    def build(self, words: tuple[str, ...], start: int, final: int) -> Graph:
+    def build(
+        self,
+        words: tuple[str, ...],
+        start: int,
+        final: int,
+        end_intents: dict[int, int] | None = None,
+        intents: tuple[str, ...] = (),
+    ) -> Graph:
         src, tok, dst, word = (
             np.asarray(a, dtype=np.int32) for a in (self.src, self.tok, self.dst, self.word)
         )
@@ -266,6 +278,10 @@ class _TokenGraphBuilder:
         counts = np.bincount(src, minlength=self.n_states)
         arc_start = np.zeros(self.n_states + 1, dtype=np.int32)
         np.cumsum(counts, out=arc_start[1:])
+        end_intent = None
+        if end_intents is not None:
+            end_intent = np.full(self.n_states, -1, dtype=np.int16)
+            end_intent[list(end_intents)] = list(end_intents.values())
         return Graph(
             arc_start=arc_start,
             arc_token=tok[order],
@@ -274,6 +290,8 @@ class _TokenGraphBuilder:
             words=words,
             start=start,
             final=final,
+            end_intent=end_intent,
+            intents=intents,
         )
 
 
@@ -478,9 +496,10 @@ class _WordGraph:
     finals: set[int]
 
 
-def _word_graph(chunks: _ChunkGraph, start: int, final: int) -> _WordGraph:
+def _word_graph(chunks: _ChunkGraph, start: int) -> _WordGraph:
     """Join fragments between word breaks into words. From each word-start state, follow
-    fragments and epsilons until a break: each (word, state after the break) is one arc."""
+    fragments and epsilons until a break: each (word, state after the break) is one arc.
+    A word that runs into one of ``chunks.finals`` ends there (an arc to that final state)."""
     arcs: dict[int, list[tuple[str, int]]] = {}
     finals: set[int] = set()
     todo = [start]
@@ -496,9 +515,9 @@ def _word_graph(chunks: _ChunkGraph, start: int, final: int) -> _WordGraph:
             if (state, word) in seen:
                 continue
             seen.add((state, word))
-            if state == final:
+            if state in chunks.finals:
                 if spoken_words(word):
-                    out[(word, final)] = None
+                    out[(word, state)] = None
                 else:
                     finals.add(origin)
             for label, nxt in chunks.arcs[state]:
@@ -511,10 +530,9 @@ def _word_graph(chunks: _ChunkGraph, start: int, final: int) -> _WordGraph:
                 else:
                     stack.append((nxt, word + label))
         arcs[origin] = list(out)
+        # A word that ends exactly at a final state leaves us there: it has no arcs and
+        # accepts (found as an origin whose walk meets a final state with nothing said).
         todo.extend(nxt for _, nxt in out if nxt not in arcs)
-    arcs.setdefault(final, [])
-    # A word that ends exactly at the final state leaves us at `final`, which accepts.
-    finals.add(final)
     return _WordGraph(arcs=arcs, start=start, finals=finals)
 
 
@@ -522,12 +540,16 @@ def _word_graph(chunks: _ChunkGraph, start: int, final: int) -> _WordGraph:
 # Stage 3: word graph -> token graph
 
 
-def _token_graph(words: _WordGraph, where_of: dict[str, str]) -> Graph:
+def _token_graph(
+    words: _WordGraph, where_of: dict[str, str], intent_of: dict[int, int], intents: tuple[str, ...]
+) -> Graph:
     """Two token states per word state: ``begin`` (a word may start) and ``end`` (a word just
-    ended: "|" to begin, or </s> when final). Word arcs become phone chains begin -> end."""
+    ended: "|" to begin, or </s> when final). Word arcs become phone chains begin -> end.
+    ``intent_of`` gives the intent (index into ``intents``) of each final word state."""
     builder = _TokenGraphBuilder()
     begin = {s: builder.new_state() for s in words.arcs}
     end: dict[int, int] = {}
+    end_intents: dict[int, int] = {}
     final = builder.new_state()
     vocab: dict[str, int] = {}
 
@@ -538,6 +560,7 @@ def _token_graph(words: _WordGraph, where_of: dict[str, str]) -> Graph:
                 builder.add(end[s], WORD_BOUNDARY_ID, begin[s])
             if s in words.finals:
                 builder.add(end[s], EOS_ID, final)
+                end_intents[end[s]] = intent_of[s]
         return end[s]
 
     for src, arcs in words.arcs.items():
@@ -547,7 +570,7 @@ def _token_graph(words: _WordGraph, where_of: dict[str, str]) -> Graph:
                 _check_word(word, where_of)
             word_id = vocab.setdefault(" ".join(parts), len(vocab))
             _add_phone_chains(builder, begin[src], end_state(dst), parts, word_id)
-    return builder.build(tuple(vocab), begin[words.start], final)
+    return builder.build(tuple(vocab), begin[words.start], final, end_intents, intents)
 
 
 def _add_phone_chains(
@@ -788,11 +811,13 @@ def _drop_context(raw: dict[str, Any]) -> None:
 
 def _build_graph(templates: _Templates, skip_wildcards: bool) -> tuple[Graph, list[str]]:
     chunks = _ChunkGraph()
-    start, final = chunks.new_state(), chunks.new_state()
+    start = chunks.new_state()
     builder = _ChunkBuilder(templates, chunks)
     skipped: list[str] = []
     where_of: dict[str, str] = {}
-    for name, intent in templates.intents.intents.items():
+    intent_names = tuple(templates.intents.intents)
+    intent_of: dict[int, int] = {}  # chunk state -> its sentence's intent
+    for index, (name, intent) in enumerate(templates.intents.intents.items()):
         for data in intent.data:
             for sentence in data.sentences:
                 where = _Where(name, sentence.text or "")
@@ -808,12 +833,18 @@ def _build_graph(templates: _Templates, skip_wildcards: bool) -> tuple[Graph, li
                     _LOG.warning("skipping %s: wildcard list {%s}", where, err.list_name)
                     skipped.append(f"{name}: {sentence.text}")
                     continue
+                # A final state per sentence (not one shared by all), so that the token
+                # graph's states before </s> belong to one sentence and tell its intent.
+                final = chunks.new_state()
                 chunks.add(end, _EPS, final)
+                chunks.finals.add(final)
+                intent_of.update(dict.fromkeys(range(first, len(chunks.arcs)), index))
                 _note_words(chunks, first, where, where_of)
     total = sum(len(d.sentences) for i in templates.intents.intents.values() for d in i.data)
     if len(skipped) == total:
         raise GrammarError("the grammar has no sentences that can be spoken")
-    return _token_graph(_word_graph(chunks, start, final), where_of), skipped
+    words = _word_graph(chunks, start)
+    return _token_graph(words, where_of, intent_of, intent_names), skipped
 
 
 def _note_words(chunks: _ChunkGraph, first: int, where: _Where, where_of: dict[str, str]) -> None:

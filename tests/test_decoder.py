@@ -14,14 +14,16 @@ from assistant import lexicon
 from assistant.decoder import (
     NO_RIVAL_MARGIN,
     Hypothesis,
+    _dfa_for,
     confidence_features,
     constrained_and_free_search,
     constrained_search,
     free_search,
 )
-from assistant.grammar import Grammar, grammar_from_dict, load_grammar
+from assistant.grammar import Grammar, Graph, grammar_from_dict, load_grammar
 from assistant.lexicon import EOS_ID, TOKEN_INDEX, WORD_BOUNDARY_ID
 
+ROOT = Path(__file__).resolve().parents[1]
 HOME = """
 language: en
 intents:
@@ -112,6 +114,61 @@ def test_meaning_margin_sees_a_rival_with_other_slot_values() -> None:
     feats = confidence_features(best, free, [rival], g)
     assert feats.margin == NO_RIVAL_MARGIN
     assert feats.meaning_margin == pytest.approx(0.3)
+
+
+def _finished(graph: Graph, text: str, score: float = -0.1) -> Hypothesis:
+    """A finished hypothesis for ``text``, as the search leaves it (DFA state before </s>)."""
+    tokens = tuple(lexicon.text_to_tokens(text))
+    dfa = _dfa_for(graph)
+    d = dfa.start
+    for tok in tokens[:-1]:
+        d = dfa.expand(d)[tok]
+    return Hypothesis(tokens, -2.0, score, dfa_state=d, graph=graph)
+
+
+def test_the_graph_names_the_intent_hassil_finds() -> None:
+    home = load_grammar(ROOT / "models" / "home" / "grammar.yaml")
+    named = 0
+    for sample in home.sentences_sample(300, seed=3):
+        hyp = _finished(home.graph, sample.text)
+        found = hyp.interpret(home)
+        assert found is not None
+        if hyp.sole_intent is not None:
+            named += 1
+            assert hyp.sole_intent == found[1] == sample.intent, sample.text
+    assert named >= 290  # only sentences that two intents share are left to hassil
+
+
+def test_a_sentence_of_two_intents_is_left_to_hassil() -> None:
+    g = grammar_from_dict(
+        {
+            "intents": {
+                "Stop": {"data": [{"sentences": ["stop", "stop the music"]}]},
+                "Cancel": {"data": [{"sentences": ["stop", "cancel [that]"]}]},
+            }
+        }
+    )
+    assert _finished(g.graph, "stop").sole_intent is None
+    assert _finished(g.graph, "stop the music").sole_intent == "Stop"
+    assert _finished(g.graph, "cancel that").sole_intent == "Cancel"
+    # Without its DFA state (made by hand, not by the search) a hypothesis names nothing.
+    assert (
+        Hypothesis(_finished(g.graph, "cancel").tokens, -1.0, -0.1, graph=g.graph).sole_intent
+        is None
+    )
+
+
+def test_intent_margin_is_the_same_from_the_graph_or_from_hassil(home: Grammar) -> None:
+    texts = ["turn on the lamp", "turn on the fan", "turn off the lamp", "turn on bedroom light"]
+    hyps = [_finished(home.graph, t, -0.1 * (i + 1)) for i, t in enumerate(texts)]
+    free = free_search(FakeStepModel(lexicon.text_to_tokens(texts[0])))
+    fast = confidence_features(hyps[0], free, hyps[1:], home)
+    assert all(h.sole_intent for h in hyps)
+    blind = [Hypothesis(h.tokens, h.log_prob, h.score, graph=h.graph) for h in hyps]
+    slow = confidence_features(blind[0], free, blind[1:], home)  # no DFA states: hassil
+    assert fast == slow
+    assert fast.margin == pytest.approx(0.2)  # "turn off the lamp" is the first rival
+    assert fast.meaning_margin == pytest.approx(0.1)
 
 
 def test_homophones_share_one_beam_entry() -> None:
