@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from .ctc import CtcPrefixScorer, Extensions
-from .grammar import Graph, any_token_graph, phone_loop_graph
+from .grammar import Graph, SentenceMeaning, any_token_graph, phone_loop_graph, slot_key
 from .lexicon import EOS_ID, PAD_ID, TOKENS
 
 if TYPE_CHECKING:
@@ -66,12 +66,25 @@ class Hypothesis:
         """The intent of this hypothesis when every grammar path spelling its tokens is a
         sentence of that one intent (read from the graph's states, no words needed), else
         None (several intents, or a graph without intents)."""
-        if self.graph is None or self.graph.end_intent is None or self.dfa_state < 0:
+        intents = {meaning.intent for meaning in self._sentences()}
+        return intents.pop() if len(intents) == 1 else None
+
+    @property
+    def sole_meaning(self) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+        """(intent, slot_key) when every path spelling these tokens is a sentence without
+        lists and they all mean the same, else None (hassil must read the words)."""
+        meanings = {(m.intent, m.fixed_slots) for m in self._sentences()}
+        if len(meanings) != 1:
             return None
-        found = _dfa_for(self.graph).end_intents(self.dfa_state)
-        if len(found) != 1:
-            return None
-        return self.graph.intents[next(iter(found))]
+        intent, fixed = meanings.pop()
+        return None if fixed is None else (intent, fixed)
+
+    def _sentences(self) -> list[SentenceMeaning]:
+        """The template sentences that end this hypothesis (empty when unknown)."""
+        if self.graph is None or self.graph.end_sentence is None or self.dfa_state < 0:
+            return []
+        ids = _dfa_for(self.graph).end_sentences(self.dfa_state)
+        return [self.graph.sentences[i] for i in ids]
 
     @property
     def labels(self) -> list[int]:
@@ -128,7 +141,7 @@ class _LazyDfa:
         self.trans: list[dict[int, int] | None] = []
         self.masks = np.zeros((0, graph.vocab_size), dtype=np.float32)
         self.start = self.state(frozenset([graph.start]))
-        self._end_intents: dict[int, frozenset[int]] = {}
+        self._end_sentences: dict[int, frozenset[int]] = {}
 
     def state(self, nfa_states: frozenset[int]) -> int:
         found = self.ids.get(nfa_states)
@@ -162,13 +175,13 @@ class _LazyDfa:
         self.masks[d, list(trans)] = 0.0
         return trans
 
-    def end_intents(self, d: int) -> frozenset[int]:
-        """Intents (indices into graph.intents) of the sentences that </s> ends from d."""
-        found = self._end_intents.get(d)
+    def end_sentences(self, d: int) -> frozenset[int]:
+        """Template sentences (indices into graph.sentences) that </s> ends from d."""
+        found = self._end_sentences.get(d)
         if found is None:
-            assert self.graph.end_intent is not None
-            labels = self.graph.end_intent[np.fromiter(self.sets[d], dtype=np.int64)]
-            found = self._end_intents[d] = frozenset(labels[labels >= 0].tolist())
+            assert self.graph.end_sentence is not None
+            labels = self.graph.end_sentence[np.fromiter(self.sets[d], dtype=np.int64)]
+            found = self._end_sentences[d] = frozenset(labels[labels >= 0].tolist())
         return found
 
 
@@ -545,18 +558,18 @@ def _margin(
     def key(h: Hypothesis) -> Any:
         if grammar is None:
             return h.text
-        if not meaning:
-            # Most of an N-best list shares the best's intent ("... to twenty five degrees",
-            # "... to twenty four degrees"): the graph names it without reading words or
-            # running hassil (~0.5 ms a hypothesis), which is what the intent margin walks.
-            sole = h.sole_intent
-            if sole is not None:
-                return sole
+        # Most of an N-best list shares the best's intent ("... to twenty five degrees",
+        # "... to twenty four degrees"), or its whole meaning ("what time is it", "what's
+        # the time"): the graph names them without reading words or running hassil (~0.5 ms
+        # a hypothesis), and the margins walk the list until one differs.
+        sole = h.sole_meaning if meaning else h.sole_intent
+        if sole is not None:
+            return sole
         found = h.interpret(grammar)
         if found is None:
             return None
         if meaning:
-            return found[1], sorted((k, str(v)) for k, v in found[2].items())
+            return found[1], slot_key(found[2])
         return found[1]
 
     mine = key(best)

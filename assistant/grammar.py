@@ -107,16 +107,30 @@ def normalise_text(text: str) -> str:
 # The token graph (what the decoder walks)
 
 
+def slot_key(slots: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Slot values in a comparable form: what tells two meanings of one intent apart."""
+    return tuple(sorted((name, str(value)) for name, value in slots.items()))
+
+
+class SentenceMeaning(NamedTuple):
+    """What a template sentence can mean: its intent and, when it has no list references,
+    its fixed slot values (``slot_key`` of the data block's slots; None when lists vary)."""
+
+    intent: str
+    fixed_slots: tuple[tuple[str, str], ...] | None
+
+
 @dataclass(frozen=True, eq=False)  # identity hash: decoders cache per graph
 class Graph:
     """Epsilon-free token automaton in CSR form.
 
     Arcs of state s are ``arc_start[s]:arc_start[s+1]``; each has a token, a next state and a
     word id (>= 0 on the first phone of a word, else -1). ``final`` has no arcs and is reached
-    only by ``</s>``. ``end_intent[s]`` names (as an index into ``intents``) the intent whose
-    sentence ``</s>`` would end from state s, and is -1 for states without a ``</s>`` arc: every
-    sentence ends in states of its own, so the states a token prefix reaches tell which
-    intents it can be, without reading its words.
+    only by ``</s>``. ``end_sentence[s]`` is the template sentence (an index into
+    ``sentences``) that ``</s>`` would end from state s, and -1 for states without a ``</s>``
+    arc: every sentence ends in states of its own, so the states a token prefix reaches tell
+    which intents (and, for sentences without lists, which meanings) it can be, without
+    reading its words.
     """
 
     arc_start: np.ndarray  # int32 [n_states + 1]
@@ -127,8 +141,8 @@ class Graph:
     start: int
     final: int
     vocab_size: int = len(TOKENS)
-    end_intent: np.ndarray | None = None  # int16 [n_states], None for graphs without intents
-    intents: tuple[str, ...] = ()
+    end_sentence: np.ndarray | None = None  # int32 [n_states], None for graphs without intents
+    sentences: tuple[SentenceMeaning, ...] = ()
 
     @property
     def n_states(self) -> int:
@@ -264,8 +278,8 @@ class _TokenGraphBuilder:
         words: tuple[str, ...],
         start: int,
         final: int,
-        end_intents: dict[int, int] | None = None,
-        intents: tuple[str, ...] = (),
+        end_sentences: dict[int, int] | None = None,
+        sentences: tuple[SentenceMeaning, ...] = (),
     ) -> Graph:
         src, tok, dst, word = (
             np.asarray(a, dtype=np.int32) for a in (self.src, self.tok, self.dst, self.word)
@@ -278,10 +292,10 @@ class _TokenGraphBuilder:
         counts = np.bincount(src, minlength=self.n_states)
         arc_start = np.zeros(self.n_states + 1, dtype=np.int32)
         np.cumsum(counts, out=arc_start[1:])
-        end_intent = None
-        if end_intents is not None:
-            end_intent = np.full(self.n_states, -1, dtype=np.int16)
-            end_intent[list(end_intents)] = list(end_intents.values())
+        end_sentence = None
+        if end_sentences is not None:
+            end_sentence = np.full(self.n_states, -1, dtype=np.int32)
+            end_sentence[list(end_sentences)] = list(end_sentences.values())
         return Graph(
             arc_start=arc_start,
             arc_token=tok[order],
@@ -290,8 +304,8 @@ class _TokenGraphBuilder:
             words=words,
             start=start,
             final=final,
-            end_intent=end_intent,
-            intents=intents,
+            end_sentence=end_sentence,
+            sentences=sentences,
         )
 
 
@@ -389,6 +403,7 @@ class _ChunkBuilder:
         self.t = templates
         self.g = graph
         self.rule_stack: list[str] = []
+        self.used_list = False  # whether a list reference was built (since last reset)
 
     def text(self, state: int, text: str) -> int:
         # Split on whitespace but keep it: spaces are word breaks, the rest are fragments.
@@ -418,6 +433,7 @@ class _ChunkBuilder:
         raise GrammarError(f"{where}: unsupported template element {type(expr).__name__}")
 
     def slot(self, ref: ListReference, state: int, data: Any, where: _Where) -> int:
+        self.used_list = True
         slot_list = self.t.slot_list(ref, data, where)
         if isinstance(slot_list, WildcardSlotList):
             raise _WildcardError(ref.list_name)
@@ -541,15 +557,18 @@ def _word_graph(chunks: _ChunkGraph, start: int) -> _WordGraph:
 
 
 def _token_graph(
-    words: _WordGraph, where_of: dict[str, str], intent_of: dict[int, int], intents: tuple[str, ...]
+    words: _WordGraph,
+    where_of: dict[str, str],
+    sentence_of: dict[int, int],
+    sentences: tuple[SentenceMeaning, ...],
 ) -> Graph:
     """Two token states per word state: ``begin`` (a word may start) and ``end`` (a word just
     ended: "|" to begin, or </s> when final). Word arcs become phone chains begin -> end.
-    ``intent_of`` gives the intent (index into ``intents``) of each final word state."""
+    ``sentence_of`` gives the sentence (index into ``sentences``) of each final word state."""
     builder = _TokenGraphBuilder()
     begin = {s: builder.new_state() for s in words.arcs}
     end: dict[int, int] = {}
-    end_intents: dict[int, int] = {}
+    end_sentences: dict[int, int] = {}
     final = builder.new_state()
     vocab: dict[str, int] = {}
 
@@ -560,7 +579,7 @@ def _token_graph(
                 builder.add(end[s], WORD_BOUNDARY_ID, begin[s])
             if s in words.finals:
                 builder.add(end[s], EOS_ID, final)
-                end_intents[end[s]] = intent_of[s]
+                end_sentences[end[s]] = sentence_of[s]
         return end[s]
 
     for src, arcs in words.arcs.items():
@@ -570,7 +589,7 @@ def _token_graph(
                 _check_word(word, where_of)
             word_id = vocab.setdefault(" ".join(parts), len(vocab))
             _add_phone_chains(builder, begin[src], end_state(dst), parts, word_id)
-    return builder.build(tuple(vocab), begin[words.start], final, end_intents, intents)
+    return builder.build(tuple(vocab), begin[words.start], final, end_sentences, sentences)
 
 
 def _add_phone_chains(
@@ -815,13 +834,14 @@ def _build_graph(templates: _Templates, skip_wildcards: bool) -> tuple[Graph, li
     builder = _ChunkBuilder(templates, chunks)
     skipped: list[str] = []
     where_of: dict[str, str] = {}
-    intent_names = tuple(templates.intents.intents)
-    intent_of: dict[int, int] = {}  # chunk state -> its sentence's intent
-    for index, (name, intent) in enumerate(templates.intents.intents.items()):
+    sentences: list[SentenceMeaning] = []
+    sentence_of: dict[int, int] = {}  # chunk state -> index of its sentence in `sentences`
+    for name, intent in templates.intents.intents.items():
         for data in intent.data:
             for sentence in data.sentences:
                 where = _Where(name, sentence.text or "")
                 first = len(chunks.arcs)
+                builder.used_list = False
                 try:
                     end = builder.build(sentence.expression, start, data, where)
                 except _WildcardError as err:
@@ -838,13 +858,15 @@ def _build_graph(templates: _Templates, skip_wildcards: bool) -> tuple[Graph, li
                 final = chunks.new_state()
                 chunks.add(end, _EPS, final)
                 chunks.finals.add(final)
-                intent_of.update(dict.fromkeys(range(first, len(chunks.arcs)), index))
+                sentence_of.update(dict.fromkeys(range(first, len(chunks.arcs)), len(sentences)))
+                fixed = slot_key(data.slots) if not builder.used_list else None
+                sentences.append(SentenceMeaning(name, fixed))
                 _note_words(chunks, first, where, where_of)
     total = sum(len(d.sentences) for i in templates.intents.intents.values() for d in i.data)
     if len(skipped) == total:
         raise GrammarError("the grammar has no sentences that can be spoken")
     words = _word_graph(chunks, start)
-    return _token_graph(words, where_of, intent_of, intent_names), skipped
+    return _token_graph(words, where_of, sentence_of, tuple(sentences)), skipped
 
 
 def _note_words(chunks: _ChunkGraph, first: int, where: _Where, where_of: dict[str, str]) -> None:

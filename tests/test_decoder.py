@@ -20,7 +20,7 @@ from assistant.decoder import (
     constrained_search,
     free_search,
 )
-from assistant.grammar import Grammar, Graph, grammar_from_dict, load_grammar
+from assistant.grammar import Grammar, Graph, grammar_from_dict, load_grammar, slot_key
 from assistant.lexicon import EOS_ID, TOKEN_INDEX, WORD_BOUNDARY_ID
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +128,7 @@ def _finished(graph: Graph, text: str, score: float = -0.1) -> Hypothesis:
 
 def test_the_graph_names_the_intent_hassil_finds() -> None:
     home = load_grammar(ROOT / "models" / "home" / "grammar.yaml")
-    named = 0
+    named = whole = 0
     for sample in home.sentences_sample(300, seed=3):
         hyp = _finished(home.graph, sample.text)
         found = hyp.interpret(home)
@@ -136,7 +136,11 @@ def test_the_graph_names_the_intent_hassil_finds() -> None:
         if hyp.sole_intent is not None:
             named += 1
             assert hyp.sole_intent == found[1] == sample.intent, sample.text
+        if hyp.sole_meaning is not None:  # a sentence without lists: its slots are fixed
+            whole += 1
+            assert hyp.sole_meaning == (found[1], slot_key(found[2])), sample.text
     assert named >= 290  # only sentences that two intents share are left to hassil
+    assert 30 <= whole < named  # sentences with lists need hassil for their slot values
 
 
 def test_a_sentence_of_two_intents_is_left_to_hassil() -> None:
@@ -149,7 +153,9 @@ def test_a_sentence_of_two_intents_is_left_to_hassil() -> None:
         }
     )
     assert _finished(g.graph, "stop").sole_intent is None
+    assert _finished(g.graph, "stop").sole_meaning is None
     assert _finished(g.graph, "stop the music").sole_intent == "Stop"
+    assert _finished(g.graph, "stop the music").sole_meaning == ("Stop", ())
     assert _finished(g.graph, "cancel that").sole_intent == "Cancel"
     # Without its DFA state (made by hand, not by the search) a hypothesis names nothing.
     assert (
@@ -169,6 +175,40 @@ def test_intent_margin_is_the_same_from_the_graph_or_from_hassil(home: Grammar) 
     assert fast == slow
     assert fast.margin == pytest.approx(0.2)  # "turn off the lamp" is the first rival
     assert fast.meaning_margin == pytest.approx(0.1)
+
+
+def test_meaning_margin_is_the_same_from_the_graph_or_from_hassil() -> None:
+    g = grammar_from_dict(
+        {
+            "intents": {
+                "GetTime": {"data": [{"sentences": ["what time is it", "what's the time"]}]},
+                "Volume": {
+                    "data": [
+                        {"sentences": ["louder [please]"], "slots": {"step": "up"}},
+                        {"sentences": ["volume {step}"]},
+                    ]
+                },
+            },
+            "lists": {"step": {"values": ["up", "down"]}},
+        }
+    )
+    texts = ["what time is it", "what's the time", "louder please", "volume up", "volume down"]
+    hyps = [_finished(g.graph, t, -0.1 * (i + 1)) for i, t in enumerate(texts)]
+    assert [h.sole_meaning for h in hyps] == [
+        ("GetTime", ()),
+        ("GetTime", ()),
+        ("Volume", (("step", "up"),)),
+        None,  # a list gives its value: hassil reads it
+        None,
+    ]
+    blind = [Hypothesis(h.tokens, h.log_prob, h.score, graph=h.graph) for h in hyps]
+    free = free_search(FakeStepModel(lexicon.text_to_tokens(texts[0])))
+    for i in (0, 2):
+        fast = confidence_features(hyps[i], free, hyps[i + 1 :], g)
+        assert fast == confidence_features(blind[i], free, blind[i + 1 :], g)
+    assert confidence_features(hyps[0], free, hyps[1:], g).meaning_margin == pytest.approx(0.2)
+    # "louder please" and "volume up" mean the same: the rival is "volume down".
+    assert confidence_features(hyps[2], free, hyps[3:], g).meaning_margin == pytest.approx(0.2)
 
 
 def test_homophones_share_one_beam_entry() -> None:
