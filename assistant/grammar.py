@@ -141,7 +141,7 @@ class Graph:
     start: int
     final: int
     vocab_size: int = len(TOKENS)
-    end_sentence: np.ndarray | None = None  # int32 [n_states], None for graphs without intents
+    end_sentence: np.ndarray | None = None  # int16/32 [n_states]; None: graph without intents
     sentences: tuple[SentenceMeaning, ...] = ()
 
     @property
@@ -294,7 +294,9 @@ class _TokenGraphBuilder:
         np.cumsum(counts, out=arc_start[1:])
         end_sentence = None
         if end_sentences is not None:
-            end_sentence = np.full(self.n_states, -1, dtype=np.int32)
+            # One label per state stays resident in the daemon: int16 while it fits.
+            dtype = np.int16 if len(sentences) < np.iinfo(np.int16).max else np.int32
+            end_sentence = np.full(self.n_states, -1, dtype=dtype)
             end_sentence[list(end_sentences)] = list(end_sentences.values())
         return Graph(
             arc_start=arc_start,
