@@ -8,10 +8,12 @@ and not with the number of sentences it accepts.
 
 Build in three stages:
 1. chunk graph: an NFA whose arcs carry text fragments, word breaks (spaces) or nothing;
-   templates glue fragments into words ("light[s]" -> "light" | "lights"),
+   templates glue fragments into words ("light[s]" -> "light" | "lights"); each sentence
+   has states of its own, ending in a final state of its own,
 2. word graph: fragments joined into whole words, epsilon-free,
 3. token graph: each word arc becomes one phone chain per pronunciation, "|" between words,
-   ``</s>`` into the single final state.
+   ``</s>`` into the single final state from states labelled with their sentence (its
+   intent, and its fixed slots when it has no lists: ``Graph.sentences``).
 
 Extension (documented in DESIGN): an expansion rule may be a mapping
 ``{repeat: "<template>", min: 1, max: 20}``: the template said ``min`` to ``max`` times
