@@ -53,7 +53,8 @@ def _load_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import Daemon, DaemonError, limit_heap_growth
+    from .daemon import Daemon, DaemonError
+    from .heap import limit_heap_growth
 
     limit_heap_growth()
     config = _load_config(args)

@@ -13,7 +13,6 @@ A file source behaves the same at its end of file.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import logging
 import queue
@@ -43,27 +42,6 @@ QUEUE_LIMIT = 32  # utterances waiting for recognition; beyond that the oldest a
 
 class DaemonError(Exception):
     """A user-readable reason the daemon cannot start."""
-
-
-# glibc mallopt() parameters (malloc.h)
-_M_MMAP_THRESHOLD = -3
-_M_ARENA_MAX = -8
-
-
-def limit_heap_growth() -> None:
-    """Keep a long-running daemon's heap from holding on to memory it has freed (glibc only).
-
-    glibc raises its mmap threshold each time a large block is freed, after which feature
-    matrices, spectra and the grammar build's temporaries come from the heap and stay resident
-    once freed (~3 MB here); and each thread that allocates gets its own arena. A fixed
-    threshold (mmapped blocks go back to the system on free) and two arenas avoid both.
-    Elsewhere (musl, macOS) this does nothing."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
-    mallopt(_M_ARENA_MAX, 2)
 
 
 def load_recognizer(settings: ModelSettings | None = None) -> Any:
