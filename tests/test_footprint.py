@@ -122,7 +122,7 @@ def test_freed_heap_goes_back_to_the_system() -> None:
     # still-live block above them keeps glibc from trimming the top by itself). On glibc
     # return_freed_heap gives those pages back; elsewhere it does nothing and must not fail.
     code = (
-        "import ctypes, sys\n"
+        "import ctypes\n"
         "from assistant.heap import return_freed_heap\n"
         "def rss():\n"
         "    with open('/proc/self/status') as f:\n"
