@@ -206,6 +206,18 @@ def test_a_long_graph_that_vanishes_after_load(bundle_copy):
     assert recognizer.model.encode(np.zeros((120, 40), np.float32)).steps == 30
 
 
+def test_a_short_graph_that_vanishes_while_a_long_utterance_is_decoded(bundle_copy):
+    # The short bucket is let go for a long utterance and loaded again after it: a file
+    # deleted meanwhile (a model folder replaced under a running daemon) gives a clear error
+    # for the short utterance, and long ones keep working.
+    recognizer = Recognizer.load(bundle_copy)
+    (bundle_copy / load_bundle(bundle_copy).encoders[0].file).unlink()
+    assert recognizer.model.encode(np.zeros((500, 40), np.float32)).steps == 125
+    with pytest.raises(BundleError, match="encoder-300.tflite"):
+        recognizer.model.encode(np.zeros((120, 40), np.float32))
+    assert recognizer.model.encode(np.zeros((500, 40), np.float32)).steps == 125
+
+
 def test_manifest_from_another_version(bundle_copy):
     manifest = _manifest(bundle_copy)
     manifest["format"] = 99
