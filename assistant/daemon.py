@@ -324,6 +324,10 @@ class Daemon:
         reply = render_reply(result, self.config.replies)
         if reply and self.speaker is not None and self.source is not None and self.source.live:
             self.speaker.say_async(reply)
+        try:
+            recognizer.settle()  # after publishing: off the latency path
+        except Exception as exc:  # noqa: BLE001 - the next utterance reports it again
+            log.error("model not ready for the next utterance: %s", exc)
 
     # -- bus callback (MQTT network thread) -----------------------------------------------
 

@@ -3,9 +3,10 @@ decoder step, which implements decoder.StepModel for the beam search.
 
 Every bucket's graphs are checked at load, but only one bucket is resident at a time: the
 shortest (which holds any command of up to 3 s) while commands are short. A long utterance
-lets it go and loads the longer bucket; the next short one swaps back. Each bucket's
-interpreters hold a few MB of arenas and packed weights, so the daemon never carries two
-(its peak is the largest bucket, not their sum) for ~3 ms per swap on this machine.
+lets it go and loads the longer bucket; settle(), which the daemon calls once a result is
+published, swaps back, so the next short command does not wait for it (~5 ms here).
+Each bucket's interpreters hold a few MB of arenas and packed weights, so the daemon never
+carries two: its peak is the largest bucket, not their sum.
 """
 
 from __future__ import annotations
@@ -150,6 +151,19 @@ class TfliteModel:
                 f"{file}: {what} {sorted(shapes.items())} do not match the manifest "
                 f"({sorted(wanted.items())})"
             )
+
+    def settle(self) -> None:
+        """Between utterances: the shortest bucket resident again, warmed up, and a longer
+        one used last let go. Most commands are short, and the first invoke of freshly
+        loaded graphs costs more than later ones: both are paid here, off the latency path."""
+        shortest = self.buckets[0]
+        if self._active is shortest and shortest.encoder is not None:
+            return
+        shortest = self._ready(0)
+        self._active = shortest
+        silence = np.zeros((1, shortest.spec.frames, self.bundle.features.n_mels), np.float32)
+        shortest.encoder.set_tensor(shortest.feats_in, silence)
+        shortest.encoder.invoke()  # the first invoke of a new interpreter sets up its delegate
 
     def bucket_index(self, frames: int) -> int:
         """The shortest encoder that holds the utterance (the longest crops it)."""

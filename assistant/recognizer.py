@@ -172,6 +172,12 @@ class Recognizer:
             timings=timings,
         )
 
+    def settle(self) -> None:
+        """Between utterances (the daemon, once a result is out): readies the model for the
+        next command, most likely a short one (TfliteModel.settle). A BundleError here is
+        the next short command's error too."""
+        self.model.settle()
+
     def decode(self, pcm: np.ndarray) -> Decoded:
         """Best grammar reading and its confidence features (what tools/ calibrates on)."""
         t0 = time.perf_counter()

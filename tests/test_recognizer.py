@@ -196,6 +196,22 @@ def test_a_long_bucket_is_let_go_after_use_and_reloaded_when_needed():
     np.testing.assert_array_equal(model.encode(long).ctc_log_probs, first)
 
 
+def test_settling_after_a_long_utterance_readies_the_short_bucket():
+    # What the daemon does once a result is published: the next command (most likely short)
+    # finds the 3 s graphs loaded, and settling again changes nothing.
+    recognizer = Recognizer.load(DEFAULT_MODEL_DIR)
+    model = recognizer.model
+    short, long = np.zeros((120, 40), np.float32), np.zeros((500, 40), np.float32)
+    before = model.encode(short).ctc_log_probs.copy()
+    model.encode(long)
+    recognizer.settle()
+    assert model.resident() == [300]
+    encoder = model.buckets[0].encoder
+    recognizer.settle()
+    np.testing.assert_array_equal(model.encode(short).ctc_log_probs, before)
+    assert model.buckets[0].encoder is encoder  # not loaded again for the short command
+
+
 def test_a_long_graph_that_vanishes_after_load(bundle_copy):
     # Checked at load, loaded again on use: a file deleted meanwhile gives a clear error for
     # the long utterance, and short ones keep working.
@@ -213,6 +229,8 @@ def test_a_short_graph_that_vanishes_while_a_long_utterance_is_decoded(bundle_co
     recognizer = Recognizer.load(bundle_copy)
     (bundle_copy / load_bundle(bundle_copy).encoders[0].file).unlink()
     assert recognizer.model.encode(np.zeros((500, 40), np.float32)).steps == 125
+    with pytest.raises(BundleError, match="encoder-300.tflite"):
+        recognizer.settle()  # the daemon logs this and goes on
     with pytest.raises(BundleError, match="encoder-300.tflite"):
         recognizer.model.encode(np.zeros((120, 40), np.float32))
     assert recognizer.model.encode(np.zeros((500, 40), np.float32)).steps == 125
