@@ -64,17 +64,36 @@ def best_path_tokens(log_probs: np.ndarray) -> list[int]:
 
 
 @dataclass(frozen=True)
+class Prefixes:
+    """The n live prefixes g that candidates extend: paths ending in blank ``r_b`` [n, T],
+    all paths ``either`` = logaddexp(r_n, r_b) [n, T], and the last label [n] (-1: empty)."""
+
+    r_b: np.ndarray
+    either: np.ndarray
+    last: np.ndarray
+
+
+@dataclass(frozen=True)
 class Extensions:
-    """M candidate extensions g + c of prefixes, as the recursions need them: the label's
-    log-probs over time [M, T], the paths that may precede it [M, T], and its start at the
-    first frame [M]. Indexing selects candidates."""
+    """M candidate extensions g + c: the prefix each extends (a row of ``prefixes``) and its
+    token c. Indexing selects candidates: a beam ranks them all (``prefix_scores``), then
+    advances the time arrays (``states``, most of the cost) of the few it keeps."""
 
-    xc: np.ndarray
-    phi: np.ndarray
-    start: np.ndarray
+    prefixes: Prefixes
+    rows: np.ndarray
+    tokens: np.ndarray
 
-    def __getitem__(self, rows: np.ndarray) -> Extensions:
-        return Extensions(self.xc[rows], self.phi[rows], self.start[rows])
+    def __getitem__(self, sel: np.ndarray) -> Extensions:
+        return Extensions(self.prefixes, self.rows[sel], self.tokens[sel])
+
+    @property
+    def repeats(self) -> np.ndarray:
+        """Whether c repeats g's last label: then only paths ending in blank may precede it."""
+        return self.prefixes.last[self.rows] == self.tokens
+
+    @property
+    def empty(self) -> np.ndarray:
+        return self.prefixes.last[self.rows] < 0
 
 
 class CtcPrefixScorer:
@@ -84,12 +103,17 @@ class CtcPrefixScorer:
     recursions are linear, so they are computed with cumulative sums and
     ``np.logaddexp.accumulate`` instead of a Python loop over frames, for many candidate
     extensions at once.
+
+    Each token's log-probs and their running sums over time are laid out once per utterance
+    as rows [V + 1, T], so a search step gathers contiguous rows.
     """
 
     def __init__(self, log_probs: np.ndarray):
         self.x = np.asarray(log_probs, dtype=np.float64)  # [T, V + 1], blank last
         self.blank = self.x.shape[1] - 1
         self.cum_blank = np.cumsum(self.x[:, self.blank])
+        self.by_token = np.ascontiguousarray(self.x.T)  # [V + 1, T]
+        self.cum_by_token = np.cumsum(self.by_token, axis=1)
 
     def initial(self) -> tuple[np.ndarray, np.ndarray]:
         """(r_nonblank, r_blank) of the empty prefix, shape [T] each."""
@@ -106,44 +130,47 @@ class CtcPrefixScorer:
         """Prefix g + c for M (prefix, token) pairs. r_n, r_b: [M, T] of each g; last: [M]
         last label of g; empty: [M] whether g is empty; tokens: [M] the c. Returns
         (prefix log-prob of g + c [M], r_n [M, T], r_b [M, T] of g + c)."""
-        ext = self.extensions(r_b, np.logaddexp(r_n, r_b), last, empty, tokens)
+        prefixes = Prefixes(r_b, np.logaddexp(r_n, r_b), np.where(empty, -1, last))
+        ext = Extensions(prefixes, np.arange(len(r_b)), np.asarray(tokens))
         return self.prefix_scores(ext), *self.states(ext)
 
-    def extensions(
-        self,
-        r_b: np.ndarray,
-        either: np.ndarray,
-        last: np.ndarray,
-        empty: np.ndarray,
-        tokens: np.ndarray,
-    ) -> Extensions:
-        """The M candidates of ``extend``, to be ranked (``prefix_scores``) before the time
-        arrays of the few kept ones (``states``, most of the cost) are computed. ``either``
-        is logaddexp(r_n, r_b): a beam computes it once per prefix, not once per candidate
-        (several candidates extend each prefix)."""
-        xc = self.x[:, tokens].T  # [M, T]
-        phi = np.where((last == tokens)[:, None], r_b, either)
-        return Extensions(xc, phi, np.where(empty, xc[:, 0], NEG_INF))
-
-    @staticmethod
-    def prefix_scores(ext: Extensions) -> np.ndarray:
-        """log P(transcript starts with g + c), [M]."""
-        return np.logaddexp(ext.start, _logsumexp(ext.phi[:, :-1] + ext.xc[:, 1:], axis=1))
+    def prefix_scores(self, ext: Extensions) -> np.ndarray:
+        """log P(transcript starts with g + c), [M]: over the frame t at which c is first
+        emitted, (paths of g up to t - 1) x (c at t), plus c at frame 0 when g is empty."""
+        scores = _logsumexp(self._before(ext)[:, :-1] + self.by_token[ext.tokens, 1:], axis=1)
+        empty = ext.empty
+        if empty.any():  # the first step only: logaddexp with NEG_INF changes nothing
+            scores = np.logaddexp(np.where(empty, self.x[0, ext.tokens], NEG_INF), scores)
+        return scores
 
     def states(self, ext: Extensions) -> tuple[np.ndarray, np.ndarray]:
         """(r_n, r_b) of g + c, [M, T] each."""
-        xc, phi, start = ext.xc, ext.phi, ext.start
-        cum_c = np.cumsum(xc, axis=1)
+        xc, cum_c = self.by_token[ext.tokens], self.cum_by_token[ext.tokens]
         new_n = np.empty_like(xc)
-        new_n[:, 0] = start
-        if xc.shape[1] > 1:
-            acc = np.logaddexp.accumulate(phi[:, :-1] - cum_c[:, :-1], axis=1)
-            new_n[:, 1:] = cum_c[:, 1:] + np.logaddexp((start - cum_c[:, 0])[:, None], acc)
         new_b = np.full_like(xc, NEG_INF)
+        empty = ext.empty
+        new_n[:, 0] = np.where(empty, xc[:, 0], NEG_INF)
         if xc.shape[1] > 1:
+            # Paths that emit c first at frame t, divided by c's running product, summed up
+            # to t; a start at frame 0 (empty g) joins the first term.
+            first = self._before(ext)[:, :-1] - cum_c[:, :-1]
+            if empty.any():
+                first[:, 0] = np.logaddexp(first[:, 0], new_n[:, 0] - cum_c[:, 0])
+            new_n[:, 1:] = cum_c[:, 1:] + np.logaddexp.accumulate(first, axis=1)
             acc_b = np.logaddexp.accumulate(new_n[:, :-1] - self.cum_blank[None, :-1], axis=1)
             new_b[:, 1:] = self.cum_blank[None, 1:] + acc_b
         return np.maximum(new_n, NEG_INF), np.maximum(new_b, NEG_INF)
+
+    @staticmethod
+    def _before(ext: Extensions) -> np.ndarray:
+        """[M, T]: the paths of g that c may follow: all of them, or only those ending in
+        blank when c repeats g's last label (CTC merges repeats not split by a blank)."""
+        p = ext.prefixes
+        phi = p.either[ext.rows]
+        repeats = ext.repeats
+        if repeats.any():  # rare: grammars seldom allow a phone twice in a row
+            phi[repeats] = p.r_b[ext.rows[repeats]]
+        return phi
 
     @staticmethod
     def final(r_n: np.ndarray, r_b: np.ndarray) -> np.ndarray:

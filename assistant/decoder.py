@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .ctc import CtcPrefixScorer, Extensions
+from .ctc import CtcPrefixScorer, Extensions, Prefixes
 from .grammar import Graph, SentenceMeaning, any_token_graph, phone_loop_graph, slot_key
 from .lexicon import EOS_ID, PAD_ID, TOKENS
 
@@ -206,6 +206,7 @@ class _Beam:
     scores: np.ndarray  # float64 [n]: what prefixes are ranked by (joint with CTC if used)
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     att: np.ndarray = field(default_factory=lambda: np.zeros(0))  # attention log-prob [n]
+    last: np.ndarray = field(default_factory=lambda: np.full(1, -1))  # last token [n], -1: none
     ctc_n: np.ndarray | None = None  # CTC prefix state [n, T] (paths ending in a label)
     ctc_b: np.ndarray | None = None  # [n, T] (paths ending in blank)
 
@@ -280,7 +281,7 @@ def _search_many(
             )
             if not search.done:
                 rows[at : at + len(live.rows)] = at + live.rows
-                tokens[at : at + len(live.prefixes)] = [p[-1] for p in live.prefixes]
+                tokens[at : at + len(live.last)] = live.last
         if all(search.done for search in running):
             break
         states = new_states[rows]
@@ -325,34 +326,26 @@ def _greedy_candidate(total: np.ndarray) -> _Candidates:
     return _Candidates(np.array([row])[keep], np.array([tok])[keep], score, score)
 
 
-def _last_tokens(live: _Beam) -> tuple[np.ndarray, np.ndarray]:
-    """Last token of each live prefix (-1 when empty) and whether it is empty."""
-    last = np.array([p[-1] if p else -1 for p in live.prefixes])
-    return last, last < 0
-
-
 def _joint_candidates(
     total: np.ndarray, live: _Beam, beam: int, ctc: CtcPrefixScorer, weight: float
 ) -> _Candidates:
     """Ranked by (1 - w) * attention + w * CTC prefix score. The attention scores pre-select
     ``beam`` candidates per prefix."""
-    n, vocab = total.shape
-    k = min(beam, vocab)
-    cand = np.argpartition(-total, k - 1, axis=1)[:, :k]  # [n, k]
-    rows = np.repeat(np.arange(n), k)
-    toks = cand.ravel()
+    allowed = np.isfinite(total)
+    k = min(beam, total.shape[1])
+    if allowed.sum(axis=1).max() > k:  # else every allowed token is among the row's top k
+        top = np.argpartition(-total, k - 1, axis=1)[:, :k]
+        allowed &= total >= np.take_along_axis(total, top, axis=1).min(axis=1, keepdims=True)
+    rows, toks = np.nonzero(allowed)
     att = total[rows, toks]
-    keep = np.isfinite(att)
-    rows, toks, att = rows[keep], toks[keep], att[keep]
     if rows.size == 0:
         return _Candidates(rows, toks, att, att)
     assert live.ctc_n is not None and live.ctc_b is not None
     is_eos = toks == EOS_ID
-    last, empty = _last_tokens(live)
-    ctc_tok = np.where(is_eos, 0, toks)  # </s> is scored by ctc.final below
-    either = np.logaddexp(live.ctc_n, live.ctc_b)[rows]  # per prefix, then per candidate
-    ext = ctc.extensions(live.ctc_b[rows], either, last[rows], empty[rows], ctc_tok)
-    ctc_score = np.where(is_eos, either[:, -1], ctc.prefix_scores(ext))  # = ctc.final
+    either = np.logaddexp(live.ctc_n, live.ctc_b)  # once per prefix, not per candidate
+    ext = Extensions(Prefixes(live.ctc_b, either, live.last), rows, np.where(is_eos, 0, toks))
+    # </s> is scored by ctc.final: all paths of the prefix, ending at the last frame.
+    ctc_score = np.where(is_eos, either[rows, -1], ctc.prefix_scores(ext))
     joint = (1 - weight) * att + weight * ctc_score
     order = np.argsort(-joint, kind="stable")[: 2 * beam]
     order = order[joint[order] >= -1e29]  # paths CTC cannot align
@@ -400,16 +393,18 @@ def _select(
             prefixes.append(prefix)
             dstates.append(nxt)
             kept.append(i)
+    kept_at = np.array(kept, dtype=np.int64)
     ctc_n = ctc_b = None
     if cand.ctc_ext is not None and ctc is not None:
         # The CTC time arrays (most of its cost) only for the prefixes that stay live.
-        ctc_n, ctc_b = ctc.states(cand.ctc_ext[np.array(kept, dtype=np.int64)])
+        ctc_n, ctc_b = ctc.states(cand.ctc_ext[kept_at])
     return _Beam(
         prefixes,
         dstates,
-        cand.score[kept].astype(np.float64),
-        cand.rows[kept].astype(np.int64),
-        att=cand.att[kept].astype(np.float64),
+        cand.score[kept_at].astype(np.float64),
+        cand.rows[kept_at].astype(np.int64),
+        att=cand.att[kept_at].astype(np.float64),
+        last=cand.toks[kept_at],
         ctc_n=ctc_n,
         ctc_b=ctc_b,
     )

@@ -84,8 +84,8 @@ def test_prefix_scorer_agrees_with_forward_and_sums_to_one():
 
 def test_ranking_scores_and_time_arrays_are_extend_split_in_two():
     # The beam ranks every candidate by prefix_scores and computes states only for the kept
-    # ones: together they must be exactly extend.
-    from assistant.ctc import CtcPrefixScorer
+    # ones: together they must be exactly extend (token 2 repeats the prefix's last label).
+    from assistant.ctc import CtcPrefixScorer, Extensions, Prefixes
 
     rng = np.random.default_rng(4)
     logits = rng.normal(size=(12, 6))
@@ -96,7 +96,9 @@ def test_ranking_scores_and_time_arrays_are_extend_split_in_two():
     r_n, r_b = np.repeat(r_n, m, 0), np.repeat(r_b, m, 0)
     last, empty, tokens = np.full(m, 2), np.zeros(m, bool), np.array([0, 1, 2, 3, 4])
     prefix, new_n, new_b = scorer.extend(r_n, r_b, last, empty, tokens)
-    ext = scorer.extensions(r_b, np.logaddexp(r_n, r_b), last, empty, tokens)
+    # As a beam holds them: one live prefix, extended by every token.
+    prefixes = Prefixes(r_b[:1], np.logaddexp(r_n, r_b)[:1], last[:1])
+    ext = Extensions(prefixes, np.zeros(m, dtype=np.int64), tokens)
     np.testing.assert_array_equal(scorer.prefix_scores(ext), prefix)
     kept = np.array([3, 1])
     states = scorer.states(ext[kept])

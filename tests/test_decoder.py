@@ -325,3 +325,55 @@ def test_greedy_free_decode_is_the_same_with_and_without_ctc() -> None:
     joint = free_search(FakeStepModel(target), beam=1, max_steps=60, ctc=ctc, ctc_weight=0.5)
     assert list(joint.tokens) == list(plain.tokens) == target
     assert joint.log_prob == plain.log_prob
+
+
+@pytest.mark.parametrize("allowed_per_prefix", [3, 30])
+def test_joint_candidates_are_each_prefixs_top_k_by_attention_ranked_jointly(
+    allowed_per_prefix: int,
+) -> None:
+    # Grammars mostly allow fewer tokens than the beam after a prefix (all are candidates);
+    # at a word start they may allow more, and then only the beam's best by attention are.
+    from assistant.ctc import CtcPrefixScorer, Extensions, Prefixes
+    from assistant.decoder import _Beam, _joint_candidates
+
+    rng = np.random.default_rng(7)
+    n, vocab, beam, weight = 4, len(lexicon.TOKENS), 6, 0.3
+    logits = rng.normal(size=(20, vocab + 1))
+    ctc = CtcPrefixScorer(logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))
+    r_n, r_b = ctc.initial()
+    last = np.array([5, 9, 5, 12])
+    _, r_n, r_b = ctc.extend(
+        np.repeat(r_n[None], n, 0),
+        np.repeat(r_b[None], n, 0),
+        np.full(n, -1),
+        np.ones(n, bool),
+        last,
+    )
+    total = np.full((n, vocab), -np.inf)
+    for row in range(n):
+        allowed = rng.choice(np.arange(2, vocab), allowed_per_prefix, replace=False)
+        total[row, allowed] = rng.normal(size=allowed_per_prefix) - 3
+    total[1, EOS_ID] = -2.0
+    live = _Beam([(t,) for t in last], [0] * n, np.zeros(n), att=np.zeros(n), last=last)
+    live.ctc_n, live.ctc_b = r_n, r_b
+    got = _joint_candidates(total, live, beam, ctc, weight)
+
+    # Reference: each prefix's best `beam` tokens by attention, scored one by one.
+    expected = []
+    either = np.logaddexp(r_n, r_b)
+    prefixes = Prefixes(r_b, either, last)
+    for row in range(n):
+        for tok in np.argsort(-total[row])[: min(beam, allowed_per_prefix + (row == 1))]:
+            if tok == EOS_ID:
+                ctc_score = either[row, -1]
+            else:
+                ext = Extensions(prefixes, np.array([row]), np.array([tok]))
+                ctc_score = ctc.prefix_scores(ext)[0]
+            joint = (1 - weight) * total[row, tok] + weight * ctc_score
+            expected.append((joint, row, int(tok)))
+    expected.sort(reverse=True)
+    expected = expected[: 2 * beam]
+    assert [(r, t) for _, r, t in expected] == list(
+        zip(got.rows.tolist(), got.toks.tolist(), strict=True)
+    )
+    np.testing.assert_allclose(got.score, [j for j, _, _ in expected], rtol=1e-12)
