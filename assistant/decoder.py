@@ -206,7 +206,8 @@ class _Beam:
     scores: np.ndarray  # float64 [n]: what prefixes are ranked by (joint with CTC if used)
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     att: np.ndarray = field(default_factory=lambda: np.zeros(0))  # attention log-prob [n]
-    last: np.ndarray = field(default_factory=lambda: np.full(1, -1))  # last token [n], -1: none
+    # last token of each prefix [n], -1 for the empty one
+    last: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     ctc_n: np.ndarray | None = None  # CTC prefix state [n, T] (paths ending in a label)
     ctc_b: np.ndarray | None = None  # [n, T] (paths ending in blank)
 
@@ -244,7 +245,7 @@ def _search_many(
         beam = max(1, min(beam, batch - offset))
         dfa = _dfa_for(graph)
         dfa.expand(dfa.start)
-        live = _Beam([()], [dfa.start], np.zeros(1), att=np.zeros(1))
+        live = _Beam([()], [dfa.start], np.zeros(1), att=np.zeros(1), last=np.full(1, -1))
         if ctc is not None:
             r_n, r_b = ctc.initial()
             live.ctc_n, live.ctc_b = r_n[None], r_b[None]
