@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .features import FeatureParams
-from .lexicon import TOKENS
+from .units import Units, UnitsError
 
 MANIFEST_FORMAT = 2  # 2: one decoder-step graph per encoder bucket
 
@@ -36,7 +36,7 @@ class Bundle:
     name: str
     version: str
     features: FeatureParams
-    tokens: tuple[str, ...]
+    units: Units  # output units: phones, or phone pieces (assistant/units.py)
     encoders: tuple[EncoderSpec, ...]  # shortest first
     beam: int
     enc_dim: int
@@ -79,9 +79,14 @@ def load_bundle(path: Path) -> Bundle:
             f"{manifest_path}: bundle format {fmt!r}, this version reads format {MANIFEST_FORMAT}"
             " (rebuild it with python -m tools.build)"
         )
-    tokens = tuple(_require(manifest, "tokens", list, manifest_path))
-    if tokens != TOKENS:
-        raise BundleError(f"{manifest_path}: token list differs from this version's phone set")
+    tokens = _require(manifest, "tokens", list, manifest_path)
+    merges = manifest.get("merges")
+    try:
+        if merges is not None and not isinstance(merges, list):
+            raise UnitsError("'merges' must be a list of pairs")
+        units = Units.from_manifest(tokens, merges)
+    except (UnitsError, ValueError, TypeError) as exc:
+        raise BundleError(f"{manifest_path}: bad output units: {exc}") from exc
     features = FeatureParams.from_dict(_require(manifest, "features", dict, manifest_path))
     if features.sample_rate != _require(manifest, "sample_rate", int, manifest_path):
         raise BundleError(f"{manifest_path}: sample_rate and features.sample_rate disagree")
@@ -112,7 +117,7 @@ def load_bundle(path: Path) -> Bundle:
         name=str(manifest.get("name", path.name)),
         version=str(manifest.get("version", "0")),
         features=features,
-        tokens=tokens,
+        units=units,
         encoders=tuple(sorted(encoders, key=lambda e: e.frames)),
         beam=beam,
         enc_dim=int(_require(manifest, "enc_dim", int, manifest_path)),

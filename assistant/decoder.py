@@ -12,13 +12,15 @@ from __future__ import annotations
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from .ctc import CtcPrefixScorer, Extensions, Prefixes
 from .grammar import Graph, SentenceMeaning, any_token_graph, phone_loop_graph, slot_key
-from .lexicon import EOS_ID, PAD_ID, TOKENS
+from .lexicon import EOS_ID, PAD_ID
+from .units import Units
 
 if TYPE_CHECKING:
     from .grammar import Grammar
@@ -120,10 +122,6 @@ class FreeResult:
     @property
     def per_token(self) -> float:
         return self.log_prob / max(1, len(self.tokens))
-
-    @property
-    def phones(self) -> str:
-        return " ".join(TOKENS[t] for t in self.tokens)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,12 +456,13 @@ def constrained_and_free_search(
     step model needs beam + 1 rows)."""
     graph = grammar if isinstance(grammar, Graph) else grammar.graph
     hyps, free = _search_many(
-        model, [(graph, beam, 1.0), (_free_graph(False), 1, 1.0)], max_steps, ctc, ctc_weight
+        model,
+        [(graph, beam, 1.0), (_any_token_graph(graph.vocab_size), 1, 1.0)],
+        max_steps,
+        ctc,
+        ctc_weight,
     )
     return _with_readings(hyps, graph, readings), _free_result(free)
-
-
-_FREE_GRAPHS: dict[bool, Graph] = {}
 
 
 def free_search(
@@ -473,19 +472,20 @@ def free_search(
     phone_loop: bool = False,
     ctc: CtcPrefixScorer | None = None,
     ctc_weight: float = 0.0,
+    units: Units | None = None,
 ) -> FreeResult:
-    """Best sequence with no grammar (any tokens), or with ``phone_loop`` any well-formed
-    words (phones, single "|" between words, </s> after a phone). The yardstick the
+    """Best sequence of ``units`` (the phone set by default) with no grammar (any tokens), or
+    with ``phone_loop`` any well-formed words (</s> after a whole word). The yardstick the
     constrained result is compared with for confidence."""
-    [hyps] = _search_many(model, [(_free_graph(phone_loop), beam, 1.0)], max_steps, ctc, ctc_weight)
+    units = units or Units.phones()
+    graph = _phone_loop_graph(units) if phone_loop else _any_token_graph(len(units.tokens))
+    [hyps] = _search_many(model, [(graph, beam, 1.0)], max_steps, ctc, ctc_weight)
     return _free_result(hyps)
 
 
-def _free_graph(phone_loop: bool) -> Graph:
-    graph = _FREE_GRAPHS.get(phone_loop)
-    if graph is None:
-        graph = _FREE_GRAPHS[phone_loop] = phone_loop_graph() if phone_loop else any_token_graph()
-    return graph
+# Built once per unit set: the decoders cache their per-graph tables by graph identity.
+_any_token_graph = lru_cache(maxsize=4)(any_token_graph)
+_phone_loop_graph = lru_cache(maxsize=4)(phone_loop_graph)
 
 
 def _free_result(hyps: list[Hypothesis]) -> FreeResult:

@@ -67,7 +67,8 @@ from hassil import Sequence as Seq
 from hassil.numbers import get_rbnf_engine
 
 from . import lexicon
-from .lexicon import EOS_ID, TOKEN_INDEX, TOKENS, WORD_BOUNDARY_ID
+from .lexicon import EOS_ID
+from .units import Units
 
 _LOG = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class Graph:
     words: tuple[str, ...]
     start: int
     final: int
-    vocab_size: int = len(TOKENS)
+    vocab_size: int = len(Units.phones().tokens)
     end_sentence: np.ndarray | None = None  # int16/32 [n_states]; None: graph without intents
     sentences: tuple[SentenceMeaning, ...] = ()
 
@@ -214,27 +215,30 @@ class Graph:
         return tokens
 
 
-def phone_loop_graph() -> Graph:
-    """Any sequence of words made of any phones: the free-decoding 'grammar'."""
-    phones = range(WORD_BOUNDARY_ID + 1, len(TOKENS))
+def phone_loop_graph(units: Units) -> Graph:
+    """Any sequence of well-formed words made of any units: the free-decoding 'grammar'."""
     builder = _TokenGraphBuilder()
     begin, in_word, final = builder.new_state(), builder.new_state(), builder.new_state()
-    for p in phones:
-        builder.add(begin, p, in_word)
-        builder.add(in_word, p, in_word)
-    builder.add(in_word, WORD_BOUNDARY_ID, begin)
+    starts = units.word_start_ids
+    for tok in range(EOS_ID + 1, len(units.tokens)):
+        if tok in starts:
+            builder.add(begin, tok, in_word)
+        if tok in starts or not units.has_boundary:
+            builder.add(in_word, tok, in_word)
+    if units.has_boundary:
+        builder.add(in_word, units.boundary_id, begin)
     builder.add(in_word, EOS_ID, final)
-    return builder.build((), begin, final)
+    return builder.build((), begin, final, vocab_size=len(units.tokens))
 
 
-def any_token_graph() -> Graph:
+def any_token_graph(vocab_size: int) -> Graph:
     """Every token (but <pad>) at every step: unconstrained decoding."""
     builder = _TokenGraphBuilder()
     state, final = builder.new_state(), builder.new_state()
-    for tok in range(WORD_BOUNDARY_ID, len(TOKENS)):
+    for tok in range(EOS_ID + 1, vocab_size):
         builder.add(state, tok, state)
     builder.add(state, EOS_ID, final)
-    return builder.build((), state, final)
+    return builder.build((), state, final, vocab_size=vocab_size)
 
 
 class _TokenGraphBuilder:
@@ -282,6 +286,7 @@ class _TokenGraphBuilder:
         final: int,
         end_sentences: dict[int, int] | None = None,
         sentences: tuple[SentenceMeaning, ...] = (),
+        vocab_size: int = Graph.vocab_size,
     ) -> Graph:
         src, tok, dst, word = (
             np.asarray(a, dtype=np.int32) for a in (self.src, self.tok, self.dst, self.word)
@@ -308,6 +313,7 @@ class _TokenGraphBuilder:
             words=words,
             start=start,
             final=final,
+            vocab_size=vocab_size,
             end_sentence=end_sentence,
             sentences=sentences,
         )
@@ -565,9 +571,11 @@ def _token_graph(
     where_of: dict[str, str],
     sentence_of: dict[int, int],
     sentences: tuple[SentenceMeaning, ...],
+    units: Units,
 ) -> Graph:
     """Two token states per word state: ``begin`` (a word may start) and ``end`` (a word just
-    ended: "|" to begin, or </s> when final). Word arcs become phone chains begin -> end.
+    ended: "|" to begin, or </s> when final). Word arcs become unit chains begin -> end.
+    Units without "|" mark a word's first unit instead, so there ``end`` is ``begin``.
     ``sentence_of`` gives the sentence (index into ``sentences``) of each final word state."""
     builder = _TokenGraphBuilder()
     begin = {s: builder.new_state() for s in words.arcs}
@@ -578,9 +586,9 @@ def _token_graph(
 
     def end_state(s: int) -> int:
         if s not in end:
-            end[s] = builder.new_state()
-            if words.arcs[s]:
-                builder.add(end[s], WORD_BOUNDARY_ID, begin[s])
+            end[s] = builder.new_state() if units.has_boundary else begin[s]
+            if words.arcs[s] and units.has_boundary:
+                builder.add(end[s], units.boundary_id, begin[s])
             if s in words.finals:
                 builder.add(end[s], EOS_ID, final)
                 end_sentences[end[s]] = sentence_of[s]
@@ -592,22 +600,19 @@ def _token_graph(
             for word in parts:
                 _check_word(word, where_of)
             word_id = vocab.setdefault(" ".join(parts), len(vocab))
-            _add_phone_chains(builder, begin[src], end_state(dst), parts, word_id)
-    return builder.build(tuple(vocab), begin[words.start], final, end_sentences, sentences)
+            _add_unit_chains(builder, begin[src], end_state(dst), parts, word_id, units)
+    start, n_tokens = begin[words.start], len(units.tokens)
+    return builder.build(tuple(vocab), start, final, end_sentences, sentences, n_tokens)
 
 
-def _add_phone_chains(
-    builder: _TokenGraphBuilder, src: int, dst: int, parts: list[str], word_id: int
+def _add_unit_chains(
+    builder: _TokenGraphBuilder, src: int, dst: int, parts: list[str], word_id: int, units: Units
 ) -> None:
-    """One chain per pronunciation; a hyphenated piece ("twenty-five") is several spoken words
-    with "|" between them, matching lexicon.text_to_tokens of the sampled text."""
+    """One chain per pronunciation; a hyphenated piece ("twenty-five") is several spoken
+    words, spelled as lexicon.text_to_tokens spells the sampled text."""
     variants = [lexicon.pronunciations(p) for p in parts]
     for combo in itertools.product(*variants):
-        tokens: list[int] = []
-        for i, phones in enumerate(combo):
-            if i:
-                tokens.append(WORD_BOUNDARY_ID)
-            tokens.extend(TOKEN_INDEX[p] for p in phones)
+        tokens = units.spell(combo)
         state = src
         for i, tok in enumerate(tokens):
             nxt = dst if i == len(tokens) - 1 else builder.new_state()
@@ -714,14 +719,19 @@ class Grammar:
         return blocks
 
 
-def load_grammar(paths: str | Path | Iterable[str | Path], skip_wildcards: bool = False) -> Grammar:
-    """Load one or more hassil YAML files (merged like Home Assistant does) into a Grammar."""
+def load_grammar(
+    paths: str | Path | Iterable[str | Path],
+    skip_wildcards: bool = False,
+    units: Units | None = None,
+) -> Grammar:
+    """Load one or more hassil YAML files (merged like Home Assistant does) into a Grammar
+    whose graph spells ``units`` (a bundle's; the phone set by default)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     raw: dict[str, Any] = {}
     for path in paths:
         merge_dict(raw, _read_yaml(Path(path)))
-    return grammar_from_dict(raw, skip_wildcards=skip_wildcards)
+    return grammar_from_dict(raw, skip_wildcards=skip_wildcards, units=units)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -737,7 +747,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return doc
 
 
-def grammar_from_dict(raw: dict[str, Any], skip_wildcards: bool = False) -> Grammar:
+def grammar_from_dict(
+    raw: dict[str, Any], skip_wildcards: bool = False, units: Units | None = None
+) -> Grammar:
     raw = copy.deepcopy(raw)
     raw.setdefault("language", "en")
     repeats_raw = _split_repeat_rules(raw)
@@ -752,7 +764,7 @@ def grammar_from_dict(raw: dict[str, Any], skip_wildcards: bool = False) -> Gram
         for name, (body, lo, hi) in repeats_raw.items()
     }
     templates = _Templates(intents, repeats)
-    graph, skipped = _build_graph(templates, skip_wildcards)
+    graph, skipped = _build_graph(templates, skip_wildcards, units or Units.phones())
     return Grammar(graph, intents, raw["language"], templates, skipped)
 
 
@@ -832,7 +844,9 @@ def _drop_context(raw: dict[str, Any]) -> None:
         ]
 
 
-def _build_graph(templates: _Templates, skip_wildcards: bool) -> tuple[Graph, list[str]]:
+def _build_graph(
+    templates: _Templates, skip_wildcards: bool, units: Units
+) -> tuple[Graph, list[str]]:
     chunks = _ChunkGraph()
     start = chunks.new_state()
     builder = _ChunkBuilder(templates, chunks)
@@ -870,7 +884,7 @@ def _build_graph(templates: _Templates, skip_wildcards: bool) -> tuple[Graph, li
     if len(skipped) == total:
         raise GrammarError("the grammar has no sentences that can be spoken")
     words = _word_graph(chunks, start)
-    return _token_graph(words, where_of, sentence_of, tuple(sentences)), skipped
+    return _token_graph(words, where_of, sentence_of, tuple(sentences), units), skipped
 
 
 def _note_words(chunks: _ChunkGraph, first: int, where: _Where, where_of: dict[str, str]) -> None:

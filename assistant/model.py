@@ -52,7 +52,7 @@ class TfliteModel:
         # The grammar's beam plus one row for the free decode that confidence compares with.
         self.batch_size = bundle.beam + 1
         self.state_size = bundle.state_size
-        self.vocab_size = len(bundle.tokens)
+        self.vocab_size = len(bundle.units.tokens)
         self.num_threads = num_threads
         # Every graph is checked, one bucket resident at a time and the shortest last, so that
         # the start-up peak is the largest bucket, not all of them together.

@@ -29,7 +29,7 @@ from .edges import with_quiet_edges
 from .edits import edit_distance
 from .features import SAMPLE_RATE, log_mel_from_power, power_spectrum, to_float_pcm
 from .grammar import Grammar, GrammarError, load_grammar
-from .lexicon import EOS_ID, TOKENS, add_pronunciations, spellings_by_pronunciation
+from .lexicon import add_pronunciations, spellings_by_pronunciation
 from .model import Encoded, TfliteModel
 from .result import Result
 from .tonality import is_steady_tone
@@ -137,7 +137,7 @@ class Recognizer:
                 raise BundleError(f"{bundle.lexicon}: not a usable lexicon ({exc})") from exc
         grammar_path = Path(grammar) if grammar else bundle.grammar
         try:
-            loaded = load_grammar(grammar_path)
+            loaded = load_grammar(grammar_path, units=bundle.units)
         except GrammarError as exc:
             raise BundleError(f"grammar {grammar_path}: {exc}") from exc
         return cls(bundle, model, loaded, beam)
@@ -247,15 +247,14 @@ class Recognizer:
             phone_loop=True,
             ctc=scorer,
             ctc_weight=self.ctc_weight,
+            units=self.bundle.units,
         )
         spellings = _spellings()
         words, phones = [], []
-        for word in " ".join(TOKENS[t] for t in free.tokens if t != EOS_ID).split(" | "):
-            if not word:
-                continue
-            spelled = spellings.get(tuple(word.split()))
-            words.append(spelled[0] if spelled else f"[{word}]")
-            phones.append(word)
+        for word in self.bundle.units.words(free.tokens):
+            spelled = spellings.get(tuple(word))
+            words.append(spelled[0] if spelled else f"[{' '.join(word)}]")
+            phones.append(" ".join(word))
         return FreeTranscript(" ".join(words), " | ".join(phones))
 
     def _speech_features(self, pcm: np.ndarray) -> np.ndarray | None:

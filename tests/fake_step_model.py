@@ -24,7 +24,9 @@ class FakeStepModel:
         batch_size: int = 8,
         distractors: dict[int, int] | None = None,
         strength: float = 6.0,
+        vocab_size: int = len(TOKENS),
     ) -> None:
+        self.vocab_size = vocab_size
         self.target = list(target)
         self.batch_size = batch_size
         self.distractors = distractors or {}

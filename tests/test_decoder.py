@@ -228,7 +228,7 @@ def test_phone_loop_free_search_is_well_formed() -> None:
     result = free_search(FakeStepModel(target), phone_loop=True)
     assert list(result.tokens) == target
     assert result.tokens[0] > WORD_BOUNDARY_ID
-    assert result.phones.endswith("</s>")
+    assert result.tokens[-1] == EOS_ID
 
 
 def test_row_padding_and_small_batch(home: Grammar) -> None:

@@ -194,3 +194,65 @@ def test_a_narrowband_build_trains_on_the_narrowband_copies(tmp_path):
     assert len(history) == 2  # header + the one epoch
     speech = load_audio(next(c for c in read_manifest() if c.label == "yes").path)
     assert 0.0 <= Recognizer.load(out).recognize(speech).confidence <= 1.0
+
+
+@pytest.mark.skipif(not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data")
+def test_tiny_build_with_phone_pieces(tmp_path):
+    """Pieces learned from the targets, a phone model carried over to them, trained, packaged
+    with its merges, and decoded by the runtime with the bundle's own units."""
+    from assistant.units import Units
+    from tools import learn_units
+    from tools.model import carry_over_to_units
+
+    cache = tmp_path / "cache"
+    prepare.main(["--cache", str(cache), "--limit", "24", "--variants", "1"])
+    units_file = tmp_path / "units.json"
+    learn_units.main(
+        ["--sets", str(cache / "real_train.npz"), "--merges", "20", "--out", str(units_file)]
+    )
+    units = learn_units.load(units_file)
+    assert len(units.tokens) == len(Units.phones().tokens) - 1 + 39 + 20  # no "|", 39 "|X"
+
+    phone_model = build_model(TINY)
+    piece_config = ModelConfig(**{**TINY.to_dict(), "vocab_size": len(units.tokens)})
+    piece_model = build_model(piece_config)
+    carry_over_to_units(phone_model, piece_model, units)
+    phones = Units.phones()
+    table, piece_table = phone_model.embed.get_weights()[0], piece_model.embed.get_weights()[0]
+    merged = units.tokens[-1]  # the last merge: a piece of 2+ phones
+    members = [phones.index[p] for p in merged.lstrip("|").split()]
+    if merged.startswith("|"):
+        members.insert(0, phones.boundary_id)
+    np.testing.assert_allclose(piece_table[-1], table[members].mean(0), rtol=1e-6)
+    encoders = (phone_model.enc_rnns[0].get_weights(), piece_model.enc_rnns[0].get_weights())
+    for a, b in zip(*encoders, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    phone_run = tmp_path / "phones"
+    train([cache / "real_train.npz"], None, phone_run, 1, 1e-3, 4000, TINY, threads=2)
+    run = tmp_path / "pieces"
+    checkpoint = train(
+        [cache / "real_train.npz"],
+        cache / "real_dev.npz",
+        run,
+        epochs=1,
+        lr=1e-3,
+        max_frames=4000,
+        config=TINY,
+        threads=2,
+        init=phone_run / "ckpt.weights.h5",
+        units=units,
+    )
+    assert json.loads((run / "config.json").read_text())["vocab_size"] == len(units.tokens)
+    assert learn_units.load(run / "units.json") == units
+    bundle_dir = write_bundle(checkpoint, tmp_path / "bundle", GRAMMAR, "tiny", "0", buckets=(100,))
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert manifest["merges"] == [list(m) for m in units.merges]
+    recognizer = Recognizer.load(bundle_dir)
+    assert recognizer.bundle.units == units
+    assert recognizer.grammar.graph.vocab_size == len(units.tokens)
+    clip = next(c for c in read_manifest() if c.split == "test" and c.label == "yes")
+    result = recognizer.recognize(load_audio(clip.path))
+    assert 0.0 <= result.confidence <= 1.0
+    free = recognizer.transcribe_free(load_audio(clip.path))
+    assert "|" not in free.phones.replace(" | ", " ")  # words read back as phones

@@ -24,7 +24,7 @@ import shutil
 import time
 from pathlib import Path
 
-from tools import prepare, synth
+from tools import learn_units, prepare, synth
 from tools.average import PROVENANCE
 from tools.calibrate import Clips, calibrate
 from tools.corpus import DEFAULT_DATA, load_noises
@@ -149,6 +149,7 @@ def build(args: argparse.Namespace) -> Path:
             init=init,
             threads=args.workers,
             average=args.average,
+            units=learn_units.load(args.units) if args.units else None,
         )
     else:
         assert init is not None
@@ -185,6 +186,8 @@ def build(args: argparse.Namespace) -> Path:
     if checkpoint.resolve() != (args.out / "checkpoint.weights.h5").resolve():
         shutil.copyfile(checkpoint, args.out / "checkpoint.weights.h5")
         shutil.copyfile(checkpoint.parent / "config.json", args.out / "config.json")
+        if (checkpoint.parent / "units.json").exists():
+            shutil.copyfile(checkpoint.parent / "units.json", args.out / "units.json")
     if (run / "history.csv").exists():
         plot_training(run / "history.csv", args.out / "training.png")
 
@@ -290,6 +293,11 @@ def main(argv: list[str] | None = None) -> None:
         "--narrowband",
         action="store_true",
         help="also train on a narrowband (8 kHz-like) copy of every real recording",
+    )
+    parser.add_argument(
+        "--units",
+        type=Path,
+        help="train phone-piece output units (a tools.learn_units file) instead of phones",
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--limit", type=int, default=0, help="tiny runs for tests")

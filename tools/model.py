@@ -12,10 +12,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from assistant.lexicon import TOKENS
+from assistant.lexicon import EOS, PAD, TOKENS
+from assistant.units import WORD_START, Units
 
 
 @dataclass(frozen=True)
@@ -104,3 +106,34 @@ class Recogniser(keras.Model):
         enc, keys = self.encode(feats, training=training)
         logits = self.decode_teacher_forced(prev_tokens, enc, keys, enc_mask, training=training)
         return logits, self.ctc_head(enc)
+
+
+def carry_over_to_units(source: Recogniser, target: Recogniser, units: Units) -> None:
+    """Start a piece-unit model (``target``) from a trained phone model (``source``): every
+    layer but the three that are sized by the vocabulary is copied; a piece's embedding and
+    output weights start as the mean of its phones' (a word's first piece also has "|" in
+    the mean), so the decoder begins from what it knew instead of from noise."""
+    phones = Units.phones()
+
+    def members(token: str) -> list[int]:
+        if token in (PAD, EOS):
+            return [phones.index[token]]
+        ids = [phones.index[p] for p in token.lstrip(WORD_START).split()]
+        return [phones.boundary_id, *ids] if token.startswith(WORD_START) else ids
+
+    groups = [members(t) for t in units.tokens]
+    for src_layer, dst_layer in zip(source.layers, target.layers, strict=True):
+        if src_layer is source.embed:
+            (table,) = src_layer.get_weights()
+            dst_layer.set_weights([np.stack([table[g].mean(0) for g in groups])])
+        elif src_layer is source.out or src_layer is source.ctc_head:
+            kernel, bias = src_layer.get_weights()
+            rows = groups + ([[len(phones.tokens)]] if src_layer is source.ctc_head else [])
+            dst_layer.set_weights(
+                [
+                    np.stack([kernel[:, g].mean(1) for g in rows], axis=1),
+                    np.array([bias[g].mean() for g in rows]),
+                ]
+            )
+        else:
+            dst_layer.set_weights(src_layer.get_weights())

@@ -10,7 +10,9 @@ from typing import Any
 from assistant.bundle import MANIFEST_FORMAT
 from assistant.features import FeatureParams
 from assistant.grammar import load_grammar
-from assistant.lexicon import TOKENS, lexicon_for
+from assistant.lexicon import lexicon_for
+from assistant.units import Units
+from tools import learn_units
 from tools.export import BEAM, DEFAULT_BUCKETS, export
 from tools.model import ModelConfig
 
@@ -33,6 +35,8 @@ def write_bundle(
         else ModelConfig()
     )
     out.mkdir(parents=True, exist_ok=True)
+    units_path = checkpoint.parent / "units.json"
+    units = learn_units.load(units_path) if units_path.exists() else Units.phones()
     graphs = export(checkpoint, config, out, quantise=quantise, buckets=buckets, beam=beam)
     if grammar.resolve() != (out / "grammar.yaml").resolve():
         shutil.copyfile(grammar, out / "grammar.yaml")
@@ -43,7 +47,8 @@ def write_bundle(
         "version": version,
         "sample_rate": FeatureParams().sample_rate,
         "features": FeatureParams().to_dict(),
-        "tokens": list(TOKENS),
+        "tokens": list(units.tokens),
+        **({"merges": [list(m) for m in units.merges]} if units.merges else {}),
         "model": config.to_dict(),
         **graphs,
         "grammar": "grammar.yaml",

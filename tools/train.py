@@ -12,6 +12,7 @@ import csv
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,10 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from assistant.lexicon import PAD_ID
+from assistant.units import Units
+from tools import learn_units
 from tools.featcache import FeatureSet
-from tools.model import ModelConfig, Recogniser, subsampled_length
+from tools.model import ModelConfig, Recogniser, carry_over_to_units, subsampled_length
 
 CTC_WEIGHT = 0.3
 LABEL_SMOOTHING = 0.1
@@ -159,7 +162,11 @@ def train(
     threads: int = 2,
     init: Path | None = None,
     average: int = 1,
+    units: Units | None = None,
 ) -> Path:
+    """Trains (or resumes) a model; ``units`` other than the phone set are learned from the
+    phone targets of ``sets`` (tools.learn_units), and a phone model's ``init`` is carried
+    over to them (tools.model.carry_over_to_units)."""
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -168,6 +175,15 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     data = FeatureSet.concat([FeatureSet.load(p) for p in sets])
     dev_data = FeatureSet.load(dev) if dev else None
+    pieces = units is not None and not units.has_boundary
+    if pieces:
+        assert units is not None
+        config = replace(config, vocab_size=len(units.tokens))
+        for feature_set in [data] + ([dev_data] if dev_data is not None else []):
+            feature_set.tokens = [
+                np.array(units.from_phone_ids(t), np.int32) for t in feature_set.tokens
+            ]
+        learn_units.save(units, out / "units.json")
     model = build_model(config)
     trainer = Trainer(model, lr)
     ckpt_path, state_path = out / "ckpt.weights.h5", out / "state.json"
@@ -176,6 +192,12 @@ def train(
         model.load_weights(ckpt_path)
         start_epoch = json.loads(state_path.read_text())["epoch"]
         print(f"resuming after epoch {start_epoch}")
+    elif init is not None and pieces and not (init.parent / "units.json").exists():
+        assert units is not None
+        phone_model = build_model(replace(config, vocab_size=len(Units.phones().tokens)))
+        phone_model.load_weights(init)
+        carry_over_to_units(phone_model, model, units)
+        print(f"starting from {init}, carried over to {len(units.tokens)} units")
     elif init is not None:
         model.load_weights(init)  # fine-tune from a pretrained model (e.g. a shipped bundle)
         print(f"starting from {init}")
@@ -273,6 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--init", type=Path, help="weights to start from (fine-tuning)")
     parser.add_argument("--average", type=int, default=1, help="average the last N epochs")
+    parser.add_argument("--units", type=Path, help="phone-piece units (tools.learn_units)")
     args = parser.parse_args(argv)
     train(
         args.sets,
@@ -285,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         threads=args.threads,
         init=args.init,
         average=args.average,
+        units=learn_units.load(args.units) if args.units else None,
     )
 
 
