@@ -36,3 +36,23 @@ def test_speed_reports_every_stage_for_every_recognition(
         assert 0 < report[stage]["median"] <= report[stage]["p95"]
     assert report["total"]["median"] >= report["decoder"]["median"]
     assert report["runtime"] in ("ai-edge-litert", "tflite-runtime", "tensorflow")
+
+
+@pytest.mark.skipif(not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data")
+def test_speed_times_several_bundles_on_the_same_clips(tmp_path: Path) -> None:
+    import shutil
+
+    clip = next(c for c in read_manifest(DEFAULT_DATA) if c.corpus == "an4" and c.split == "test")
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    sf.write(clips / "0.wav", load_audio(clip.path), 16000)
+    (clips / "labels.json").write_text(json.dumps({"0.wav": clip.text}))
+    other = tmp_path / "copy"
+    shutil.copytree(DEFAULT_MODEL_DIR, other)
+    reports = speed.measure_many([DEFAULT_MODEL_DIR, other], clips, repeat=2)
+    first, second = reports[str(DEFAULT_MODEL_DIR)], reports[str(other)]
+    assert first["utterances"] == second["utterances"] == 2
+    assert "ratio_to_first" not in first
+    for stage in ("decoder", "total"):
+        ratio = second["ratio_to_first"][stage]["median"]
+        assert ratio == pytest.approx(second[stage]["median"] / first[stage]["median"])

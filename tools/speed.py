@@ -1,7 +1,7 @@
 """Time the recogniser on 3-second commands: features + encoder + constrained decode +
 interpretation of the N-best list (meanings, confidence features).
 
-    python -m tools.speed --model models/home [--clips .cache/build-home/heldout] [--repeat 3]
+    python -m tools.speed --model models/home [OTHER_BUNDLE...] [--clips DIR] [--repeat 3]
 
 Each held-out command is placed in a 3 s window (silence around it), recognised ``repeat``
 times on one thread, and the per-stage milliseconds are summarised (median, p95). Every
@@ -10,7 +10,8 @@ what a command heard for the first time costs. Between recognitions, untimed, th
 settles as the daemon lets it once a result is published (a command cut at the window's
 edge gets a lead-in, goes over 3 s and uses the 8 s graphs; the next one finds the 3 s
 graphs loaded again). The runtime that ran is reported, since x86 timings differ between
-TFLite runtimes.
+TFLite runtimes. Several bundles are timed interleaved, clip by clip, so that they share
+the machine's load, and each is also given as a ratio to the first.
 """
 
 from __future__ import annotations
@@ -39,33 +40,48 @@ def three_seconds(audio: np.ndarray) -> np.ndarray:
 
 
 def measure(model: Path, clips: Path, repeat: int) -> dict:
-    recognizer = Recognizer.load(model, num_threads=1)
+    return measure_many([model], clips, repeat)[str(model)]
+
+
+def measure_many(models: list[Path], clips: Path, repeat: int) -> dict[str, dict]:
+    recognizers = [Recognizer.load(model, num_threads=1) for model in models]
     audio = [three_seconds(load_audio(path)) for path, _ in read_labels(clips)]
-    recognizer.recognize(audio[0])  # warm-up: graph caches, first allocations
-    stages: dict[str, list[float]] = {}
+    stages: list[dict[str, list[float]]] = [{} for _ in models]
+    for recognizer in recognizers:
+        recognizer.recognize(audio[0])  # warm-up: graph caches, first allocations
     for _ in range(repeat):
         for clip in audio:
-            recognizer.grammar.forget_texts()
-            for stage, ms in recognizer.recognize(clip).timings.items():
-                stages.setdefault(stage, []).append(ms)
-            recognizer.settle()  # between utterances, untimed, as the daemon does
-    return {
-        "runtime": interpreter_class()[1],
-        "utterances": len(audio) * repeat,
-        **{
-            stage: {"median": float(np.median(v)), "p95": float(np.percentile(v, 95))}
-            for stage, v in stages.items()
-        },
-    }
+            for recognizer, timings in zip(recognizers, stages, strict=True):
+                recognizer.grammar.forget_texts()
+                for stage, ms in recognizer.recognize(clip).timings.items():
+                    timings.setdefault(stage, []).append(ms)
+                recognizer.settle()  # between utterances, untimed, as the daemon does
+    reports = {}
+    for model, timings in zip(models, stages, strict=True):
+        report: dict = {"runtime": interpreter_class()[1], "utterances": len(audio) * repeat}
+        for stage, values in timings.items():
+            report[stage] = {
+                "median": float(np.median(values)),
+                "p95": float(np.percentile(values, 95)),
+            }
+        if reports:  # the same clips, interleaved with the first model's
+            first = next(iter(reports.values()))
+            report["ratio_to_first"] = {
+                stage: {k: report[stage][k] / first[stage][k] for k in ("median", "p95")}
+                for stage in ("decoder", "total")
+            }
+        reports[str(model)] = report
+    return reports
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "home")
+    parser.add_argument("--model", type=Path, nargs="+", default=[ROOT / "models" / "home"])
     parser.add_argument("--clips", type=Path, default=ROOT / ".cache" / "build-home" / "heldout")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
-    print(json.dumps(measure(args.model, args.clips, args.repeat), indent=2))
+    reports = measure_many(args.model, args.clips, args.repeat)
+    print(json.dumps(reports[str(args.model[0])] if len(reports) == 1 else reports, indent=2))
 
 
 if __name__ == "__main__":
