@@ -15,7 +15,11 @@ from typing import Any
 from .features import FeatureParams
 from .units import Units, UnitsError
 
-MANIFEST_FORMAT = 2  # 2: one decoder-step graph per encoder bucket
+# 2: one decoder-step graph per encoder bucket, phone units.
+# 3: one decoder-step graph may serve every bucket (its encoder steps are resized to each),
+#    and the output units may be phone pieces ("merges"). Format 2 bundles still load.
+MANIFEST_FORMAT = 3
+READABLE_FORMATS = (2, 3)
 
 
 class BundleError(Exception):
@@ -27,7 +31,7 @@ class EncoderSpec:
     file: str
     frames: int  # input feature frames (10 ms each)
     steps: int  # encoder output steps
-    decoder_step: str  # the step graph that attends over exactly these steps
+    decoder_step: str  # the step graph that attends over these steps (or over any number)
 
 
 @dataclass(frozen=True)
@@ -74,10 +78,10 @@ def load_bundle(path: Path) -> Bundle:
     if not isinstance(manifest, dict):
         raise BundleError(f"{manifest_path}: must hold a JSON object")
     fmt = manifest.get("format")
-    if fmt != MANIFEST_FORMAT:
+    if fmt not in READABLE_FORMATS:
         raise BundleError(
-            f"{manifest_path}: bundle format {fmt!r}, this version reads format {MANIFEST_FORMAT}"
-            " (rebuild it with python -m tools.build)"
+            f"{manifest_path}: bundle format {fmt!r}, this version reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))} (rebuild it with python -m tools.build)"
         )
     tokens = _require(manifest, "tokens", list, manifest_path)
     merges = manifest.get("merges")

@@ -63,7 +63,30 @@ class TfliteModel:
 
     def _open(self, spec: EncoderSpec) -> _Bucket:
         encoder = self._load(spec.file, self.num_threads)
-        return self._bucket(spec, encoder, self._load(spec.decoder_step, self.num_threads))
+        step = self._load(spec.decoder_step, self.num_threads)
+        self._fit_steps(step, spec)
+        return self._bucket(spec, encoder, step)
+
+    def _fit_steps(self, step: Any, spec: EncoderSpec) -> None:
+        """A step graph exported for any number of encoder steps (format 3: one file serves
+        every bucket) is sized to this bucket's; one of fixed size is left for _bucket to check."""
+        inputs, _ = self._io(step, spec.decoder_step)
+        if any(name not in inputs for name in ("enc", "keys", "mask")):
+            return  # _bucket names what is missing
+        resized = False
+        for name in ("enc", "keys", "mask"):
+            shape = [int(x) for x in inputs[name].get("shape_signature", inputs[name]["shape"])]
+            if len(shape) >= 2 and shape[1] == -1:
+                shape[1] = spec.steps
+                step.resize_tensor_input(inputs[name]["index"], shape)
+                resized = True
+        if resized:
+            try:
+                step.allocate_tensors()
+            except (ValueError, RuntimeError) as exc:
+                raise BundleError(
+                    f"{spec.decoder_step}: cannot size it to {spec.steps} steps"
+                ) from exc
 
     def _open_checked(self, spec: EncoderSpec) -> _Bucket:
         """A bucket checked, then let go (loaded again when an utterance needs it)."""

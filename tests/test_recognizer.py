@@ -134,8 +134,9 @@ def _manifest(bundle: Path) -> dict:
 
 
 def test_missing_model_file(bundle_copy):
-    (bundle_copy / "decoder-step-300.tflite").unlink()
-    with pytest.raises(BundleError, match="decoder-step-300.tflite' is missing"):
+    step = load_bundle(bundle_copy).encoders[0].decoder_step
+    (bundle_copy / step).unlink()
+    with pytest.raises(BundleError, match=f"{step}' is missing"):
         Recognizer.load(bundle_copy)
 
 
@@ -159,11 +160,11 @@ def test_swapped_model_files(bundle_copy):
         Recognizer.load(bundle_copy)
 
 
-def test_swapped_decoder_step_graphs(bundle_copy):
-    # Each bucket's step graph attends over exactly that bucket's encoder steps.
-    specs = load_bundle(bundle_copy).encoders
-    _swap_files(bundle_copy / specs[0].decoder_step, bundle_copy / specs[1].decoder_step)
-    with pytest.raises(BundleError, match=r"decoder-step-(300|800).tflite: inputs .* do not match"):
+def test_a_step_graph_that_is_not_one(bundle_copy):
+    # The step graph's inputs are checked by name and shape, after it is sized to the bucket.
+    spec = load_bundle(bundle_copy).encoders[0]
+    (bundle_copy / spec.decoder_step).write_bytes((bundle_copy / spec.file).read_bytes())
+    with pytest.raises(BundleError, match=rf"{spec.decoder_step}: inputs .* do not match"):
         Recognizer.load(bundle_copy)
 
 

@@ -73,6 +73,13 @@ def test_tiny_build(tmp_path):
     )
     bundle = load_bundle(bundle_dir)
     assert [e.frames for e in bundle.encoders] == [100, 300]
+    # One step graph serves both buckets, sized to each by the runtime.
+    assert {e.decoder_step for e in bundle.encoders} == {"decoder-step.tflite"}
+    assert sorted(p.name for p in bundle_dir.glob("*.tflite")) == [
+        "decoder-step.tflite",
+        "encoder-100.tflite",
+        "encoder-300.tflite",
+    ]
     recognizer = Recognizer.load(bundle_dir)
     clip = next(c for c in read_manifest() if c.split == "test" and c.label == "yes")
     result = recognizer.recognize(load_audio(clip.path))

@@ -130,7 +130,11 @@ class EncoderExport(tf.Module):
 
 
 class StepExport(tf.Module):
-    def __init__(self, model: Recogniser, steps: int, rows: int):
+    """The one-step decoder graph; ``steps`` None leaves the encoder steps open, so one file
+    serves every bucket (the runtime sizes it to each: the same numbers and speed as a graph
+    exported for that bucket, at one copy of the decoder's weights)."""
+
+    def __init__(self, model: Recogniser, steps: int | None, rows: int):
         super().__init__()
         self.tf_variables = [v.value for v in model.variables]
         c = model.config
@@ -176,20 +180,25 @@ def export(
     buckets: tuple[int, ...] = DEFAULT_BUCKETS,
     beam: int = BEAM,
 ) -> dict:
-    """Write encoder-<frames>.tflite and decoder-step-<frames>.tflite per bucket; return
-    their manifest entries."""
+    """Write encoder-<frames>.tflite per bucket and one decoder-step.tflite for all of them;
+    return their manifest entries."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model = load_trained(checkpoint, config)
+    step = StepExport(model, None, beam + 1)  # + the free decode's row
+    step_file = "decoder-step.tflite"
+    (out_dir / step_file).write_bytes(convert(step, step.step, quantise))
     encoders = []
     for frames in buckets:
-        steps = subsampled_length(frames)
         encoder = EncoderExport(model, frames)
-        step = StepExport(model, steps, beam + 1)  # + the free decode's row
-        names = f"encoder-{frames}.tflite", f"decoder-step-{frames}.tflite"
-        (out_dir / names[0]).write_bytes(convert(encoder, encoder.encode, quantise))
-        (out_dir / names[1]).write_bytes(convert(step, step.step, quantise))
+        name = f"encoder-{frames}.tflite"
+        (out_dir / name).write_bytes(convert(encoder, encoder.encode, quantise))
         encoders.append(
-            {"file": names[0], "frames": frames, "steps": steps, "decoder_step": names[1]}
+            {
+                "file": name,
+                "frames": frames,
+                "steps": subsampled_length(frames),
+                "decoder_step": step_file,
+            }
         )
     return {
         "encoders": encoders,

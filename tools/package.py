@@ -38,6 +38,10 @@ def write_bundle(
     units_path = checkpoint.parent / "units.json"
     units = learn_units.load(units_path) if units_path.exists() else Units.phones()
     graphs = export(checkpoint, config, out, quantise=quantise, buckets=buckets, beam=beam)
+    listed = {f for e in graphs["encoders"] for f in (e["file"], e["decoder_step"])}
+    for stale in out.glob("*.tflite"):  # an earlier export's graphs (e.g. per-bucket steps)
+        if stale.name not in listed:
+            stale.unlink()
     if grammar.resolve() != (out / "grammar.yaml").resolve():
         shutil.copyfile(grammar, out / "grammar.yaml")
     write_lexicon(out)
