@@ -252,6 +252,12 @@ def test_tiny_build_with_phone_pieces(tmp_path):
     )
     assert json.loads((run / "config.json").read_text())["vocab_size"] == len(units.tokens)
     assert learn_units.load(run / "units.json") == units
+    # A piece model fine-tuned again (as tools.build does from the shipped checkpoint) keeps
+    # the units that lie beside it.
+    again = train(
+        [cache / "real_train.npz"], None, tmp_path / "again", 1, 1e-3, 4000, TINY, init=checkpoint
+    )
+    assert learn_units.load(again.parent / "units.json") == units
     bundle_dir = write_bundle(checkpoint, tmp_path / "bundle", GRAMMAR, "tiny", "0", buckets=(100,))
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     assert manifest["merges"] == [list(m) for m in units.merges]

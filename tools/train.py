@@ -132,6 +132,12 @@ class Trainer:
         return self.losses(x, frames, prev, y, y_len, training=False)
 
 
+def units_beside(checkpoint: Path) -> Units:
+    """The output units of a checkpoint: phone pieces when a units.json lies beside it."""
+    path = checkpoint.parent / "units.json"
+    return learn_units.load(path) if path.exists() else Units.phones()
+
+
 def build_model(config: ModelConfig, unroll: bool = False) -> Recogniser:
     model = Recogniser(config, unroll=unroll)
     x = np.zeros((1, 40, config.n_mels), np.float32)
@@ -164,9 +170,9 @@ def train(
     average: int = 1,
     units: Units | None = None,
 ) -> Path:
-    """Trains (or resumes) a model; ``units`` other than the phone set are learned from the
-    phone targets of ``sets`` (tools.learn_units), and a phone model's ``init`` is carried
-    over to them (tools.model.carry_over_to_units)."""
+    """Trains (or resumes) a model. Its output units are ``units``, else those of ``init`` (a
+    units.json beside it), else phones; a phone model's ``init`` is carried over to phone
+    pieces (tools.model.carry_over_to_units). Targets are cached as phones and converted."""
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -175,9 +181,11 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     data = FeatureSet.concat([FeatureSet.load(p) for p in sets])
     dev_data = FeatureSet.load(dev) if dev else None
-    pieces = units is not None and not units.has_boundary
-    if pieces:
-        assert units is not None
+    init_units = units_beside(init) if init is not None else Units.phones()
+    units = units or init_units
+    if units != init_units and not init_units.has_boundary:
+        raise SystemExit(f"{init}: a model of other phone pieces; start from a phone model")
+    if not units.has_boundary:
         config = replace(config, vocab_size=len(units.tokens))
         for feature_set in [data] + ([dev_data] if dev_data is not None else []):
             feature_set.tokens = [
@@ -192,9 +200,8 @@ def train(
         model.load_weights(ckpt_path)
         start_epoch = json.loads(state_path.read_text())["epoch"]
         print(f"resuming after epoch {start_epoch}")
-    elif init is not None and pieces and not (init.parent / "units.json").exists():
-        assert units is not None
-        phone_model = build_model(replace(config, vocab_size=len(Units.phones().tokens)))
+    elif init is not None and units != init_units:
+        phone_model = build_model(replace(config, vocab_size=len(init_units.tokens)))
         phone_model.load_weights(init)
         carry_over_to_units(phone_model, model, units)
         print(f"starting from {init}, carried over to {len(units.tokens)} units")
