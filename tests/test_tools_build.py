@@ -86,6 +86,27 @@ def test_tiny_build(tmp_path):
     assert 0.0 <= result.confidence <= 1.0
     assert log_mel(np.zeros(1600, np.float32)).shape == (8, 40)
 
+    # Format 2 (a step graph of fixed size per bucket) still loads, and answers the same.
+    from tools.export import BEAM, StepExport, convert, load_trained
+
+    model = load_trained(checkpoint, TINY)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    for entry in manifest["encoders"]:
+        step = StepExport(model, entry["steps"], BEAM + 1)
+        entry["decoder_step"] = f"decoder-step-{entry['frames']}.tflite"
+        (bundle_dir / entry["decoder_step"]).write_bytes(convert(step, step.step, True))
+    (bundle_dir / "decoder-step.tflite").unlink()
+    manifest["format"] = 2
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    old = Recognizer.load(bundle_dir)
+    assert [e.decoder_step for e in old.bundle.encoders] == [
+        "decoder-step-100.tflite",
+        "decoder-step-300.tflite",
+    ]
+    again = old.recognize(load_audio(clip.path))
+    assert (again.text, again.intent) == (result.text, result.intent)
+    assert again.confidence == pytest.approx(result.confidence, abs=1e-5)
+
 
 GARAGE = Path(__file__).resolve().parent.parent / "models" / "examples" / "garage.yaml"
 HOME = Path(__file__).resolve().parent.parent / "models" / "home"
