@@ -127,9 +127,6 @@ class Units:
         phone_words = Units.phones().words(ids)
         return [*self.spell(phone_words), EOS_ID]
 
-    def describe(self, ids: Iterable[int]) -> str:
-        return " ".join(self.tokens[t] for t in ids)
-
 
 _PHONE_UNITS = Units(TOKENS)
 

@@ -18,6 +18,7 @@ import json
 import shutil
 from pathlib import Path
 
+from tools.learn_units import UNITS_FILE
 from tools.model import ModelConfig
 from tools.train import build_model, mean_of_checkpoints
 
@@ -43,9 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     out_config = args.out.parent / "config.json"
     if source is not None and source.resolve() != out_config.resolve():
         shutil.copyfile(source, out_config)
-        units = source.parent / "units.json"  # phone pieces, if the run learned them
+        units = source.parent / UNITS_FILE  # phone pieces, if the run learned them
         if units.exists():
-            shutil.copyfile(units, args.out.parent / "units.json")
+            shutil.copyfile(units, args.out.parent / UNITS_FILE)
     provenance = {"made_by": "tools.average", "mean_of": [str(p) for p in args.checkpoints]}
     (args.out.parent / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
     print(f"averaged {len(args.checkpoints)} checkpoints into {args.out}")

@@ -186,8 +186,10 @@ def build(args: argparse.Namespace) -> Path:
     if checkpoint.resolve() != (args.out / "checkpoint.weights.h5").resolve():
         shutil.copyfile(checkpoint, args.out / "checkpoint.weights.h5")
         shutil.copyfile(checkpoint.parent / "config.json", args.out / "config.json")
-        if (checkpoint.parent / "units.json").exists():
-            shutil.copyfile(checkpoint.parent / "units.json", args.out / "units.json")
+        if (checkpoint.parent / learn_units.UNITS_FILE).exists():
+            shutil.copyfile(
+                checkpoint.parent / learn_units.UNITS_FILE, args.out / learn_units.UNITS_FILE
+            )
     if (run / "history.csv").exists():
         plot_training(run / "history.csv", args.out / "training.png")
 

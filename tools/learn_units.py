@@ -18,6 +18,7 @@ from assistant.units import Units, learn_merges
 from tools.featcache import FeatureSet
 
 DEFAULT_MERGES = 128
+UNITS_FILE = "units.json"  # beside a checkpoint whose model outputs phone pieces
 
 
 def word_weights(sets: list[FeatureSet]) -> dict[tuple[str, ...], float]:
@@ -37,6 +38,12 @@ def save(units: Units, path: Path) -> None:
 
 def load(path: Path) -> Units:
     return Units.pieces(json.loads(path.read_text())["merges"])
+
+
+def units_beside(checkpoint: Path) -> Units:
+    """The output units of a checkpoint: phone pieces when a units file lies beside it."""
+    path = checkpoint.parent / UNITS_FILE
+    return load(path) if path.exists() else Units.phones()
 
 
 def main(argv: list[str] | None = None) -> None:

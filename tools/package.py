@@ -11,7 +11,6 @@ from assistant.bundle import MANIFEST_FORMAT
 from assistant.features import FeatureParams
 from assistant.grammar import load_grammar
 from assistant.lexicon import lexicon_for
-from assistant.units import Units
 from tools import learn_units
 from tools.export import BEAM, DEFAULT_BUCKETS, export
 from tools.model import ModelConfig
@@ -35,8 +34,7 @@ def write_bundle(
         else ModelConfig()
     )
     out.mkdir(parents=True, exist_ok=True)
-    units_path = checkpoint.parent / "units.json"
-    units = learn_units.load(units_path) if units_path.exists() else Units.phones()
+    units = learn_units.units_beside(checkpoint)
     graphs = export(checkpoint, config, out, quantise=quantise, buckets=buckets, beam=beam)
     listed = {f for e in graphs["encoders"] for f in (e["file"], e["decoder_step"])}
     for stale in out.glob("*.tflite"):  # an earlier export's graphs (e.g. per-bucket steps)

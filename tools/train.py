@@ -132,12 +132,6 @@ class Trainer:
         return self.losses(x, frames, prev, y, y_len, training=False)
 
 
-def units_beside(checkpoint: Path) -> Units:
-    """The output units of a checkpoint: phone pieces when a units.json lies beside it."""
-    path = checkpoint.parent / "units.json"
-    return learn_units.load(path) if path.exists() else Units.phones()
-
-
 def build_model(config: ModelConfig, unroll: bool = False) -> Recogniser:
     model = Recogniser(config, unroll=unroll)
     x = np.zeros((1, 40, config.n_mels), np.float32)
@@ -181,7 +175,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     data = FeatureSet.concat([FeatureSet.load(p) for p in sets])
     dev_data = FeatureSet.load(dev) if dev else None
-    init_units = units_beside(init) if init is not None else Units.phones()
+    init_units = learn_units.units_beside(init) if init is not None else Units.phones()
     units = units or init_units
     if units != init_units and not init_units.has_boundary:
         raise SystemExit(f"{init}: a model of other phone pieces; start from a phone model")
@@ -191,7 +185,7 @@ def train(
             feature_set.tokens = [
                 np.array(units.from_phone_ids(t), np.int32) for t in feature_set.tokens
             ]
-        learn_units.save(units, out / "units.json")
+        learn_units.save(units, out / learn_units.UNITS_FILE)
     model = build_model(config)
     trainer = Trainer(model, lr)
     ckpt_path, state_path = out / "ckpt.weights.h5", out / "state.json"
