@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _ctcstep
+
 NEG_INF = -1e30
 
 
@@ -63,49 +65,15 @@ def best_path_tokens(log_probs: np.ndarray) -> list[int]:
     return [int(t) for t in best[changed & (best != log_probs.shape[1] - 1)]]
 
 
-@dataclass(frozen=True)
-class Prefixes:
-    """The n live prefixes g that candidates extend: paths ending in blank ``r_b`` [n, T],
-    all paths ``either`` = logaddexp(r_n, r_b) [n, T], and the last label [n] (-1: empty)."""
-
-    r_b: np.ndarray
-    either: np.ndarray
-    last: np.ndarray
-
-
-@dataclass(frozen=True)
-class Extensions:
-    """M candidate extensions g + c: the prefix each extends (a row of ``prefixes``) and its
-    token c. Indexing selects candidates: a beam ranks them all (``prefix_scores``), then
-    advances the time arrays (``states``, most of the cost) of the few it keeps."""
-
-    prefixes: Prefixes
-    rows: np.ndarray
-    tokens: np.ndarray
-
-    def __getitem__(self, sel: np.ndarray) -> Extensions:
-        return Extensions(self.prefixes, self.rows[sel], self.tokens[sel])
-
-    @property
-    def repeats(self) -> np.ndarray:
-        """Whether c repeats g's last label: then only paths ending in blank may precede it."""
-        return self.prefixes.last[self.rows] == self.tokens
-
-    @property
-    def empty(self) -> np.ndarray:
-        return self.prefixes.last[self.rows] < 0
-
-
 class CtcPrefixScorer:
     """CTC prefix scores for a beam search (Watanabe et al., "Hybrid CTC/attention", 2017):
     the probability that the audio's transcript *starts with* a prefix. Each prefix carries
-    two arrays over time (paths ending in the last label, paths ending in blank). The time
-    recursions are linear, so they are computed with cumulative sums and
-    ``np.logaddexp.accumulate`` instead of a Python loop over frames, for many candidate
-    extensions at once.
+    two arrays over time, r_n (paths ending in its last label) and r_b (ending in blank),
+    and its last label (-1: the empty prefix).
 
-    Each token's log-probs and their running sums over time are laid out once per utterance
-    as rows [V + 1, T], so a search step gathers contiguous rows.
+    The recursions run in C (``assistant/_ctcstep.c``: a search step is many small array
+    operations, whose fixed cost numpy pays each time). Each token's log-probs and their
+    running sums over time are laid out once per utterance as rows [V + 1, T].
     """
 
     def __init__(self, log_probs: np.ndarray):
@@ -115,9 +83,78 @@ class CtcPrefixScorer:
         self.by_token = np.ascontiguousarray(self.x.T)  # [V + 1, T]
         self.cum_by_token = np.cumsum(self.by_token, axis=1)
 
+    @property
+    def frames(self) -> int:
+        return len(self.x)
+
     def initial(self) -> tuple[np.ndarray, np.ndarray]:
-        """(r_nonblank, r_blank) of the empty prefix, shape [T] each."""
+        """(r_n, r_b) of the empty prefix, shape [T] each."""
         return np.full(len(self.x), NEG_INF), self.cum_blank.copy()
+
+    def select(
+        self,
+        total: np.ndarray,
+        r_n: np.ndarray,
+        r_b: np.ndarray,
+        last: np.ndarray,
+        beam: int,
+        weight: float,
+        eos: int,
+    ) -> JointStep:
+        """One joint search step: the extensions (row, token) of n prefixes ranked by
+        (1 - weight) * attention + weight * CTC prefix score, the best 2 * beam that CTC can
+        align, best first. total [n, V]: attention log-probs, -inf where the grammar forbids
+        a token. A prefix's candidates are its allowed tokens, or only those scoring at
+        least its beam-th best by attention when it allows more; </s> (``eos``) is scored
+        with all the prefix's paths at the last frame. The first ``beam`` candidates that are
+        not </s>, the prefixes the beam keeps, come advanced (``r_n``, ``r_b``)."""
+        total = np.ascontiguousarray(total, dtype=np.float64)
+        n, vocab = total.shape
+        r_n, r_b, last = self._prefixes(r_n, r_b, last, n)
+        out = 2 * beam
+        rows, toks = np.empty(out, np.int64), np.empty(out, np.int64)
+        joint, att, ctc = np.empty(out), np.empty(out), np.empty(out)
+        new_n, new_b = np.empty((beam, self.frames)), np.empty((beam, self.frames))
+        count = _ctcstep.select(
+            total, r_n, r_b, last, self.by_token, self.cum_by_token, self.cum_blank, n, vocab,
+            self.frames, len(self.by_token), beam, float(weight), eos, rows, toks, joint, att,
+            ctc, new_n, new_b,
+        )  # fmt: skip
+        live = min(beam, int(np.count_nonzero(toks[:count] != eos)))
+        return JointStep(
+            rows[:count], toks[:count], joint[:count], att[:count], ctc[:count],
+            new_n[:live], new_b[:live],
+        )  # fmt: skip
+
+    def prefix_scores(
+        self, r_n: np.ndarray, r_b: np.ndarray, last: np.ndarray, rows: np.ndarray, tokens
+    ) -> np.ndarray:
+        """log P(transcript starts with g + c) [M] for prefixes ``rows`` of (r_n, r_b, last)
+        extended by label ``tokens`` (not </s>): over the frame t at which c is first
+        emitted, (paths of g up to t - 1) x (c at t), plus c at frame 0 when g is empty."""
+        r_n, r_b, last = self._prefixes(r_n, r_b, last)
+        rows, tokens = _int64(rows), _int64(tokens)
+        out = np.empty(len(rows))
+        _ctcstep.prefix_scores(
+            r_n, r_b, last, rows, tokens, self.by_token, len(last), len(rows), self.frames,
+            len(self.by_token), out,
+        )  # fmt: skip
+        return out
+
+    def advance(
+        self, r_n: np.ndarray, r_b: np.ndarray, last: np.ndarray, rows: np.ndarray, tokens
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(r_n, r_b) [M, T] of prefixes ``rows`` extended by label ``tokens``: what a beam
+        keeps of the few prefixes it lets live (the ranking needs only prefix_scores)."""
+        r_n, r_b, last = self._prefixes(r_n, r_b, last)
+        rows, tokens = _int64(rows), _int64(tokens)
+        new_n = np.empty((len(rows), self.frames))
+        new_b = np.empty((len(rows), self.frames))
+        _ctcstep.advance(
+            r_n, r_b, last, rows, tokens, self.by_token, self.cum_by_token, self.cum_blank,
+            len(last), len(rows), self.frames, len(self.by_token), new_n, new_b,
+        )  # fmt: skip
+        return new_n, new_b
 
     def extend(
         self,
@@ -127,50 +164,30 @@ class CtcPrefixScorer:
         empty: np.ndarray,
         tokens: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Prefix g + c for M (prefix, token) pairs. r_n, r_b: [M, T] of each g; last: [M]
-        last label of g; empty: [M] whether g is empty; tokens: [M] the c. Returns
-        (prefix log-prob of g + c [M], r_n [M, T], r_b [M, T] of g + c)."""
-        prefixes = Prefixes(r_b, np.logaddexp(r_n, r_b), np.where(empty, -1, last))
-        ext = Extensions(prefixes, np.arange(len(r_b)), np.asarray(tokens))
-        return self.prefix_scores(ext), *self.states(ext)
+        """Prefix g + c for M (prefix, token) pairs, one prefix per pair. r_n, r_b: [M, T]
+        of each g; last: [M] last label of g; empty: [M] whether g is empty; tokens: [M] the
+        c. Returns (prefix log-prob of g + c [M], r_n [M, T], r_b [M, T] of g + c)."""
+        last = np.where(empty, -1, last)
+        rows = np.arange(len(last))
+        return (
+            self.prefix_scores(r_n, r_b, last, rows, tokens),
+            *self.advance(r_n, r_b, last, rows, tokens),
+        )
 
-    def prefix_scores(self, ext: Extensions) -> np.ndarray:
-        """log P(transcript starts with g + c), [M]: over the frame t at which c is first
-        emitted, (paths of g up to t - 1) x (c at t), plus c at frame 0 when g is empty."""
-        scores = _logsumexp(self._before(ext)[:, :-1] + self.by_token[ext.tokens, 1:], axis=1)
-        empty = ext.empty
-        if empty.any():  # the first step only: logaddexp with NEG_INF changes nothing
-            scores = np.logaddexp(np.where(empty, self.x[0, ext.tokens], NEG_INF), scores)
-        return scores
-
-    def states(self, ext: Extensions) -> tuple[np.ndarray, np.ndarray]:
-        """(r_n, r_b) of g + c, [M, T] each."""
-        xc, cum_c = self.by_token[ext.tokens], self.cum_by_token[ext.tokens]
-        new_n = np.empty_like(xc)
-        new_b = np.full_like(xc, NEG_INF)
-        empty = ext.empty
-        new_n[:, 0] = np.where(empty, xc[:, 0], NEG_INF)
-        if xc.shape[1] > 1:
-            # Paths that emit c first at frame t, divided by c's running product, summed up
-            # to t; a start at frame 0 (empty g) joins the first term.
-            first = self._before(ext)[:, :-1] - cum_c[:, :-1]
-            if empty.any():
-                first[:, 0] = np.logaddexp(first[:, 0], new_n[:, 0] - cum_c[:, 0])
-            new_n[:, 1:] = cum_c[:, 1:] + np.logaddexp.accumulate(first, axis=1)
-            acc_b = np.logaddexp.accumulate(new_n[:, :-1] - self.cum_blank[None, :-1], axis=1)
-            new_b[:, 1:] = self.cum_blank[None, 1:] + acc_b
-        return np.maximum(new_n, NEG_INF), np.maximum(new_b, NEG_INF)
-
-    @staticmethod
-    def _before(ext: Extensions) -> np.ndarray:
-        """[M, T]: the paths of g that c may follow: all of them, or only those ending in
-        blank when c repeats g's last label (CTC merges repeats not split by a blank)."""
-        p = ext.prefixes
-        phi = p.either[ext.rows]
-        repeats = ext.repeats
-        if repeats.any():  # rare: grammars seldom allow a phone twice in a row
-            phi[repeats] = p.r_b[ext.rows[repeats]]
-        return phi
+    def _prefixes(
+        self, r_n: np.ndarray, r_b: np.ndarray, last: np.ndarray, n: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The prefix arrays as the compiled step reads them: C-contiguous float64 [n, T],
+        int64 [n]."""
+        r_n = np.ascontiguousarray(r_n, dtype=np.float64).reshape(-1, self.frames)
+        r_b = np.ascontiguousarray(r_b, dtype=np.float64).reshape(-1, self.frames)
+        last = _int64(last)
+        n = len(last) if n is None else n
+        if not len(r_n) == len(r_b) == len(last) == n:
+            raise ValueError(
+                f"{n} prefixes expected: r_n {r_n.shape}, r_b {r_b.shape}, last {last.shape}"
+            )
+        return r_n, r_b, last
 
     @staticmethod
     def final(r_n: np.ndarray, r_b: np.ndarray) -> np.ndarray:
@@ -178,9 +195,20 @@ class CtcPrefixScorer:
         return np.logaddexp(r_n[..., -1], r_b[..., -1])
 
 
-def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
-    if a.shape[axis] == 0:
-        return np.full(a.shape[:axis] + a.shape[axis + 1 :], NEG_INF)
-    top = np.max(a, axis=axis, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    return np.squeeze(top, axis=axis) + np.log(np.sum(np.exp(a - top), axis=axis))
+@dataclass(frozen=True)
+class JointStep:
+    """A joint step's candidates, best first: the prefix each extends (``rows``), its token,
+    the joint score, and its attention and CTC parts; and the time arrays of the first
+    ``beam`` that are not </s> (the ones a beam keeps), in that order."""
+
+    rows: np.ndarray
+    toks: np.ndarray
+    joint: np.ndarray
+    att: np.ndarray
+    ctc: np.ndarray
+    r_n: np.ndarray
+    r_b: np.ndarray
+
+
+def _int64(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int64).reshape(-1)

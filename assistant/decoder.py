@@ -9,6 +9,7 @@ first utterances, a step is one masked top-k in numpy and a few dict lookups.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .ctc import CtcPrefixScorer, Extensions, Prefixes
+from .ctc import CtcPrefixScorer
 from .grammar import Graph, SentenceMeaning, any_token_graph, phone_loop_graph, slot_key
 from .lexicon import EOS_ID, PAD_ID
 from .units import Units
@@ -299,7 +300,9 @@ class _Candidates:
     score: np.ndarray
     att: np.ndarray
     ctc: np.ndarray | None = None
-    ctc_ext: Extensions | None = None  # CTC extensions of these candidates, to advance kept ones
+    # CTC time arrays of the first ``beam`` candidates that are not </s>: those kept live
+    ctc_n: np.ndarray | None = None
+    ctc_b: np.ndarray | None = None
 
 
 def _attention_candidates(total: np.ndarray, beam: int) -> _Candidates:
@@ -318,9 +321,9 @@ def _greedy_candidate(total: np.ndarray) -> _Candidates:
     """Beam 1 (the free decode beside the grammar search): the one best token. A CTC score
     cannot change a choice among one candidate, so it is not computed (it would only end
     the decode where CTC finds no alignment; the free decode reports attention scores)."""
-    row, tok = np.unravel_index(int(np.argmax(total)), total.shape)
+    row, tok = divmod(int(np.argmax(total)), total.shape[1])
     best = total[row, tok]
-    keep = slice(0, 1 if np.isfinite(best) else 0)
+    keep = slice(0, 1 if math.isfinite(best) else 0)
     score = np.array([best])[keep]
     return _Candidates(np.array([row])[keep], np.array([tok])[keep], score, score)
 
@@ -329,28 +332,10 @@ def _joint_candidates(
     total: np.ndarray, live: _Beam, beam: int, ctc: CtcPrefixScorer, weight: float
 ) -> _Candidates:
     """Ranked by (1 - w) * attention + w * CTC prefix score. The attention scores pre-select
-    ``beam`` candidates per prefix."""
-    allowed = np.isfinite(total)
-    k = min(beam, total.shape[1])
-    if allowed.sum(axis=1).max() > k:  # else every allowed token is among the row's top k
-        top = np.argpartition(-total, k - 1, axis=1)[:, :k]
-        allowed &= total >= np.take_along_axis(total, top, axis=1).min(axis=1, keepdims=True)
-    rows, toks = np.nonzero(allowed)
-    att = total[rows, toks]
-    if rows.size == 0:
-        return _Candidates(rows, toks, att, att)
+    ``beam`` candidates per prefix (CtcPrefixScorer.select)."""
     assert live.ctc_n is not None and live.ctc_b is not None
-    is_eos = toks == EOS_ID
-    either = np.logaddexp(live.ctc_n, live.ctc_b)  # once per prefix, not per candidate
-    ext = Extensions(Prefixes(live.ctc_b, either, live.last), rows, np.where(is_eos, 0, toks))
-    # </s> is scored by ctc.final: all paths of the prefix, ending at the last frame.
-    ctc_score = np.where(is_eos, either[rows, -1], ctc.prefix_scores(ext))
-    joint = (1 - weight) * att + weight * ctc_score
-    order = np.argsort(-joint, kind="stable")[: 2 * beam]
-    order = order[joint[order] >= -1e29]  # paths CTC cannot align
-    return _Candidates(
-        rows[order], toks[order], joint[order], att[order], ctc_score[order], ext[order]
-    )
+    step = ctc.select(total, live.ctc_n, live.ctc_b, live.last, beam, weight, EOS_ID)
+    return _Candidates(step.rows, step.toks, step.joint, step.att, step.ctc, step.r_n, step.r_b)
 
 
 def _select(
@@ -373,8 +358,8 @@ def _select(
         cand = _joint_candidates(total, live, beam, ctc, ctc_weight)
     prefixes, dstates, kept = [], [], []
     for i, (row, tok) in enumerate(zip(cand.rows.tolist(), cand.toks.tolist(), strict=True)):
-        prefix = (*live.prefixes[row], tok)
         if tok == EOS_ID:
+            prefix = (*live.prefixes[row], tok)
             norm = float(cand.score[i]) / len(prefix) ** length_penalty
             ctc_log_prob = None if cand.ctc is None else float(cand.ctc[i])
             finished.append(
@@ -389,14 +374,10 @@ def _select(
         elif len(prefixes) < beam:
             nxt = dfa.expand(live.dstates[row])[tok]
             dfa.expand(nxt)
-            prefixes.append(prefix)
+            prefixes.append((*live.prefixes[row], tok))
             dstates.append(nxt)
             kept.append(i)
     kept_at = np.array(kept, dtype=np.int64)
-    ctc_n = ctc_b = None
-    if cand.ctc_ext is not None and ctc is not None:
-        # The CTC time arrays (most of its cost) only for the prefixes that stay live.
-        ctc_n, ctc_b = ctc.states(cand.ctc_ext[kept_at])
     return _Beam(
         prefixes,
         dstates,
@@ -404,17 +385,19 @@ def _select(
         cand.rows[kept_at].astype(np.int64),
         att=cand.att[kept_at].astype(np.float64),
         last=cand.toks[kept_at],
-        ctc_n=ctc_n,
-        ctc_b=ctc_b,
+        # the joint step advanced the CTC time arrays of just these: its first ``beam``
+        # candidates that are not </s>, kept above in the same order
+        ctc_n=cand.ctc_n,
+        ctc_b=cand.ctc_b,
     )
 
 
 def _best_possible(live: _Beam, length_penalty: float) -> float:
     """Optimistic final score of the best live prefix if it ended at no cost on the next step.
     Not a strict bound (later confident tokens raise a per-token average), but once a
-    finished hypothesis beats every live one by this measure, decoding on rarely helps."""
-    lengths = np.asarray([len(p) + 1 for p in live.prefixes], dtype=np.float64)
-    return float(np.max(live.scores / lengths**length_penalty))
+    finished hypothesis beats every live one by this measure, decoding on rarely helps.
+    The search runs in lockstep, so every live prefix has the same length."""
+    return float(live.scores.max()) / (len(live.prefixes[0]) + 1) ** length_penalty
 
 
 def constrained_search(

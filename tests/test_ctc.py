@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 
 from assistant.ctc import best_path_log_prob, best_path_tokens, ctc_log_likelihoods
 
@@ -83,9 +84,10 @@ def test_prefix_scorer_agrees_with_forward_and_sums_to_one():
 
 
 def test_ranking_scores_and_time_arrays_are_extend_split_in_two():
-    # The beam ranks every candidate by prefix_scores and computes states only for the kept
-    # ones: together they must be exactly extend (token 2 repeats the prefix's last label).
-    from assistant.ctc import CtcPrefixScorer, Extensions, Prefixes
+    # The beam ranks every candidate by prefix_scores and advances only the kept ones, both
+    # reading the live prefixes' rows: together they must be exactly extend, which takes one
+    # prefix per pair (token 2 repeats the prefix's last label).
+    from assistant.ctc import CtcPrefixScorer
 
     rng = np.random.default_rng(4)
     logits = rng.normal(size=(12, 6))
@@ -93,17 +95,76 @@ def test_ranking_scores_and_time_arrays_are_extend_split_in_two():
     r_n, r_b = scorer.initial()
     _, r_n, r_b = scorer.extend(r_n[None], r_b[None], np.array([-1]), np.array([True]), [2])
     m = 5
-    r_n, r_b = np.repeat(r_n, m, 0), np.repeat(r_b, m, 0)
     last, empty, tokens = np.full(m, 2), np.zeros(m, bool), np.array([0, 1, 2, 3, 4])
-    prefix, new_n, new_b = scorer.extend(r_n, r_b, last, empty, tokens)
+    prefix, new_n, new_b = scorer.extend(
+        np.repeat(r_n, m, 0), np.repeat(r_b, m, 0), last, empty, tokens
+    )
     # As a beam holds them: one live prefix, extended by every token.
-    prefixes = Prefixes(r_b[:1], np.logaddexp(r_n, r_b)[:1], last[:1])
-    ext = Extensions(prefixes, np.zeros(m, dtype=np.int64), tokens)
-    np.testing.assert_array_equal(scorer.prefix_scores(ext), prefix)
+    rows = np.zeros(m, dtype=np.int64)
+    np.testing.assert_array_equal(scorer.prefix_scores(r_n, r_b, last[:1], rows, tokens), prefix)
     kept = np.array([3, 1])
-    states = scorer.states(ext[kept])
+    states = scorer.advance(r_n, r_b, last[:1], rows[kept], tokens[kept])
     np.testing.assert_array_equal(states[0], new_n[kept])
     np.testing.assert_array_equal(states[1], new_b[kept])
+
+
+def test_prefix_scores_match_a_frame_by_frame_recursion() -> None:
+    # The textbook recursion over frames (Watanabe et al. 2017, Algorithm 2), written out
+    # here in plain Python, against the compiled step, for a prefix grown token by token
+    # through a repeat.
+    from assistant.ctc import NEG_INF, CtcPrefixScorer
+
+    rng = np.random.default_rng(9)
+    logits = rng.normal(size=(15, 5))
+    x = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    blank, T = 4, 15
+    scorer = CtcPrefixScorer(x)
+    gamma_n, gamma_b = np.full(T, NEG_INF), np.cumsum(x[:, blank])  # the empty prefix
+    r_n, r_b = scorer.initial()
+    last = -1
+    for c in [1, 3, 3, 0]:
+        psi = x[0, c] if last < 0 else NEG_INF
+        new_n = np.full(T, NEG_INF)
+        new_b = np.full(T, NEG_INF)
+        new_n[0] = psi
+        for t in range(1, T):
+            phi = gamma_b[t - 1] if c == last else np.logaddexp(gamma_n[t - 1], gamma_b[t - 1])
+            new_n[t] = np.logaddexp(new_n[t - 1], phi) + x[t, c]
+            new_b[t] = np.logaddexp(new_n[t - 1], new_b[t - 1]) + x[t, blank]
+            psi = np.logaddexp(psi, phi + x[t, c])
+        got = scorer.prefix_scores(r_n, r_b, [last], [0], [c])[0]
+        assert got == pytest.approx(psi, abs=1e-9)
+        r_n, r_b = scorer.advance(r_n, r_b, [last], [0], [c])
+        np.testing.assert_allclose(np.maximum(new_n, NEG_INF), r_n[0], rtol=1e-12)
+        np.testing.assert_allclose(np.maximum(new_b, NEG_INF), r_b[0], rtol=1e-12)
+        gamma_n, gamma_b, last = new_n, new_b, c
+
+
+def test_compiled_step_refuses_arrays_that_do_not_fit() -> None:
+    # A wrong call is a ValueError naming the array, never a read past the end of one.
+    from assistant import _ctcstep
+    from assistant.ctc import CtcPrefixScorer
+
+    rng = np.random.default_rng(2)
+    scorer = CtcPrefixScorer(np.log(rng.dirichlet(np.ones(6), size=10)))
+    r_n, r_b = scorer.initial()
+    with pytest.raises(ValueError, match="prefix row"):
+        scorer.prefix_scores(r_n, r_b, [-1], [1], [2])
+    with pytest.raises(ValueError, match="token"):
+        scorer.advance(r_n, r_b, [-1], [0], [6])
+    with pytest.raises(ValueError, match="prefixes expected"):
+        scorer.select(np.zeros((2, 5)), r_n, r_b, [-1], 3, 0.5, 1)
+    out = np.empty(1)
+    with pytest.raises(ValueError, match="r_b: expected float64"):
+        _ctcstep.prefix_scores(
+            r_n, r_b.astype(np.float32), np.array([-1]), np.array([0]), np.array([2]),
+            scorer.by_token, 1, 1, 10, 6, out,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="by_token: expected 60 items, got 50"):
+        _ctcstep.prefix_scores(
+            r_n, r_b, np.array([-1]), np.array([0]), np.array([2]), scorer.by_token[:5], 1, 1,
+            10, 6, out,
+        )  # fmt: skip
 
 
 def test_best_path_tokens_merge_repeats_and_drop_blanks() -> None:

@@ -333,7 +333,7 @@ def test_joint_candidates_are_each_prefixs_top_k_by_attention_ranked_jointly(
 ) -> None:
     # Grammars mostly allow fewer tokens than the beam after a prefix (all are candidates);
     # at a word start they may allow more, and then only the beam's best by attention are.
-    from assistant.ctc import CtcPrefixScorer, Extensions, Prefixes
+    from assistant.ctc import CtcPrefixScorer
     from assistant.decoder import _Beam, _joint_candidates
 
     rng = np.random.default_rng(7)
@@ -361,14 +361,12 @@ def test_joint_candidates_are_each_prefixs_top_k_by_attention_ranked_jointly(
     # Reference: each prefix's best `beam` tokens by attention, scored one by one.
     expected = []
     either = np.logaddexp(r_n, r_b)
-    prefixes = Prefixes(r_b, either, last)
     for row in range(n):
         for tok in np.argsort(-total[row])[: min(beam, allowed_per_prefix + (row == 1))]:
             if tok == EOS_ID:
                 ctc_score = either[row, -1]
             else:
-                ext = Extensions(prefixes, np.array([row]), np.array([tok]))
-                ctc_score = ctc.prefix_scores(ext)[0]
+                ctc_score = ctc.prefix_scores(r_n, r_b, last, [row], [tok])[0]
             joint = (1 - weight) * total[row, tok] + weight * ctc_score
             expected.append((joint, row, int(tok)))
     expected.sort(reverse=True)
