@@ -6,15 +6,20 @@
  * numba would remove that cost too, but it adds ~60 MB to a daemon held to 80 MB and has no
  * wheels for 32-bit Pi OS; this file needs only a C compiler (build-essential) at install.
  *
- * The arithmetic is numpy's, step for step (its logaddexp, its pairwise sum), so the search
- * ranks exactly as the numpy version did. Arrays arrive through the buffer protocol as
- * C-contiguous float64 / int64 (assistant/ctc.py prepares them and checks nothing else is
- * passed); every size is checked here too, so a wrong call is a ValueError, never a crash.
+ * The CTC recursions (Watanabe et al., "Hybrid CTC/attention", 2017) run on probabilities,
+ * not log-probabilities: a prefix g carries, per frame t, N[t] (its paths ending in its last
+ * label) and B[t] (ending in blank) scaled so that log P = log N[t] + S[t] + k, where S[t] is
+ * the best path's log-prob up to t (the same for every prefix) and k the prefix's own scale,
+ * renewed at every step so that its largest value is 1. A frame is then a few
+ * multiply-adds instead of logaddexp's exp and log1p (8x faster here). Values more than
+ * e^-708 below a prefix's largest flush to zero; such paths cannot change a sum of log-probs
+ * at double precision, and a prefix with no path left scores NEG_INF as before.
  *
- * Notation (Watanabe et al., "Hybrid CTC/attention", 2017): a prefix g has two arrays over
- * the T frames, r_n (paths ending in g's last label) and r_b (ending in blank); ``last`` is
- * g's last label, -1 for the empty prefix. by_token[c, t] is log P(c at frame t), its
- * running sums over t cum_by_token, the blank's cum_blank.
+ * Arrays arrive through the buffer protocol as C-contiguous float64 / int64 (assistant/ctc.py
+ * prepares them); every size is checked here too, so a wrong call is a ValueError, never a
+ * crash. A state is [n, 2T + 1]: N, B, then k, per prefix. The scorer's tables are one array:
+ * P [W, T] = exp(x[t, c] - s_t) (s_t: frame t's best log-prob), Q [W, T] = exp(S[t - 1] +
+ * x[t, c]) (column 0 unused), x0 [W] = x[0, c], S [T]; the blank is token W - 1.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -27,96 +32,78 @@
 #define NEG_INF (-1e30)
 #define LOGE2 0.693147180559945309417232121458176568
 
-/* numpy's npy_logaddexp, so that results match its ufunc bit for bit. Most calls pair a
- * path with one far less likely (often NEG_INF): where the smaller term is under
- * exp(-40) < 4.3e-18 of the larger, and the larger is at least 1 in size, adding
- * log1p(exp(-d)) cannot change the sum's last bit, so exp and log1p are skipped. */
+/* numpy's npy_logaddexp. */
 static inline double logaddexp(double x, double y) {
     if (x == y) return x + LOGE2;
     const double tmp = x - y;
-    if (tmp > 0) return (tmp > 40 && fabs(x) >= 1.0) ? x : x + log1p(exp(-tmp));
-    if (tmp <= 0) return (tmp < -40 && fabs(y) >= 1.0) ? y : y + log1p(exp(tmp));
+    if (tmp > 0) return x + log1p(exp(-tmp));
+    if (tmp <= 0) return y + log1p(exp(tmp));
     return tmp; /* nan */
 }
 
-/* numpy's pairwise summation (pairwise_sum_DOUBLE), the order np.sum adds in. */
-static double pairwise_sum(const double *a, Py_ssize_t n) {
-    if (n < 8) {
-        double res = 0.0;
-        for (Py_ssize_t i = 0; i < n; i++) res += a[i];
-        return res;
-    }
-    if (n <= 128) {
-        double r[8];
-        Py_ssize_t i;
-        for (int j = 0; j < 8; j++) r[j] = a[j];
-        for (i = 8; i < n - (n % 8); i += 8)
-            for (int j = 0; j < 8; j++) r[j] += a[i + j];
-        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for (; i < n; i++) res += a[i];
-        return res;
-    }
-    Py_ssize_t n2 = n / 2;
-    n2 -= n2 % 8;
-    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
+typedef struct {
+    const double *P, *Q, *x0, *S;
+    Py_ssize_t T, W;
+} Tables;
+
+static Tables tables_of(const double *buf, Py_ssize_t T, Py_ssize_t W) {
+    return (Tables){buf, buf + W * T, buf + 2 * W * T, buf + 2 * W * T + W, T, W};
 }
 
-/* log P(transcript starts with g + c), summed over the frame where c is first emitted
- * (paths of g up to t - 1, then c at t), plus c at frame 0 when g is empty. ``either`` is
- * logaddexp(r_n, r_b) of g; ``work`` holds T doubles. */
-static double prefix_score(const double *r_b, const double *either, int64_t last, int64_t c,
-                           const double *x_c, Py_ssize_t T, double *work) {
-    /* CTC merges repeats not split by a blank: c == last may follow only blank-ending paths */
-    const double *phi = (c == last) ? r_b : either;
-    double score = NEG_INF;
-    const Py_ssize_t n = T - 1;
-    if (n > 0) {
-        double top = -INFINITY;
-        for (Py_ssize_t t = 0; t < n; t++) {
-            work[t] = phi[t] + x_c[t + 1];
-            if (work[t] > top) top = work[t];
-        }
-        if (!isfinite(top)) top = 0.0;
-        for (Py_ssize_t t = 0; t < n; t++) work[t] = exp(work[t] - top);
-        score = top + log(pairwise_sum(work, n));
-    }
-    if (last < 0) score = logaddexp(x_c[0], score);
+static inline Py_ssize_t tables_size(Py_ssize_t T, Py_ssize_t W) { return 2 * W * T + W + T; }
+
+/* All paths of g, into phi [T]. */
+static void all_paths(const double *g, Py_ssize_t T, double *phi) {
+    for (Py_ssize_t t = 0; t < T; t++) phi[t] = g[t] + g[T + t];
+}
+
+/* The paths of g that c may follow, into phi [T]: all of them, or only those ending in blank
+ * when c repeats g's last label (CTC merges repeats not split by a blank). */
+static void paths_before(const double *g, int64_t last, int64_t c, Py_ssize_t T, double *phi) {
+    if (c == last) memcpy(phi, g + T, sizeof(double) * (size_t)T);
+    else all_paths(g, T, phi);
+}
+
+/* log P(transcript starts with g + c): over the frame t at which c is first emitted, (paths
+ * of g up to t - 1) x (c at t), plus c at frame 0 when g is empty. */
+static double prefix_score(const double *phi, double k, int64_t last, int64_t c,
+                           const Tables *tb) {
+    const double *q = tb->Q + c * tb->T;
+    double dot = 0.0;
+    for (Py_ssize_t t = 1; t < tb->T; t++) dot += phi[t - 1] * q[t];
+    double score = dot > 0 ? k + log(dot) : NEG_INF;
+    if (last < 0) score = logaddexp(tb->x0[c], score);
     return score;
 }
 
-/* r_n, r_b of g + c over all frames, into out_n / out_b (T each); ``either`` is
- * logaddexp(r_n, r_b) of g; ``work`` holds T doubles. */
-static void advance_one(const double *either, const double *r_b, int64_t last, int64_t c,
-                        const double *x_c, const double *cum_c, const double *cum_blank,
-                        Py_ssize_t T, double *out_n, double *out_b, double *work) {
-    const int empty = last < 0;
-    out_n[0] = empty ? x_c[0] : NEG_INF;
-    out_b[0] = NEG_INF;
-    if (T > 1) {
-        /* Paths that emit c first at frame t, divided by c's running product, summed up to
-         * t; a start at frame 0 (empty g) joins the first term. */
-        for (Py_ssize_t t = 0; t < T - 1; t++) {
-            const double phi = (c == last) ? r_b[t] : either[t];
-            work[t] = phi - cum_c[t];
-        }
-        if (empty) work[0] = logaddexp(work[0], out_n[0] - cum_c[0]);
-        double acc = work[0];
-        out_n[1] = cum_c[1] + acc;
-        for (Py_ssize_t t = 1; t < T - 1; t++) {
-            acc = logaddexp(acc, work[t]);
-            out_n[t + 1] = cum_c[t + 1] + acc;
-        }
-        acc = out_n[0] - cum_blank[0];
-        out_b[1] = cum_blank[1] + acc;
-        for (Py_ssize_t t = 1; t < T - 1; t++) {
-            acc = logaddexp(acc, out_n[t] - cum_blank[t]);
-            out_b[t + 1] = cum_blank[t + 1] + acc;
-        }
+/* log P(transcript == g): all its paths at the last frame. */
+static double final_score(const double *g, const Tables *tb) {
+    const Py_ssize_t T = tb->T;
+    const double v = g[T - 1] + g[2 * T - 1];
+    return v > 0 ? log(v) + tb->S[T - 1] + g[2 * T] : NEG_INF;
+}
+
+/* The state of g + c into out [2T + 1], from phi (paths_before) and g's scale k. */
+static void advance_one(const double *phi, double k, int64_t last, int64_t c, const Tables *tb,
+                        double *out) {
+    const Py_ssize_t T = tb->T;
+    const double *p_c = tb->P + c * T, *p_blank = tb->P + (tb->W - 1) * T;
+    double *n = out, *b = out + T;
+    n[0] = last < 0 ? exp(tb->x0[c] - tb->S[0] - k) : 0.0;
+    b[0] = 0.0;
+    double top = n[0];
+    for (Py_ssize_t t = 1; t < T; t++) {
+        n[t] = (n[t - 1] + phi[t - 1]) * p_c[t];
+        b[t] = (b[t - 1] + n[t - 1]) * p_blank[t];
+        if (n[t] > top) top = n[t];
+        if (b[t] > top) top = b[t];
     }
-    for (Py_ssize_t t = 0; t < T; t++) {
-        if (out_n[t] < NEG_INF) out_n[t] = NEG_INF;
-        if (out_b[t] < NEG_INF) out_b[t] = NEG_INF;
+    if (top > 0 && isfinite(top)) {
+        const double inv = 1.0 / top;
+        for (Py_ssize_t t = 0; t < 2 * T; t++) out[t] *= inv;
+        k += log(top);
     }
+    out[2 * T] = k;
 }
 
 /* ---- argument plumbing -------------------------------------------------------------- */
@@ -182,17 +169,16 @@ static int check_rows(const int64_t *rows, Py_ssize_t m, Py_ssize_t n) {
 /* ---- select ------------------------------------------------------------------------- */
 
 PyDoc_STRVAR(select_doc,
-"select(total, r_n, r_b, last, by_token, cum_by_token, cum_blank, n, V, T, W, beam,\n"
-"       weight, eos, out_rows, out_toks, out_joint, out_att, out_ctc, out_n, out_b)\n"
-"       -> count\n\n"
+"select(total, state, last, tables, n, V, T, W, beam, weight, eos, out_index, out_score,\n"
+"       out_state) -> count\n\n"
 "Ranks the extensions (row, token) of n live prefixes by (1 - weight) * attention +\n"
 "weight * CTC prefix score. total [n, V]: attention log-prob of each extension, -inf where\n"
 "the grammar forbids it. Each prefix's candidates are its allowed tokens, or only those\n"
 "scoring at least its beam-th best when it allows more. </s> (eos) is scored by CTC with\n"
 "all the prefix's paths at the last frame. The best 2 * beam that CTC can align are\n"
-"written best first (ties in row-major order) to the out_* arrays (2 * beam each). The\n"
-"first beam of them that are not </s>, the prefixes a beam keeps, are also advanced:\n"
-"their r_n, r_b into out_n, out_b [beam, T].");
+"written best first (ties in row-major order): rows and tokens to out_index [2, 2 * beam],\n"
+"joint, attention and CTC scores to out_score [3, 2 * beam]. The first beam of them that\n"
+"are not </s>, the prefixes a beam keeps, are advanced into out_state [beam, 2T + 1].");
 
 typedef struct {
     double joint, att, ctc;
@@ -201,59 +187,52 @@ typedef struct {
 
 static PyObject *select_candidates(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 21) {
-        PyErr_SetString(PyExc_TypeError, "select takes 21 arguments");
+    if (nargs != 14) {
+        PyErr_SetString(PyExc_TypeError, "select takes 14 arguments");
         return NULL;
     }
-    Py_ssize_t n = PyLong_AsSsize_t(a[7]), V = PyLong_AsSsize_t(a[8]);
-    Py_ssize_t T = PyLong_AsSsize_t(a[9]), W = PyLong_AsSsize_t(a[10]);
-    Py_ssize_t beam = PyLong_AsSsize_t(a[11]);
-    double weight = PyFloat_AsDouble(a[12]);
-    int64_t eos = PyLong_AsLongLong(a[13]);
+    Py_ssize_t n = PyLong_AsSsize_t(a[4]), V = PyLong_AsSsize_t(a[5]);
+    Py_ssize_t T = PyLong_AsSsize_t(a[6]), W = PyLong_AsSsize_t(a[7]);
+    Py_ssize_t beam = PyLong_AsSsize_t(a[8]);
+    double weight = PyFloat_AsDouble(a[9]);
+    int64_t eos = PyLong_AsLongLong(a[10]);
     if (PyErr_Occurred()) return NULL;
-    if (n < 0 || V < 1 || T < 1 || W < V || beam < 1 || eos < 0 || eos >= V) {
+    if (n < 0 || V < 1 || T < 1 || W < V + 1 || beam < 1 || beam > 64 || eos < 0 || eos >= V) {
         PyErr_SetString(PyExc_ValueError, "select: bad sizes");
         return NULL;
     }
-    const Py_ssize_t out = 2 * beam;
-    Arg args[14];
+    const Py_ssize_t out = 2 * beam, width = 2 * T + 1;
+    Arg args[7];
     memset(args, 0, sizeof args);
     PyObject *result = NULL;
-    double *either = NULL, *work = NULL;
+    double *phi = NULL;
     Candidate *best = NULL;
-    if (take(a[0], &args[0], 'd', n * V, 0, "total") || take(a[1], &args[1], 'd', n * T, 0, "r_n") ||
-        take(a[2], &args[2], 'd', n * T, 0, "r_b") || take(a[3], &args[3], 'q', n, 0, "last") ||
-        take(a[4], &args[4], 'd', W * T, 0, "by_token") ||
-        take(a[14], &args[5], 'q', out, 1, "out_rows") ||
-        take(a[15], &args[6], 'q', out, 1, "out_toks") ||
-        take(a[16], &args[7], 'd', out, 1, "out_joint") ||
-        take(a[17], &args[8], 'd', out, 1, "out_att") ||
-        take(a[18], &args[9], 'd', out, 1, "out_ctc") ||
-        take(a[5], &args[10], 'd', W * T, 0, "cum_by_token") ||
-        take(a[6], &args[11], 'd', T, 0, "cum_blank") ||
-        take(a[19], &args[12], 'd', beam * T, 1, "out_n") ||
-        take(a[20], &args[13], 'd', beam * T, 1, "out_b"))
+    if (take(a[0], &args[0], 'd', n * V, 0, "total") ||
+        take(a[1], &args[1], 'd', n * width, 0, "state") ||
+        take(a[2], &args[2], 'q', n, 0, "last") ||
+        take(a[3], &args[3], 'd', tables_size(T, W), 0, "tables") ||
+        take(a[11], &args[4], 'q', 2 * out, 1, "out_index") ||
+        take(a[12], &args[5], 'd', 3 * out, 1, "out_score") ||
+        take(a[13], &args[6], 'd', beam * width, 1, "out_state"))
         goto done;
-    const double *total = D(0), *r_n = D(1), *r_b = D(2), *by_token = D(4);
-    const int64_t *last = I(3);
-    either = malloc(sizeof(double) * (size_t)(n * T + T + 1));
+    const double *total = D(0), *state = D(1);
+    const int64_t *last = I(2);
+    const Tables tb = tables_of(D(3), T, W);
+    phi = malloc(sizeof(double) * (size_t)(n * T + T + 1));
     best = malloc(sizeof(Candidate) * (size_t)(out + 1));
-    if (!either || !best) {
+    if (!phi || !best) {
         PyErr_NoMemory();
         goto done;
     }
-    work = either + n * T;
-    for (Py_ssize_t i = 0; i < n * T; i++) either[i] = logaddexp(r_n[i], r_b[i]);
+    double *repeat_phi = phi + n * T;
+    /* Each prefix's paths, which every candidate but a repeat of its last label follows. */
+    for (Py_ssize_t row = 0; row < n; row++) all_paths(state + row * width, T, phi + row * T);
 
     const Py_ssize_t k = beam < V ? beam : V;
     Py_ssize_t count = 0;
-    double top_k[64]; /* the row's k best, descending (k <= beam; bounded below) */
-    if (k > 64) {
-        PyErr_SetString(PyExc_ValueError, "select: beam over 64");
-        goto done;
-    }
+    double top_k[64]; /* the row's k best, descending */
     for (Py_ssize_t row = 0; row < n; row++) {
-        const double *att_row = total + row * V;
+        const double *att_row = total + row * V, *g = state + row * width;
         /* The threshold: the row's k-th best when more than k tokens are allowed. */
         Py_ssize_t allowed = 0, held = 0;
         for (Py_ssize_t v = 0; v < V; v++) {
@@ -273,10 +252,12 @@ static PyObject *select_candidates(PyObject *self, PyObject *const *a, Py_ssize_
         for (Py_ssize_t v = 0; v < V; v++) {
             const double att = att_row[v];
             if (!isfinite(att) || att < bar) continue;
-            const double ctc =
-                v == eos ? either[row * T + T - 1]
-                         : prefix_score(r_b + row * T, either + row * T, last[row], v,
-                                        by_token + v * T, T, work);
+            double ctc;
+            if (v == eos) ctc = final_score(g, &tb);
+            else if (v == last[row]) {
+                paths_before(g, last[row], v, T, repeat_phi);
+                ctc = prefix_score(repeat_phi, g[2 * T], last[row], v, &tb);
+            } else ctc = prefix_score(phi + row * T, g[2 * T], last[row], v, &tb);
             const double joint = (1 - weight) * att + weight * ctc;
             /* Keep the best ``out`` in order; a tie goes after those already held, as a
              * stable sort of the row-major candidates would place it. */
@@ -289,131 +270,136 @@ static PyObject *select_candidates(PyObject *self, PyObject *const *a, Py_ssize_
             best[j] = (Candidate){joint, att, ctc, row, v};
         }
     }
+    int64_t *rows = I(4), *toks = I(4) + out;
+    double *joints = D(5), *atts = D(5) + out, *ctcs = D(5) + 2 * out;
     Py_ssize_t ranked = 0, live = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
         const Candidate *cand = &best[i];
         if (!(cand->joint >= -1e29)) continue; /* paths CTC cannot align */
-        I(5)[ranked] = cand->row;
-        I(6)[ranked] = cand->tok;
-        D(7)[ranked] = cand->joint;
-        D(8)[ranked] = cand->att;
-        D(9)[ranked] = cand->ctc;
+        rows[ranked] = cand->row;
+        toks[ranked] = cand->tok;
+        joints[ranked] = cand->joint;
+        atts[ranked] = cand->att;
+        ctcs[ranked] = cand->ctc;
         ranked++;
         if (cand->tok != eos && live < beam) {
-            const Py_ssize_t row = cand->row, c = cand->tok;
-            advance_one(either + row * T, r_b + row * T, last[row], c, by_token + c * T,
-                        D(10) + c * T, D(11), T, D(12) + live * T, D(13) + live * T, work);
+            const int64_t row = cand->row, c = cand->tok, prev = last[row];
+            const double *g = state + row * width;
+            const double *before = phi + row * T;
+            if (c == prev) {
+                paths_before(g, prev, c, T, repeat_phi);
+                before = repeat_phi;
+            }
+            advance_one(before, g[2 * T], prev, c, &tb, D(6) + live * width);
             live++;
         }
     }
     result = PyLong_FromSsize_t(ranked);
 done:
-    free(either);
+    free(phi);
     free(best);
-    release(args, 14);
+    release(args, 7);
     return result;
 }
 
 /* ---- prefix scores and advance -------------------------------------------------------- */
 
+/* Shared by prefix_scores and advance: (state, last, rows, tokens, tables, n, m, T, W, out)
+ * with out of ``out_width`` doubles per extension. */
+typedef struct {
+    Arg args[6];
+    Py_ssize_t n, m, T, W;
+} Extensions;
+
+static int take_extensions(PyObject *const *a, Py_ssize_t nargs, const char *name,
+                           Py_ssize_t out_width, Extensions *e) {
+    memset(e, 0, sizeof *e);
+    if (nargs != 10) {
+        PyErr_Format(PyExc_TypeError, "%s takes 10 arguments", name);
+        return -1;
+    }
+    e->n = PyLong_AsSsize_t(a[5]);
+    e->m = PyLong_AsSsize_t(a[6]);
+    e->T = PyLong_AsSsize_t(a[7]);
+    e->W = PyLong_AsSsize_t(a[8]);
+    if (PyErr_Occurred()) return -1;
+    if (e->n < 0 || e->m < 0 || e->T < 1 || e->W < 2) {
+        PyErr_Format(PyExc_ValueError, "%s: bad sizes", name);
+        return -1;
+    }
+    const Py_ssize_t width = 2 * e->T + 1;
+    Arg *args = e->args;
+    if (take(a[0], &args[0], 'd', e->n * width, 0, "state") ||
+        take(a[1], &args[1], 'q', e->n, 0, "last") || take(a[2], &args[2], 'q', e->m, 0, "rows") ||
+        take(a[3], &args[3], 'q', e->m, 0, "tokens") ||
+        take(a[4], &args[4], 'd', tables_size(e->T, e->W), 0, "tables") ||
+        take(a[9], &args[5], 'd', e->m * (out_width ? out_width : width), 1, "out"))
+        return -1;
+    /* the blank (W - 1) is not a label */
+    if (check_rows(I(2), e->m, e->n) || check_tokens(I(3), e->m, e->W - 1)) return -1;
+    return 0;
+}
+
 PyDoc_STRVAR(scores_doc,
-"prefix_scores(r_n, r_b, last, rows, tokens, by_token, n, m, T, W, out)\n\n"
+"prefix_scores(state, last, rows, tokens, tables, n, m, T, W, out)\n\n"
 "log P(transcript starts with g + c) for m extensions: prefix rows[i] (of n) and label\n"
 "tokens[i] (not </s>), into out [m].");
 
 static PyObject *prefix_scores(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 11) {
-        PyErr_SetString(PyExc_TypeError, "prefix_scores takes 11 arguments");
-        return NULL;
-    }
-    Py_ssize_t n = PyLong_AsSsize_t(a[6]), m = PyLong_AsSsize_t(a[7]);
-    Py_ssize_t T = PyLong_AsSsize_t(a[8]), W = PyLong_AsSsize_t(a[9]);
-    if (PyErr_Occurred()) return NULL;
-    if (n < 0 || m < 0 || T < 1 || W < 1) {
-        PyErr_SetString(PyExc_ValueError, "prefix_scores: bad sizes");
-        return NULL;
-    }
-    Arg args[7];
-    memset(args, 0, sizeof args);
+    Extensions e;
     PyObject *result = NULL;
-    double *work = NULL;
-    if (take(a[0], &args[0], 'd', n * T, 0, "r_n") || take(a[1], &args[1], 'd', n * T, 0, "r_b") ||
-        take(a[2], &args[2], 'q', n, 0, "last") || take(a[3], &args[3], 'q', m, 0, "rows") ||
-        take(a[4], &args[4], 'q', m, 0, "tokens") ||
-        take(a[5], &args[5], 'd', W * T, 0, "by_token") ||
-        take(a[10], &args[6], 'd', m, 1, "out"))
-        goto done;
-    if (check_rows(I(3), m, n) || check_tokens(I(4), m, W)) goto done;
-    work = malloc(sizeof(double) * (size_t)(2 * T));
-    if (!work) {
+    double *phi = NULL;
+    if (take_extensions(a, nargs, "prefix_scores", 1, &e)) goto done;
+    Arg *args = e.args;
+    const Tables tb = tables_of(D(4), e.T, e.W);
+    phi = malloc(sizeof(double) * (size_t)e.T);
+    if (!phi) {
         PyErr_NoMemory();
         goto done;
     }
-    double *either = work + T;
-    for (Py_ssize_t i = 0; i < m; i++) {
-        const int64_t row = I(3)[i], c = I(4)[i];
-        for (Py_ssize_t t = 0; t < T; t++)
-            either[t] = logaddexp(D(0)[row * T + t], D(1)[row * T + t]);
-        D(6)[i] = prefix_score(D(1) + row * T, either, I(2)[row], c, D(5) + c * T, T, work);
+    for (Py_ssize_t i = 0; i < e.m; i++) {
+        const int64_t row = I(2)[i], c = I(3)[i], prev = I(1)[row];
+        const double *g = D(0) + row * (2 * e.T + 1);
+        paths_before(g, prev, c, e.T, phi);
+        D(5)[i] = prefix_score(phi, g[2 * e.T], prev, c, &tb);
     }
     result = Py_NewRef(Py_None);
 done:
-    free(work);
-    release(args, 7);
+    free(phi);
+    release(e.args, 6);
     return result;
 }
 
 PyDoc_STRVAR(advance_doc,
-"advance(r_n, r_b, last, rows, tokens, by_token, cum_by_token, cum_blank, n, m, T, W,\n"
-"        out_n, out_b)\n\n"
-"The time arrays r_n, r_b of g + c for m extensions (prefix rows[i], label tokens[i]),\n"
-"into out_n, out_b [m, T]: what a beam keeps of each prefix it lets live.");
+"advance(state, last, rows, tokens, tables, n, m, T, W, out)\n\n"
+"The states of g + c for m extensions (prefix rows[i], label tokens[i]) into\n"
+"out [m, 2T + 1]: what a beam keeps of each prefix it lets live.");
 
 static PyObject *advance(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 14) {
-        PyErr_SetString(PyExc_TypeError, "advance takes 14 arguments");
-        return NULL;
-    }
-    Py_ssize_t n = PyLong_AsSsize_t(a[8]), m = PyLong_AsSsize_t(a[9]);
-    Py_ssize_t T = PyLong_AsSsize_t(a[10]), W = PyLong_AsSsize_t(a[11]);
-    if (PyErr_Occurred()) return NULL;
-    if (n < 0 || m < 0 || T < 1 || W < 1) {
-        PyErr_SetString(PyExc_ValueError, "advance: bad sizes");
-        return NULL;
-    }
-    Arg args[10];
-    memset(args, 0, sizeof args);
+    Extensions e;
     PyObject *result = NULL;
-    double *work = NULL;
-    if (take(a[0], &args[0], 'd', n * T, 0, "r_n") || take(a[1], &args[1], 'd', n * T, 0, "r_b") ||
-        take(a[2], &args[2], 'q', n, 0, "last") || take(a[3], &args[3], 'q', m, 0, "rows") ||
-        take(a[4], &args[4], 'q', m, 0, "tokens") ||
-        take(a[5], &args[5], 'd', W * T, 0, "by_token") ||
-        take(a[6], &args[6], 'd', W * T, 0, "cum_by_token") ||
-        take(a[7], &args[7], 'd', T, 0, "cum_blank") ||
-        take(a[12], &args[8], 'd', m * T, 1, "out_n") ||
-        take(a[13], &args[9], 'd', m * T, 1, "out_b"))
-        goto done;
-    if (check_rows(I(3), m, n) || check_tokens(I(4), m, W)) goto done;
-    work = malloc(sizeof(double) * (size_t)(2 * T));
-    if (!work) {
+    double *phi = NULL;
+    if (take_extensions(a, nargs, "advance", 0, &e)) goto done;
+    Arg *args = e.args;
+    const Tables tb = tables_of(D(4), e.T, e.W);
+    const Py_ssize_t width = 2 * e.T + 1;
+    phi = malloc(sizeof(double) * (size_t)e.T);
+    if (!phi) {
         PyErr_NoMemory();
         goto done;
     }
-    double *either = work + T;
-    for (Py_ssize_t i = 0; i < m; i++) {
-        const int64_t row = I(3)[i], c = I(4)[i];
-        for (Py_ssize_t t = 0; t < T; t++)
-            either[t] = logaddexp(D(0)[row * T + t], D(1)[row * T + t]);
-        advance_one(either, D(1) + row * T, I(2)[row], c, D(5) + c * T, D(6) + c * T, D(7), T,
-                    D(8) + i * T, D(9) + i * T, work);
+    for (Py_ssize_t i = 0; i < e.m; i++) {
+        const int64_t row = I(2)[i], c = I(3)[i], prev = I(1)[row];
+        const double *g = D(0) + row * width;
+        paths_before(g, prev, c, e.T, phi);
+        advance_one(phi, g[2 * e.T], prev, c, &tb, D(5) + i * width);
     }
     result = Py_NewRef(Py_None);
 done:
-    free(work);
-    release(args, 10);
+    free(phi);
+    release(e.args, 6);
     return result;
 }
 

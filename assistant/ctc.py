@@ -65,37 +65,63 @@ def best_path_tokens(log_probs: np.ndarray) -> list[int]:
     return [int(t) for t in best[changed & (best != log_probs.shape[1] - 1)]]
 
 
+@dataclass(frozen=True)
+class CtcState:
+    """The CTC state of n prefixes, one row [2T + 1] each: N [T] (its paths ending in its
+    last label), B [T] (ending in blank) and a scale k, as probabilities scaled to stay in
+    range: log P = log N[t] + S[t] + k, with S[t] the best path's log-prob up to frame t
+    (CtcPrefixScorer.best_to). Indexing selects prefixes."""
+
+    data: np.ndarray  # [n, 2T + 1] float64
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, sel) -> CtcState:
+        return CtcState(np.ascontiguousarray(self.data[sel]))
+
+
 class CtcPrefixScorer:
     """CTC prefix scores for a beam search (Watanabe et al., "Hybrid CTC/attention", 2017):
     the probability that the audio's transcript *starts with* a prefix. Each prefix carries
-    two arrays over time, r_n (paths ending in its last label) and r_b (ending in blank),
-    and its last label (-1: the empty prefix).
+    its paths over time (CtcState) and its last label (-1: the empty prefix).
 
-    The recursions run in C (``assistant/_ctcstep.c``: a search step is many small array
-    operations, whose fixed cost numpy pays each time). Each token's log-probs and their
-    running sums over time are laid out once per utterance as rows [V + 1, T].
+    The recursions run in C (``assistant/_ctcstep.c``, where the why is), on probabilities
+    scaled per frame by the best path, so that a frame costs a few multiply-adds. The tables
+    it reads are laid out once per utterance.
     """
 
     def __init__(self, log_probs: np.ndarray):
         self.x = np.asarray(log_probs, dtype=np.float64)  # [T, V + 1], blank last
         self.blank = self.x.shape[1] - 1
-        self.cum_blank = np.cumsum(self.x[:, self.blank])
-        self.by_token = np.ascontiguousarray(self.x.T)  # [V + 1, T]
-        self.cum_by_token = np.cumsum(self.by_token, axis=1)
+        frames, width = self.x.shape
+        best = self.x.max(axis=1)
+        self.best_to = np.cumsum(best)  # S[t]: the best path's log-prob up to frame t
+        scaled = np.exp(self.x - best[:, None]).T  # P [V + 1, T]
+        onward = np.zeros((width, frames))  # Q [V + 1, T]: exp(S[t - 1] + x[t, c])
+        onward[:, 1:] = np.exp(self.best_to[:-1, None] + self.x[1:]).T
+        self.tables = np.concatenate([scaled.ravel(), onward.ravel(), self.x[0], self.best_to])
 
     @property
     def frames(self) -> int:
         return len(self.x)
 
-    def initial(self) -> tuple[np.ndarray, np.ndarray]:
-        """(r_n, r_b) of the empty prefix, shape [T] each."""
-        return np.full(len(self.x), NEG_INF), self.cum_blank.copy()
+    @property
+    def _sizes(self) -> tuple[int, int]:
+        return self.frames, self.x.shape[1]
+
+    def initial(self) -> CtcState:
+        """The empty prefix: every path is blanks."""
+        paths = np.exp(np.cumsum(self.x[:, self.blank]) - self.best_to)
+        top = paths.max()
+        return CtcState(
+            np.concatenate([np.zeros(self.frames), paths / top, [np.log(top)]])[None]
+        )
 
     def select(
         self,
         total: np.ndarray,
-        r_n: np.ndarray,
-        r_b: np.ndarray,
+        state: CtcState,
         last: np.ndarray,
         beam: int,
         weight: float,
@@ -106,99 +132,76 @@ class CtcPrefixScorer:
         align, best first. total [n, V]: attention log-probs, -inf where the grammar forbids
         a token. A prefix's candidates are its allowed tokens, or only those scoring at
         least its beam-th best by attention when it allows more; </s> (``eos``) is scored
-        with all the prefix's paths at the last frame. The first ``beam`` candidates that are
-        not </s>, the prefixes the beam keeps, come advanced (``r_n``, ``r_b``)."""
+        with all the prefix's paths at the last frame (``final``). The first ``beam``
+        candidates that are not </s>, the prefixes the beam keeps, come advanced."""
         total = np.ascontiguousarray(total, dtype=np.float64)
         n, vocab = total.shape
-        r_n, r_b, last = self._prefixes(r_n, r_b, last, n)
+        last = self._check(state, last, n)
         out = 2 * beam
-        rows, toks = np.empty(out, np.int64), np.empty(out, np.int64)
-        joint, att, ctc = np.empty(out), np.empty(out), np.empty(out)
-        new_n, new_b = np.empty((beam, self.frames)), np.empty((beam, self.frames))
+        index, score = np.empty((2, out), np.int64), np.empty((3, out))
+        kept = np.empty((beam, 2 * self.frames + 1))
         count = _ctcstep.select(
-            total, r_n, r_b, last, self.by_token, self.cum_by_token, self.cum_blank, n, vocab,
-            self.frames, len(self.by_token), beam, float(weight), eos, rows, toks, joint, att,
-            ctc, new_n, new_b,
+            total, state.data, last, self.tables, n, vocab, *self._sizes, beam, float(weight),
+            eos, index, score, kept,
         )  # fmt: skip
-        live = min(beam, int(np.count_nonzero(toks[:count] != eos)))
-        return JointStep(
-            rows[:count], toks[:count], joint[:count], att[:count], ctc[:count],
-            new_n[:live], new_b[:live],
-        )  # fmt: skip
+        live = min(beam, int(np.count_nonzero(index[1, :count] != eos)))
+        return JointStep(*index[:, :count], *score[:, :count], CtcState(kept[:live]))
 
-    def prefix_scores(
-        self, r_n: np.ndarray, r_b: np.ndarray, last: np.ndarray, rows: np.ndarray, tokens
-    ) -> np.ndarray:
-        """log P(transcript starts with g + c) [M] for prefixes ``rows`` of (r_n, r_b, last)
-        extended by label ``tokens`` (not </s>): over the frame t at which c is first
-        emitted, (paths of g up to t - 1) x (c at t), plus c at frame 0 when g is empty."""
-        r_n, r_b, last = self._prefixes(r_n, r_b, last)
-        rows, tokens = _int64(rows), _int64(tokens)
+    def prefix_scores(self, state: CtcState, last, rows, tokens) -> np.ndarray:
+        """log P(transcript starts with g + c) [M] for prefixes ``rows`` of ``state`` (last
+        labels ``last``) extended by label ``tokens`` (not </s>): over the frame t at which
+        c is first emitted, (paths of g up to t - 1) x (c at t), plus c at frame 0 when g
+        is empty."""
+        last, rows, tokens = self._check(state, last), _int64(rows), _int64(tokens)
         out = np.empty(len(rows))
         _ctcstep.prefix_scores(
-            r_n, r_b, last, rows, tokens, self.by_token, len(last), len(rows), self.frames,
-            len(self.by_token), out,
-        )  # fmt: skip
+            state.data, last, rows, tokens, self.tables, len(last), len(rows), *self._sizes, out
+        )
         return out
 
-    def advance(
-        self, r_n: np.ndarray, r_b: np.ndarray, last: np.ndarray, rows: np.ndarray, tokens
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(r_n, r_b) [M, T] of prefixes ``rows`` extended by label ``tokens``: what a beam
-        keeps of the few prefixes it lets live (the ranking needs only prefix_scores)."""
-        r_n, r_b, last = self._prefixes(r_n, r_b, last)
-        rows, tokens = _int64(rows), _int64(tokens)
-        new_n = np.empty((len(rows), self.frames))
-        new_b = np.empty((len(rows), self.frames))
+    def advance(self, state: CtcState, last, rows, tokens) -> CtcState:
+        """The states of prefixes ``rows`` extended by label ``tokens``: what a beam keeps
+        of the few prefixes it lets live (the ranking needs only prefix_scores)."""
+        last, rows, tokens = self._check(state, last), _int64(rows), _int64(tokens)
+        out = np.empty((len(rows), 2 * self.frames + 1))
         _ctcstep.advance(
-            r_n, r_b, last, rows, tokens, self.by_token, self.cum_by_token, self.cum_blank,
-            len(last), len(rows), self.frames, len(self.by_token), new_n, new_b,
-        )  # fmt: skip
-        return new_n, new_b
-
-    def extend(
-        self,
-        r_n: np.ndarray,
-        r_b: np.ndarray,
-        last: np.ndarray,
-        empty: np.ndarray,
-        tokens: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Prefix g + c for M (prefix, token) pairs, one prefix per pair. r_n, r_b: [M, T]
-        of each g; last: [M] last label of g; empty: [M] whether g is empty; tokens: [M] the
-        c. Returns (prefix log-prob of g + c [M], r_n [M, T], r_b [M, T] of g + c)."""
-        last = np.where(empty, -1, last)
-        rows = np.arange(len(last))
-        return (
-            self.prefix_scores(r_n, r_b, last, rows, tokens),
-            *self.advance(r_n, r_b, last, rows, tokens),
+            state.data, last, rows, tokens, self.tables, len(last), len(rows), *self._sizes, out
         )
+        return CtcState(out)
 
-    def _prefixes(
-        self, r_n: np.ndarray, r_b: np.ndarray, last: np.ndarray, n: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The prefix arrays as the compiled step reads them: C-contiguous float64 [n, T],
-        int64 [n]."""
-        r_n = np.ascontiguousarray(r_n, dtype=np.float64).reshape(-1, self.frames)
-        r_b = np.ascontiguousarray(r_b, dtype=np.float64).reshape(-1, self.frames)
+    def final(self, state: CtcState) -> np.ndarray:
+        """log P(transcript == prefix) [n]: the end-of-sentence score."""
+        t = self.frames
+        paths = state.data[:, t - 1] + state.data[:, 2 * t - 1]
+        with np.errstate(divide="ignore"):
+            scores = np.log(paths) + self.best_to[-1] + state.data[:, 2 * t]
+        return np.where(paths > 0, scores, NEG_INF)
+
+    def log_paths(self, state: CtcState) -> tuple[np.ndarray, np.ndarray]:
+        """(log P of the paths ending in the last label, ending in blank) [n, T], NEG_INF
+        where there is none: the arrays of the textbook recursion."""
+        t = self.frames
+        offset = self.best_to[None] + state.data[:, 2 * t, None]
+        with np.errstate(divide="ignore"):
+            r_n = np.log(state.data[:, :t]) + offset
+            r_b = np.log(state.data[:, t : 2 * t]) + offset
+        return np.maximum(r_n, NEG_INF), np.maximum(r_b, NEG_INF)
+
+    def _check(self, state: CtcState, last, n: int | None = None) -> np.ndarray:
         last = _int64(last)
         n = len(last) if n is None else n
-        if not len(r_n) == len(r_b) == len(last) == n:
+        if not len(state) == len(last) == n or state.data.shape[1] != 2 * self.frames + 1:
             raise ValueError(
-                f"{n} prefixes expected: r_n {r_n.shape}, r_b {r_b.shape}, last {last.shape}"
+                f"{n} prefixes of {self.frames} frames expected: state {state.data.shape}, "
+                f"last {last.shape}"
             )
-        return r_n, r_b, last
-
-    @staticmethod
-    def final(r_n: np.ndarray, r_b: np.ndarray) -> np.ndarray:
-        """log P(transcript == prefix) for prefixes [M, T]: the end-of-sentence score."""
-        return np.logaddexp(r_n[..., -1], r_b[..., -1])
+        return last
 
 
 @dataclass(frozen=True)
 class JointStep:
     """A joint step's candidates, best first: the prefix each extends (``rows``), its token,
-    the joint score, and its attention and CTC parts; and the time arrays of the first
+    the joint score, and its attention and CTC parts; and the CTC state of the first
     ``beam`` that are not </s> (the ones a beam keeps), in that order."""
 
     rows: np.ndarray
@@ -206,8 +209,7 @@ class JointStep:
     joint: np.ndarray
     att: np.ndarray
     ctc: np.ndarray
-    r_n: np.ndarray
-    r_b: np.ndarray
+    kept: CtcState
 
 
 def _int64(a) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .ctc import CtcPrefixScorer
+from .ctc import CtcPrefixScorer, CtcState
 from .grammar import Graph, SentenceMeaning, any_token_graph, phone_loop_graph, slot_key
 from .lexicon import EOS_ID, PAD_ID
 from .units import Units
@@ -207,8 +207,7 @@ class _Beam:
     att: np.ndarray = field(default_factory=lambda: np.zeros(0))  # attention log-prob [n]
     # last token of each prefix [n], -1 for the empty one
     last: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    ctc_n: np.ndarray | None = None  # CTC prefix state [n, T] (paths ending in a label)
-    ctc_b: np.ndarray | None = None  # [n, T] (paths ending in blank)
+    ctc: CtcState | None = None  # the prefixes' CTC paths, when the search uses CTC
 
 
 @dataclass
@@ -246,8 +245,7 @@ def _search_many(
         dfa.expand(dfa.start)
         live = _Beam([()], [dfa.start], np.zeros(1), att=np.zeros(1), last=np.full(1, -1))
         if ctc is not None:
-            r_n, r_b = ctc.initial()
-            live.ctc_n, live.ctc_b = r_n[None], r_b[None]
+            live.ctc = ctc.initial()
         running.append(_Search(dfa, beam, length_penalty, offset, live))
         offset += beam
     states = np.repeat(start[None], batch, axis=0)
@@ -300,9 +298,8 @@ class _Candidates:
     score: np.ndarray
     att: np.ndarray
     ctc: np.ndarray | None = None
-    # CTC time arrays of the first ``beam`` candidates that are not </s>: those kept live
-    ctc_n: np.ndarray | None = None
-    ctc_b: np.ndarray | None = None
+    # CTC state of the first ``beam`` candidates that are not </s>: those kept live
+    ctc_state: CtcState | None = None
 
 
 def _attention_candidates(total: np.ndarray, beam: int) -> _Candidates:
@@ -333,9 +330,9 @@ def _joint_candidates(
 ) -> _Candidates:
     """Ranked by (1 - w) * attention + w * CTC prefix score. The attention scores pre-select
     ``beam`` candidates per prefix (CtcPrefixScorer.select)."""
-    assert live.ctc_n is not None and live.ctc_b is not None
-    step = ctc.select(total, live.ctc_n, live.ctc_b, live.last, beam, weight, EOS_ID)
-    return _Candidates(step.rows, step.toks, step.joint, step.att, step.ctc, step.r_n, step.r_b)
+    assert live.ctc is not None
+    step = ctc.select(total, live.ctc, live.last, beam, weight, EOS_ID)
+    return _Candidates(step.rows, step.toks, step.joint, step.att, step.ctc, step.kept)
 
 
 def _select(
@@ -385,10 +382,9 @@ def _select(
         cand.rows[kept_at].astype(np.int64),
         att=cand.att[kept_at].astype(np.float64),
         last=cand.toks[kept_at],
-        # the joint step advanced the CTC time arrays of just these: its first ``beam``
+        # the joint step advanced the CTC state of just these: its first ``beam``
         # candidates that are not </s>, kept above in the same order
-        ctc_n=cand.ctc_n,
-        ctc_b=cand.ctc_b,
+        ctc=cand.ctc_state,
     )
 
 

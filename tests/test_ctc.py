@@ -7,7 +7,12 @@ import itertools
 import numpy as np
 import pytest
 
-from assistant.ctc import best_path_log_prob, best_path_tokens, ctc_log_likelihoods
+from assistant.ctc import (
+    CtcState,
+    best_path_log_prob,
+    best_path_tokens,
+    ctc_log_likelihoods,
+)
 
 
 def collapse(path: tuple[int, ...], blank: int) -> tuple[int, ...]:
@@ -55,116 +60,126 @@ def test_best_path_bounds_every_label():
         assert ctc_log_likelihoods(log_probs, [label])[0] <= best + np.log(4**6)
 
 
-def test_prefix_scorer_agrees_with_forward_and_sums_to_one():
+def _scorer(seed: int, frames: int, width: int):
     from assistant.ctc import CtcPrefixScorer
 
-    rng = np.random.default_rng(3)
-    logits = rng.normal(size=(9, 5))
+    logits = np.random.default_rng(seed).normal(size=(frames, width))
     log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    scorer = CtcPrefixScorer(log_probs)
+    return log_probs, CtcPrefixScorer(log_probs)
+
+
+def _grow(scorer, label):
+    """The state of ``label`` as a beam reaches it, one token a step."""
+    state, last = scorer.initial(), -1
+    for token in label:
+        state, last = scorer.advance(state, [last], [0], [token]), token
+    return state
+
+
+def test_prefix_scorer_agrees_with_forward_and_sums_to_one():
+    log_probs, scorer = _scorer(3, 9, 5)
     for label in ([1, 2, 2, 3], [0], [3, 3, 0]):
-        r_n, r_b = (a[None] for a in scorer.initial())
-        last, empty = np.array([-1]), np.array([True])
-        for token in label:
-            _, r_n, r_b = scorer.extend(r_n, r_b, last, empty, np.array([token]))
-            last, empty = np.array([token]), np.array([False])
-        assert abs(scorer.final(r_n, r_b)[0] - ctc_log_likelihoods(log_probs, [label])[0]) < 1e-9
+        state = _grow(scorer, label)
+        assert abs(scorer.final(state)[0] - ctc_log_likelihoods(log_probs, [label])[0]) < 1e-9
     # Every transcript is empty or starts with some label: the probabilities sum to one.
-    r_n, r_b = scorer.initial()
+    empty = scorer.initial()
     width = 4
-    first, _, _ = scorer.extend(
-        np.repeat(r_n[None], width, 0),
-        np.repeat(r_b[None], width, 0),
-        np.full(width, -1),
-        np.ones(width, bool),
-        np.arange(width),
-    )
-    total = np.logaddexp(np.logaddexp.reduce(first), scorer.final(r_n, r_b))
+    first = scorer.prefix_scores(empty, [-1], np.zeros(width), np.arange(width))
+    total = np.logaddexp(np.logaddexp.reduce(first), scorer.final(empty)[0])
     assert abs(total) < 1e-9
+    # And so from any prefix: it ends here or goes on with some label.
+    g = _grow(scorer, [1, 2])
+    onward = scorer.prefix_scores(g, [2], np.zeros(width), np.arange(width))
+    own = scorer.prefix_scores(_grow(scorer, [1]), [1], [0], [2])[0]
+    assert abs(np.logaddexp(np.logaddexp.reduce(onward), scorer.final(g)[0]) - own) < 1e-9
 
 
-def test_ranking_scores_and_time_arrays_are_extend_split_in_two():
-    # The beam ranks every candidate by prefix_scores and advances only the kept ones, both
-    # reading the live prefixes' rows: together they must be exactly extend, which takes one
-    # prefix per pair (token 2 repeats the prefix's last label).
-    from assistant.ctc import CtcPrefixScorer
-
-    rng = np.random.default_rng(4)
-    logits = rng.normal(size=(12, 6))
-    scorer = CtcPrefixScorer(logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))
-    r_n, r_b = scorer.initial()
-    _, r_n, r_b = scorer.extend(r_n[None], r_b[None], np.array([-1]), np.array([True]), [2])
-    m = 5
-    last, empty, tokens = np.full(m, 2), np.zeros(m, bool), np.array([0, 1, 2, 3, 4])
-    prefix, new_n, new_b = scorer.extend(
-        np.repeat(r_n, m, 0), np.repeat(r_b, m, 0), last, empty, tokens
-    )
-    # As a beam holds them: one live prefix, extended by every token.
-    rows = np.zeros(m, dtype=np.int64)
-    np.testing.assert_array_equal(scorer.prefix_scores(r_n, r_b, last[:1], rows, tokens), prefix)
+def test_ranking_scores_and_states_read_the_live_prefixes_rows():
+    # A beam ranks every candidate by prefix_scores and advances only the kept ones, both
+    # reading the live prefixes' rows: the same as each prefix on its own (token 2 repeats
+    # the prefix's last label).
+    _, scorer = _scorer(4, 12, 6)
+    one = _grow(scorer, [2])
+    live = CtcState(np.concatenate([_grow(scorer, [3]).data, one.data]))
+    tokens = np.array([0, 1, 2, 3, 4])
+    rows = np.ones(len(tokens), dtype=np.int64)
+    alone = scorer.prefix_scores(one, [2], np.zeros(5), tokens)
+    np.testing.assert_array_equal(scorer.prefix_scores(live, [3, 2], rows, tokens), alone)
     kept = np.array([3, 1])
-    states = scorer.advance(r_n, r_b, last[:1], rows[kept], tokens[kept])
-    np.testing.assert_array_equal(states[0], new_n[kept])
-    np.testing.assert_array_equal(states[1], new_b[kept])
+    np.testing.assert_array_equal(
+        scorer.advance(live, [3, 2], rows[kept], tokens[kept]).data,
+        scorer.advance(one, [2], [0, 0], tokens[kept]).data,
+    )
 
 
 def test_prefix_scores_match_a_frame_by_frame_recursion() -> None:
-    # The textbook recursion over frames (Watanabe et al. 2017, Algorithm 2), written out
-    # here in plain Python, against the compiled step, for a prefix grown token by token
-    # through a repeat.
-    from assistant.ctc import NEG_INF, CtcPrefixScorer
+    # The textbook recursion over frames in log-probs (Watanabe et al. 2017, Algorithm 2),
+    # written out here in plain Python, against the compiled step on scaled probabilities,
+    # for a prefix grown token by token through a repeat.
+    from assistant.ctc import NEG_INF
 
-    rng = np.random.default_rng(9)
-    logits = rng.normal(size=(15, 5))
-    x = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    blank, T = 4, 15
-    scorer = CtcPrefixScorer(x)
-    gamma_n, gamma_b = np.full(T, NEG_INF), np.cumsum(x[:, blank])  # the empty prefix
-    r_n, r_b = scorer.initial()
-    last = -1
+    x, scorer = _scorer(9, 15, 5)
+    blank, frames = 4, 15
+    gamma_n, gamma_b = np.full(frames, -np.inf), np.cumsum(x[:, blank])  # the empty prefix
+    state, last = scorer.initial(), -1
     for c in [1, 3, 3, 0]:
-        psi = x[0, c] if last < 0 else NEG_INF
-        new_n = np.full(T, NEG_INF)
-        new_b = np.full(T, NEG_INF)
+        psi = x[0, c] if last < 0 else -np.inf
+        new_n, new_b = np.full(frames, -np.inf), np.full(frames, -np.inf)
         new_n[0] = psi
-        for t in range(1, T):
+        for t in range(1, frames):
             phi = gamma_b[t - 1] if c == last else np.logaddexp(gamma_n[t - 1], gamma_b[t - 1])
             new_n[t] = np.logaddexp(new_n[t - 1], phi) + x[t, c]
             new_b[t] = np.logaddexp(new_n[t - 1], new_b[t - 1]) + x[t, blank]
             psi = np.logaddexp(psi, phi + x[t, c])
-        got = scorer.prefix_scores(r_n, r_b, [last], [0], [c])[0]
-        assert got == pytest.approx(psi, abs=1e-9)
-        r_n, r_b = scorer.advance(r_n, r_b, [last], [0], [c])
-        np.testing.assert_allclose(np.maximum(new_n, NEG_INF), r_n[0], rtol=1e-12)
-        np.testing.assert_allclose(np.maximum(new_b, NEG_INF), r_b[0], rtol=1e-12)
+        assert scorer.prefix_scores(state, [last], [0], [c])[0] == pytest.approx(psi, abs=1e-9)
+        state = scorer.advance(state, [last], [0], [c])
+        r_n, r_b = scorer.log_paths(state)
+        np.testing.assert_allclose(r_n[0], np.maximum(new_n, NEG_INF), rtol=1e-12)
+        np.testing.assert_allclose(r_b[0], np.maximum(new_b, NEG_INF), rtol=1e-12)
         gamma_n, gamma_b, last = new_n, new_b, c
+
+
+def test_long_utterances_keep_their_scores_where_probabilities_underflow() -> None:
+    # Over 800 frames every path's probability is far below the smallest double (e^-745);
+    # the scaled state still gives the forward algorithm's log-likelihood.
+    log_probs, scorer = _scorer(5, 800, 6)
+    label = [0, 3, 1, 1, 4, 2] * 6
+    state = _grow(scorer, label)
+    expected = ctc_log_likelihoods(log_probs, [label])[0]
+    assert expected < -1000
+    assert scorer.final(state)[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_an_impossible_prefix_scores_neg_inf() -> None:
+    # Four labels that must be told apart by blanks ("1 1 1 1") cannot fit into 5 frames.
+    from assistant.ctc import NEG_INF
+
+    _, scorer = _scorer(6, 5, 4)
+    state = _grow(scorer, [1, 1, 1])
+    assert scorer.prefix_scores(state, [1], [0], [1])[0] == NEG_INF
+    assert scorer.final(_grow(scorer, [1, 1, 1, 1]))[0] == NEG_INF
 
 
 def test_compiled_step_refuses_arrays_that_do_not_fit() -> None:
     # A wrong call is a ValueError naming the array, never a read past the end of one.
     from assistant import _ctcstep
-    from assistant.ctc import CtcPrefixScorer
 
-    rng = np.random.default_rng(2)
-    scorer = CtcPrefixScorer(np.log(rng.dirichlet(np.ones(6), size=10)))
-    r_n, r_b = scorer.initial()
+    _, scorer = _scorer(2, 10, 6)
+    empty = scorer.initial()
     with pytest.raises(ValueError, match="prefix row"):
-        scorer.prefix_scores(r_n, r_b, [-1], [1], [2])
+        scorer.prefix_scores(empty, [-1], [1], [2])
     with pytest.raises(ValueError, match="token"):
-        scorer.advance(r_n, r_b, [-1], [0], [6])
-    with pytest.raises(ValueError, match="prefixes expected"):
-        scorer.select(np.zeros((2, 5)), r_n, r_b, [-1], 3, 0.5, 1)
+        scorer.advance(empty, [-1], [0], [5])  # the blank is not a label
+    with pytest.raises(ValueError, match="prefixes of 10 frames expected"):
+        scorer.select(np.zeros((2, 5)), empty, [-1], 3, 0.5, 1)
     out = np.empty(1)
-    with pytest.raises(ValueError, match="r_b: expected float64"):
-        _ctcstep.prefix_scores(
-            r_n, r_b.astype(np.float32), np.array([-1]), np.array([0]), np.array([2]),
-            scorer.by_token, 1, 1, 10, 6, out,
-        )  # fmt: skip
-    with pytest.raises(ValueError, match="by_token: expected 60 items, got 50"):
-        _ctcstep.prefix_scores(
-            r_n, r_b, np.array([-1]), np.array([0]), np.array([2]), scorer.by_token[:5], 1, 1,
-            10, 6, out,
-        )  # fmt: skip
+    args = (np.array([-1]), np.array([0]), np.array([2]), scorer.tables, 1, 1, 10, 6, out)
+    with pytest.raises(ValueError, match="state: expected float64"):
+        _ctcstep.prefix_scores(empty.data.astype(np.float32), *args)
+    with pytest.raises(ValueError, match="state: expected 21 items, got 42"):
+        _ctcstep.prefix_scores(np.concatenate([empty.data] * 2), *args)
+    with pytest.raises(ValueError, match="tables: expected"):
+        _ctcstep.prefix_scores(empty.data, *args[:3], scorer.tables[:-1], *args[4:])
 
 
 def test_best_path_tokens_merge_repeats_and_drop_blanks() -> None:

@@ -340,33 +340,25 @@ def test_joint_candidates_are_each_prefixs_top_k_by_attention_ranked_jointly(
     n, vocab, beam, weight = 4, len(lexicon.TOKENS), 6, 0.3
     logits = rng.normal(size=(20, vocab + 1))
     ctc = CtcPrefixScorer(logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))
-    r_n, r_b = ctc.initial()
     last = np.array([5, 9, 5, 12])
-    _, r_n, r_b = ctc.extend(
-        np.repeat(r_n[None], n, 0),
-        np.repeat(r_b[None], n, 0),
-        np.full(n, -1),
-        np.ones(n, bool),
-        last,
-    )
+    state = ctc.advance(ctc.initial(), [-1], np.zeros(n), last)
     total = np.full((n, vocab), -np.inf)
     for row in range(n):
         allowed = rng.choice(np.arange(2, vocab), allowed_per_prefix, replace=False)
         total[row, allowed] = rng.normal(size=allowed_per_prefix) - 3
     total[1, EOS_ID] = -2.0
     live = _Beam([(t,) for t in last], [0] * n, np.zeros(n), att=np.zeros(n), last=last)
-    live.ctc_n, live.ctc_b = r_n, r_b
+    live.ctc = state
     got = _joint_candidates(total, live, beam, ctc, weight)
 
     # Reference: each prefix's best `beam` tokens by attention, scored one by one.
     expected = []
-    either = np.logaddexp(r_n, r_b)
     for row in range(n):
         for tok in np.argsort(-total[row])[: min(beam, allowed_per_prefix + (row == 1))]:
             if tok == EOS_ID:
-                ctc_score = either[row, -1]
+                ctc_score = ctc.final(state[[row]])[0]
             else:
-                ctc_score = ctc.prefix_scores(r_n, r_b, last, [row], [tok])[0]
+                ctc_score = ctc.prefix_scores(state, last, [row], [tok])[0]
             joint = (1 - weight) * total[row, tok] + weight * ctc_score
             expected.append((joint, row, int(tok)))
     expected.sort(reverse=True)
@@ -375,3 +367,7 @@ def test_joint_candidates_are_each_prefixs_top_k_by_attention_ranked_jointly(
         zip(got.rows.tolist(), got.toks.tolist(), strict=True)
     )
     np.testing.assert_allclose(got.score, [j for j, _, _ in expected], rtol=1e-12)
+    # The prefixes the beam keeps (the first `beam` that do not end) come advanced.
+    kept = [(r, t) for _, r, t in expected if t != EOS_ID][:beam]
+    rows, toks = zip(*kept, strict=True)
+    np.testing.assert_array_equal(got.ctc_state.data, ctc.advance(state, last, rows, toks).data)
