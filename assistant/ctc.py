@@ -114,9 +114,7 @@ class CtcPrefixScorer:
         """The empty prefix: every path is blanks."""
         paths = np.exp(np.cumsum(self.x[:, self.blank]) - self.best_to)
         top = paths.max()
-        return CtcState(
-            np.concatenate([np.zeros(self.frames), paths / top, [np.log(top)]])[None]
-        )
+        return CtcState(np.concatenate([np.zeros(self.frames), paths / top, [np.log(top)]])[None])
 
     def select(
         self,
