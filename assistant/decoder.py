@@ -318,11 +318,14 @@ def _greedy_candidate(total: np.ndarray) -> _Candidates:
     """Beam 1 (the free decode beside the grammar search): the one best token. A CTC score
     cannot change a choice among one candidate, so it is not computed (it would only end
     the decode where CTC finds no alignment; the free decode reports attention scores)."""
-    row, tok = divmod(int(np.argmax(total)), total.shape[1])
-    best = total[row, tok]
-    keep = slice(0, 1 if math.isfinite(best) else 0)
-    score = np.array([best])[keep]
-    return _Candidates(np.array([row])[keep], np.array([tok])[keep], score, score)
+    flat = total.ravel()
+    best = int(flat.argmax())
+    score = flat[best : best + 1]
+    if not math.isfinite(score[0]):
+        score = score[:0]
+    row, tok = divmod(best, total.shape[1])
+    rows, toks = (np.array([i][: len(score)], dtype=np.int64) for i in (row, tok))
+    return _Candidates(rows, toks, score, score)
 
 
 def _joint_candidates(
@@ -378,9 +381,9 @@ def _select(
     return _Beam(
         prefixes,
         dstates,
-        cand.score[kept_at].astype(np.float64),
-        cand.rows[kept_at].astype(np.int64),
-        att=cand.att[kept_at].astype(np.float64),
+        cand.score[kept_at],
+        cand.rows[kept_at],
+        att=cand.att[kept_at],
         last=cand.toks[kept_at],
         # the joint step advanced the CTC state of just these: its first ``beam``
         # candidates that are not </s>, kept above in the same order
