@@ -107,9 +107,19 @@ class Hypothesis:
         return [" ".join(r) for r in self.readings]
 
     def interpret(self, grammar: Grammar) -> tuple[str, str, dict[str, Any]] | None:
-        """(text, intent, slots) of the first reading the grammar recognises."""
+        """(text, intent, slots) of the first reading the grammar recognises. Where the
+        graph names the intent (sole_intent), hassil matches only its templates. The first
+        reading is tried before the others are looked for: it is nearly always the one, and
+        making sure a long command has no other reading (homophones) is most of its walk."""
+        intent = self.sole_intent
+        if self._readings is None and self.graph is not None:
+            first = self.graph.word_paths(self.tokens, 1)
+            if first:
+                found = grammar.recognize_text(" ".join(first[0]), intent)
+                if found is not None:
+                    return " ".join(first[0]), found[0], found[1]
         for text in self.texts:
-            found = grammar.recognize_text(text)
+            found = grammar.recognize_text(text, intent)
             if found is not None:
                 return text, found[0], found[1]
         return None

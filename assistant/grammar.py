@@ -32,6 +32,7 @@ device context, and every sentence the graph accepts must also be recognisable a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import logging
 import math
@@ -646,7 +647,10 @@ class Grammar:
     language: str
     templates: _Templates
     skipped: list[str] = field(default_factory=list)  # sentences left out (wildcards)
-    _recognized: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _recognized: dict[tuple[str, str | None], Any] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    _one_intent: dict[str, Intents] = field(default_factory=dict, repr=False, compare=False)
 
     def __repr__(self) -> str:  # the generated one prints the whole graph
         return f"Grammar({len(self.intents.intents)} intents, {len(self.vocabulary)} words)"
@@ -659,26 +663,43 @@ class Grammar:
     def intent_names(self) -> list[str]:
         return list(self.intents.intents)
 
-    def recognize_text(self, text: str) -> tuple[str, dict[str, Any]] | None:
-        """Intent and slot values ({name: value}; list ``out`` values, range numbers)."""
-        found = self._recognized.get(text, _NOT_SEEN)
+    def recognize_text(
+        self, text: str, intent: str | None = None
+    ) -> tuple[str, dict[str, Any]] | None:
+        """Intent and slot values ({name: value}; list ``out`` values, range numbers). With
+        ``intent``, only that intent's templates are matched: the decoder passes it when the
+        graph says only that intent's sentences spell what it heard (hassil then tries a
+        twentieth of the home grammar's templates)."""
+        key = (text, intent)
+        found = self._recognized.get(key, _NOT_SEEN)
         if found is _NOT_SEEN:
             # hassil takes ~0.3 ms a sentence, and the confidence margin interprets several
             # hypotheses per utterance; a home hears the same few commands over and over.
             while len(self._recognized) >= RECOGNIZED_CACHE:
                 self._recognized.pop(next(iter(self._recognized)))
-            found = self._recognized[text] = self._recognize(text)
+            found = self._recognized[key] = self._recognize(text, intent)
         return None if found is None else (found[0], dict(found[1]))
 
     def forget_texts(self) -> None:
         """Drop the interpretations kept by recognize_text (benchmarks time a cold cache)."""
         self._recognized.clear()
 
-    def _recognize(self, text: str) -> tuple[str, dict[str, Any]] | None:
-        result = recognize(text, self.intents, language=self.language)
+    def _recognize(self, text: str, intent: str | None) -> tuple[str, dict[str, Any]] | None:
+        result = recognize(text, self._intents_of(intent), language=self.language)
         if result is None or result.intent is None:
             return None
         return result.intent.name, {name: e.value for name, e in result.entities.items()}
+
+    def _intents_of(self, intent: str | None) -> Intents:
+        """All the intents, or one of them with the same lists, rules and skip words."""
+        if intent is None:
+            return self.intents
+        one = self._one_intent.get(intent)
+        if one is None:
+            one = self._one_intent[intent] = dataclasses.replace(
+                self.intents, intents={intent: self.intents.intents[intent]}
+            )
+        return one
 
     def sentences_sample(self, n: int, seed: int = 0) -> list[Sample]:
         """``n`` random sentences (intent uniformly, then template, then each choice), in the

@@ -151,7 +151,7 @@ def test_recognize_text_remembers_answers_within_a_bound(
     texts = ["make me a sandwich", "timer for half an hour", "switch ceiling light on", "x y"]
     for text in texts:
         small.recognize_text(text)
-    assert list(small._recognized) == texts[1:]  # the oldest went first
+    assert [text for text, _ in small._recognized] == texts[1:]  # the oldest went first
     assert small.recognize_text("make me a sandwich") is None
     small.forget_texts()
     assert not small._recognized
