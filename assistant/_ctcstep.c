@@ -113,7 +113,8 @@ typedef struct {
     int held;
 } Arg;
 
-/* A C-contiguous buffer of ``count`` items of ``kind`` ('d' float64, 'q' int64). */
+/* A C-contiguous buffer of ``count`` items of ``kind`` ('d' float64, 'f' float32, 'q'
+ * int64). */
 static int take(PyObject *obj, Arg *arg, char kind, Py_ssize_t count, int writable,
                 const char *name) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
@@ -121,17 +122,18 @@ static int take(PyObject *obj, Arg *arg, char kind, Py_ssize_t count, int writab
     arg->held = 1;
     const char *fmt = arg->view.format ? arg->view.format : "B";
     if (*fmt == '<' || *fmt == '=' || *fmt == '@') fmt++;
-    int ok = arg->view.itemsize == 8 &&
-             (kind == 'd' ? strcmp(fmt, "d") == 0
-                          : (strcmp(fmt, "q") == 0 || strcmp(fmt, "l") == 0));
+    const Py_ssize_t size = kind == 'f' ? 4 : 8;
+    int ok = arg->view.itemsize == size &&
+             (kind == 'q' ? (strcmp(fmt, "q") == 0 || strcmp(fmt, "l") == 0)
+                          : fmt[0] == kind && fmt[1] == 0);
     if (!ok) {
         PyErr_Format(PyExc_ValueError, "%s: expected %s", name,
-                     kind == 'd' ? "float64" : "int64");
+                     kind == 'd' ? "float64" : kind == 'f' ? "float32" : "int64");
         return -1;
     }
-    if (arg->view.len != count * 8) {
+    if (arg->view.len != count * size) {
         PyErr_Format(PyExc_ValueError, "%s: expected %zd items, got %zd", name, count,
-                     arg->view.len / 8);
+                     arg->view.len / size);
         return -1;
     }
     return 0;
@@ -143,6 +145,7 @@ static void release(Arg *args, int n) {
 }
 
 #define D(i) ((double *)args[i].view.buf)
+#define F(i) ((float *)args[i].view.buf)
 #define I(i) ((int64_t *)args[i].view.buf)
 
 /* Sizes and tokens shared by the entry points: n prefixes, T frames, W token rows. */
@@ -156,10 +159,10 @@ static int check_tokens(const int64_t *tokens, Py_ssize_t m, Py_ssize_t W) {
     return 0;
 }
 
-static int check_rows(const int64_t *rows, Py_ssize_t m, Py_ssize_t n) {
+static int check_rows(const int64_t *rows, Py_ssize_t m, Py_ssize_t n, const char *what) {
     for (Py_ssize_t i = 0; i < m; i++)
         if (rows[i] < 0 || rows[i] >= n) {
-            PyErr_Format(PyExc_ValueError, "prefix row %lld outside 0..%zd", (long long)rows[i],
+            PyErr_Format(PyExc_ValueError, "%s %lld outside 0..%zd", what, (long long)rows[i],
                          n - 1);
             return -1;
         }
@@ -169,16 +172,19 @@ static int check_rows(const int64_t *rows, Py_ssize_t m, Py_ssize_t n) {
 /* ---- select ------------------------------------------------------------------------- */
 
 PyDoc_STRVAR(select_doc,
-"select(total, state, last, tables, n, V, T, W, beam, weight, eos, out_index, out_score,\n"
-"       out_state) -> count\n\n"
+"select(log_probs, prefix_att, masks, dstates, D, state, last, tables, n, V, T, W, beam,\n"
+"       weight, eos, out_index, out_score, out_state) -> (count, kept)\n\n"
 "Ranks the extensions (row, token) of n live prefixes by (1 - weight) * attention +\n"
-"weight * CTC prefix score. total [n, V]: attention log-prob of each extension, -inf where\n"
-"the grammar forbids it. Each prefix's candidates are its allowed tokens, or only those\n"
+"weight * CTC prefix score. An extension's attention log-prob is its prefix's (prefix_att\n"
+"[n]) plus the step's (log_probs [n, V], float32) plus the mask of the prefix's grammar\n"
+"state (masks [D, V], float32: 0, or -inf where the grammar forbids the token; dstates\n"
+"[n]). Each prefix's candidates are its allowed tokens, or only those\n"
 "scoring at least its beam-th best when it allows more. </s> (eos) is scored by CTC with\n"
 "all the prefix's paths at the last frame. The best 2 * beam that CTC can align are\n"
 "written best first (ties in row-major order): rows and tokens to out_index [2, 2 * beam],\n"
 "joint, attention and CTC scores to out_score [3, 2 * beam]. The first beam of them that\n"
-"are not </s>, the prefixes a beam keeps, are advanced into out_state [beam, 2T + 1].");
+"are not </s>, the prefixes a beam keeps, are advanced into out_state [beam, 2T + 1]:\n"
+"``kept`` of them.");
 
 typedef struct {
     double joint, att, ctc;
@@ -187,44 +193,51 @@ typedef struct {
 
 static PyObject *select_candidates(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 14) {
-        PyErr_SetString(PyExc_TypeError, "select takes 14 arguments");
+    if (nargs != 18) {
+        PyErr_SetString(PyExc_TypeError, "select takes 18 arguments");
         return NULL;
     }
-    Py_ssize_t n = PyLong_AsSsize_t(a[4]), V = PyLong_AsSsize_t(a[5]);
-    Py_ssize_t T = PyLong_AsSsize_t(a[6]), W = PyLong_AsSsize_t(a[7]);
-    Py_ssize_t beam = PyLong_AsSsize_t(a[8]);
-    double weight = PyFloat_AsDouble(a[9]);
-    int64_t eos = PyLong_AsLongLong(a[10]);
+    Py_ssize_t n_masks = PyLong_AsSsize_t(a[4]);
+    Py_ssize_t n = PyLong_AsSsize_t(a[8]), V = PyLong_AsSsize_t(a[9]);
+    Py_ssize_t T = PyLong_AsSsize_t(a[10]), W = PyLong_AsSsize_t(a[11]);
+    Py_ssize_t beam = PyLong_AsSsize_t(a[12]);
+    double weight = PyFloat_AsDouble(a[13]);
+    int64_t eos = PyLong_AsLongLong(a[14]);
     if (PyErr_Occurred()) return NULL;
-    if (n < 0 || V < 1 || T < 1 || W < V + 1 || beam < 1 || beam > 64 || eos < 0 || eos >= V) {
+    if (n < 0 || V < 1 || T < 1 || W < V + 1 || beam < 1 || beam > 64 || eos < 0 ||
+        eos >= V || n_masks < 1) {
         PyErr_SetString(PyExc_ValueError, "select: bad sizes");
         return NULL;
     }
     const Py_ssize_t out = 2 * beam, width = 2 * T + 1;
-    Arg args[7];
+    Arg args[10];
     memset(args, 0, sizeof args);
     PyObject *result = NULL;
     double *phi = NULL;
     Candidate *best = NULL;
-    if (take(a[0], &args[0], 'd', n * V, 0, "total") ||
-        take(a[1], &args[1], 'd', n * width, 0, "state") ||
-        take(a[2], &args[2], 'q', n, 0, "last") ||
-        take(a[3], &args[3], 'd', tables_size(T, W), 0, "tables") ||
-        take(a[11], &args[4], 'q', 2 * out, 1, "out_index") ||
-        take(a[12], &args[5], 'd', 3 * out, 1, "out_score") ||
-        take(a[13], &args[6], 'd', beam * width, 1, "out_state"))
+    if (take(a[0], &args[0], 'f', n * V, 0, "log_probs") ||
+        take(a[1], &args[1], 'd', n, 0, "prefix_att") ||
+        take(a[2], &args[2], 'f', n_masks * V, 0, "masks") ||
+        take(a[3], &args[3], 'q', n, 0, "dstates") ||
+        take(a[5], &args[4], 'd', n * width, 0, "state") ||
+        take(a[6], &args[5], 'q', n, 0, "last") ||
+        take(a[7], &args[6], 'd', tables_size(T, W), 0, "tables") ||
+        take(a[15], &args[7], 'q', 2 * out, 1, "out_index") ||
+        take(a[16], &args[8], 'd', 3 * out, 1, "out_score") ||
+        take(a[17], &args[9], 'd', beam * width, 1, "out_state"))
         goto done;
-    const double *total = D(0), *state = D(1);
-    const int64_t *last = I(2);
-    const Tables tb = tables_of(D(3), T, W);
-    phi = malloc(sizeof(double) * (size_t)(n * T + T + 1));
+    if (check_rows(I(3), n, n_masks, "grammar state")) goto done;
+    const float *log_probs = F(0), *masks = F(2);
+    const double *prefix_att = D(1), *state = D(4);
+    const int64_t *dstates = I(3), *last = I(5);
+    const Tables tb = tables_of(D(6), T, W);
+    phi = malloc(sizeof(double) * (size_t)(n * T + T + V + 1));
     best = malloc(sizeof(Candidate) * (size_t)(out + 1));
     if (!phi || !best) {
         PyErr_NoMemory();
         goto done;
     }
-    double *repeat_phi = phi + n * T;
+    double *repeat_phi = phi + n * T, *att_row = repeat_phi + T;
     /* Each prefix's paths, which every candidate but a repeat of its last label follows. */
     for (Py_ssize_t row = 0; row < n; row++) all_paths(state + row * width, T, phi + row * T);
 
@@ -232,7 +245,11 @@ static PyObject *select_candidates(PyObject *self, PyObject *const *a, Py_ssize_
     Py_ssize_t count = 0;
     double top_k[64]; /* the row's k best, descending */
     for (Py_ssize_t row = 0; row < n; row++) {
-        const double *att_row = total + row * V, *g = state + row * width;
+        const double *g = state + row * width;
+        const float *lp = log_probs + row * V, *mask = masks + dstates[row] * V;
+        /* In numpy's order: (prefix + step) + mask, each float32 made double first. */
+        for (Py_ssize_t v = 0; v < V; v++)
+            att_row[v] = (prefix_att[row] + (double)lp[v]) + (double)mask[v];
         /* The threshold: the row's k-th best when more than k tokens are allowed. */
         Py_ssize_t allowed = 0, held = 0;
         for (Py_ssize_t v = 0; v < V; v++) {
@@ -270,8 +287,8 @@ static PyObject *select_candidates(PyObject *self, PyObject *const *a, Py_ssize_
             best[j] = (Candidate){joint, att, ctc, row, v};
         }
     }
-    int64_t *rows = I(4), *toks = I(4) + out;
-    double *joints = D(5), *atts = D(5) + out, *ctcs = D(5) + 2 * out;
+    int64_t *rows = I(7), *toks = I(7) + out;
+    double *joints = D(8), *atts = D(8) + out, *ctcs = D(8) + 2 * out;
     Py_ssize_t ranked = 0, live = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
         const Candidate *cand = &best[i];
@@ -290,15 +307,15 @@ static PyObject *select_candidates(PyObject *self, PyObject *const *a, Py_ssize_
                 paths_before(g, prev, c, T, repeat_phi);
                 before = repeat_phi;
             }
-            advance_one(before, g[2 * T], prev, c, &tb, D(6) + live * width);
+            advance_one(before, g[2 * T], prev, c, &tb, D(9) + live * width);
             live++;
         }
     }
-    result = PyLong_FromSsize_t(ranked);
+    result = Py_BuildValue("(nn)", ranked, live);
 done:
     free(phi);
     free(best);
-    release(args, 7);
+    release(args, 10);
     return result;
 }
 
@@ -336,7 +353,7 @@ static int take_extensions(PyObject *const *a, Py_ssize_t nargs, const char *nam
         take(a[9], &args[5], 'd', e->m * (out_width ? out_width : width), 1, "out"))
         return -1;
     /* the blank (W - 1) is not a label */
-    if (check_rows(I(2), e->m, e->n) || check_tokens(I(3), e->m, e->W - 1)) return -1;
+    if (check_rows(I(2), e->m, e->n, "prefix row") || check_tokens(I(3), e->m, e->W - 1)) return -1;
     return 0;
 }
 

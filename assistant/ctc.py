@@ -118,7 +118,10 @@ class CtcPrefixScorer:
 
     def select(
         self,
-        total: np.ndarray,
+        log_probs: np.ndarray,
+        prefix_att: np.ndarray,
+        masks: np.ndarray,
+        dstates: list[int],
         state: CtcState,
         last: np.ndarray,
         beam: int,
@@ -127,23 +130,25 @@ class CtcPrefixScorer:
     ) -> JointStep:
         """One joint search step: the extensions (row, token) of n prefixes ranked by
         (1 - weight) * attention + weight * CTC prefix score, the best 2 * beam that CTC can
-        align, best first. total [n, V]: attention log-probs, -inf where the grammar forbids
-        a token. A prefix's candidates are its allowed tokens, or only those scoring at
-        least its beam-th best by attention when it allows more; </s> (``eos``) is scored
-        with all the prefix's paths at the last frame (``final``). The first ``beam``
-        candidates that are not </s>, the prefixes the beam keeps, come advanced."""
-        total = np.ascontiguousarray(total, dtype=np.float64)
-        n, vocab = total.shape
+        align, best first. An extension's attention log-prob is its prefix's (prefix_att
+        [n]) plus the step's (log_probs [n, V], float32) plus the mask of the prefix's
+        grammar state (masks [D, V] float32, 0 or -inf; dstates [n]). A prefix's candidates
+        are its allowed tokens, or only those scoring at least its beam-th best by attention
+        when it allows more; </s> (``eos``) is scored with all the prefix's paths at the last
+        frame (``final``). The first ``beam`` candidates that are not </s>, the prefixes the
+        beam keeps, come advanced."""
+        n, vocab = log_probs.shape
         last = self._check(state, last, n)
         out = 2 * beam
         index, score = np.empty((2, out), np.int64), np.empty((3, out))
         kept = np.empty((beam, 2 * self.frames + 1))
-        count = _ctcstep.select(
-            total, state.data, last, self.tables, n, vocab, *self._sizes, beam, float(weight),
-            eos, index, score, kept,
+        count, live = _ctcstep.select(
+            np.ascontiguousarray(log_probs, dtype=np.float32),
+            np.ascontiguousarray(prefix_att, dtype=np.float64),
+            masks, np.array(dstates, dtype=np.int64), len(masks), state.data, last,
+            self.tables, n, vocab, *self._sizes, beam, float(weight), eos, index, score, kept,
         )  # fmt: skip
-        live = min(beam, int(np.count_nonzero(index[1, :count] != eos)))
-        return JointStep(*index[:, :count], *score[:, :count], CtcState(kept[:live]))
+        return JointStep(index[:, :count], score[:, :count], CtcState(kept[:live]))
 
     def prefix_scores(self, state: CtcState, last, rows, tokens) -> np.ndarray:
         """log P(transcript starts with g + c) [M] for prefixes ``rows`` of ``state`` (last
@@ -198,15 +203,12 @@ class CtcPrefixScorer:
 
 @dataclass(frozen=True)
 class JointStep:
-    """A joint step's candidates, best first: the prefix each extends (``rows``), its token,
-    the joint score, and its attention and CTC parts; and the CTC state of the first
-    ``beam`` that are not </s> (the ones a beam keeps), in that order."""
+    """A joint step's candidates, best first: ``index`` [2, M] the prefix each extends and
+    its token; ``score`` [3, M] the joint score and its attention and CTC parts; and the CTC
+    state of the first ``beam`` that are not </s> (the ones a beam keeps), in that order."""
 
-    rows: np.ndarray
-    toks: np.ndarray
-    joint: np.ndarray
-    att: np.ndarray
-    ctc: np.ndarray
+    index: np.ndarray
+    score: np.ndarray
     kept: CtcState
 
 

@@ -269,9 +269,8 @@ def _search_many(
                 continue
             live, dfa, at = search.live, search.dfa, search.offset
             n = len(live.prefixes)
-            total = live.att[:, None] + log_probs[at : at + n] + dfa.masks[live.dstates]
             live = _select(
-                total,
+                log_probs[at : at + n],
                 live,
                 dfa,
                 search.beam,
@@ -339,17 +338,21 @@ def _greedy_candidate(total: np.ndarray) -> _Candidates:
 
 
 def _joint_candidates(
-    total: np.ndarray, live: _Beam, beam: int, ctc: CtcPrefixScorer, weight: float
-) -> _Candidates:
+    log_probs: np.ndarray, live: _Beam, masks: np.ndarray, beam: int, ctc: CtcPrefixScorer,
+    weight: float,
+) -> _Candidates:  # fmt: skip
     """Ranked by (1 - w) * attention + w * CTC prefix score. The attention scores pre-select
     ``beam`` candidates per prefix (CtcPrefixScorer.select)."""
     assert live.ctc is not None
-    step = ctc.select(total, live.ctc, live.last, beam, weight, EOS_ID)
-    return _Candidates(step.rows, step.toks, step.joint, step.att, step.ctc, step.kept)
+    step = ctc.select(
+        log_probs, live.att, masks, live.dstates, live.ctc, live.last, beam, weight, EOS_ID
+    )
+    (rows, toks), (joint, att, ctc_score) = step.index, step.score
+    return _Candidates(rows, toks, joint, att, ctc_score, step.kept)
 
 
 def _select(
-    total: np.ndarray,
+    log_probs: np.ndarray,
     live: _Beam,
     dfa: _LazyDfa,
     beam: int,
@@ -359,13 +362,14 @@ def _select(
     ctc_weight: float = 0.0,
 ) -> _Beam:
     """Best extensions of all live prefixes (by attention, or jointly with CTC): </s> ones are
-    finished, the best ``beam`` others stay live."""
-    if beam == 1:
-        cand = _greedy_candidate(total)
-    elif ctc is None:
-        cand = _attention_candidates(total, beam)
+    finished, the best ``beam`` others stay live. log_probs [n, V]: this step's attention
+    log-probs of the live prefixes' next tokens."""
+    if beam > 1 and ctc is not None:
+        cand = _joint_candidates(log_probs, live, dfa.masks, beam, ctc, ctc_weight)
     else:
-        cand = _joint_candidates(total, live, beam, ctc, ctc_weight)
+        # what each extension scores in all, -inf where the grammar forbids it
+        total = live.att[:, None] + log_probs + dfa.masks[live.dstates]
+        cand = _greedy_candidate(total) if beam == 1 else _attention_candidates(total, beam)
     prefixes, dstates, kept = [], [], []
     for i, (row, tok) in enumerate(zip(cand.rows.tolist(), cand.toks.tolist(), strict=True)):
         if tok == EOS_ID:

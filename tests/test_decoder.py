@@ -366,19 +366,25 @@ def test_joint_candidates_are_each_prefixs_top_k_by_attention_ranked_jointly(
     ctc = CtcPrefixScorer(logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))
     last = np.array([5, 9, 5, 12])
     state = ctc.advance(ctc.initial(), [-1], np.zeros(n), last)
-    total = np.full((n, vocab), -np.inf)
+    # The step's log-probs, each prefix's own, and each prefix's grammar state (row of masks)
+    log_probs = rng.normal(size=(n, vocab)).astype(np.float32) - 3
+    log_probs[1, EOS_ID] = -2.0
+    prefix_att = rng.normal(size=n) - 5
+    masks = np.full((n, vocab), -np.inf, np.float32)
     for row in range(n):
-        allowed = rng.choice(np.arange(2, vocab), allowed_per_prefix, replace=False)
-        total[row, allowed] = rng.normal(size=allowed_per_prefix) - 3
-    total[1, EOS_ID] = -2.0
-    live = _Beam([(t,) for t in last], [0] * n, np.zeros(n), att=np.zeros(n), last=last)
+        masks[row, rng.choice(np.arange(2, vocab), allowed_per_prefix, replace=False)] = 0
+    masks[1, EOS_ID] = 0
+    dstates = [2, 1, 3, 0]
+    live = _Beam([(t,) for t in last], dstates, np.zeros(n), att=prefix_att, last=last)
     live.ctc = state
-    got = _joint_candidates(total, live, beam, ctc, weight)
+    got = _joint_candidates(log_probs, live, masks, beam, ctc, weight)
+    total = prefix_att[:, None] + log_probs + masks[dstates]
 
     # Reference: each prefix's best `beam` tokens by attention, scored one by one.
     expected = []
     for row in range(n):
-        for tok in np.argsort(-total[row])[: min(beam, allowed_per_prefix + (row == 1))]:
+        allowed = np.isfinite(total[row]).sum()
+        for tok in np.argsort(-total[row])[: min(beam, allowed)]:
             if tok == EOS_ID:
                 ctc_score = ctc.final(state[[row]])[0]
             else:
