@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _ctcstep
+try:
+    from . import _ctcstep
+except ImportError as exc:  # a source tree used without installing it
+    raise ImportError(
+        "assistant._ctcstep (assistant/_ctcstep.c) is not built: install the package "
+        "(pip install -e . in the source tree; it needs a C compiler and the Python headers)"
+    ) from exc
 
 NEG_INF = -1e30
 
