@@ -324,16 +324,15 @@ def _attention_candidates(total: np.ndarray, beam: int) -> _Candidates:
 
 
 def _greedy_candidate(total: np.ndarray) -> _Candidates:
-    """Beam 1 (the free decode beside the grammar search): the one best token. A CTC score
-    cannot change a choice among one candidate, so it is not computed (it would only end
-    the decode where CTC finds no alignment; the free decode reports attention scores)."""
-    flat = total.ravel()
-    best = int(flat.argmax())
-    score = flat[best : best + 1]
+    """Beam 1 (the free decode beside the grammar search): the one best token of its one
+    prefix (``total`` [V]). A CTC score cannot change a choice among one candidate, so it is
+    not computed (it would only end the decode where CTC finds no alignment; the free decode
+    reports attention scores)."""
+    tok = int(total.argmax())
+    score = total[tok : tok + 1]
     if not math.isfinite(score[0]):
         score = score[:0]
-    row, tok = divmod(best, total.shape[1])
-    rows, toks = (np.array([i][: len(score)], dtype=np.int64) for i in (row, tok))
+    rows, toks = (np.array([i][: len(score)], dtype=np.int64) for i in (0, tok))
     return _Candidates(rows, toks, score, score)
 
 
@@ -366,10 +365,13 @@ def _select(
     log-probs of the live prefixes' next tokens."""
     if beam > 1 and ctc is not None:
         cand = _joint_candidates(log_probs, live, dfa.masks, beam, ctc, ctc_weight)
+    elif beam == 1:  # one live prefix: its extensions' scores in all, -inf where forbidden
+        # (att[:1], an array: a float64 scalar would make the sum float32 under numpy 1's
+        # casting rules)
+        cand = _greedy_candidate(live.att[:1] + log_probs[0] + dfa.masks[live.dstates[0]])
     else:
-        # what each extension scores in all, -inf where the grammar forbids it
         total = live.att[:, None] + log_probs + dfa.masks[live.dstates]
-        cand = _greedy_candidate(total) if beam == 1 else _attention_candidates(total, beam)
+        cand = _attention_candidates(total, beam)
     prefixes, dstates, kept = [], [], []
     for i, (row, tok) in enumerate(zip(cand.rows.tolist(), cand.toks.tolist(), strict=True)):
         if tok == EOS_ID:
@@ -409,8 +411,9 @@ def _best_possible(live: _Beam, length_penalty: float) -> float:
     """Optimistic final score of the best live prefix if it ended at no cost on the next step.
     Not a strict bound (later confident tokens raise a per-token average), but once a
     finished hypothesis beats every live one by this measure, decoding on rarely helps.
-    The search runs in lockstep, so every live prefix has the same length."""
-    return float(live.scores.max()) / (len(live.prefixes[0]) + 1) ** length_penalty
+    The search runs in lockstep, so every live prefix has the same length, and the beam
+    keeps its prefixes best first, so the first scores highest."""
+    return float(live.scores[0]) / (len(live.prefixes[0]) + 1) ** length_penalty
 
 
 def constrained_search(

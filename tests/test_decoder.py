@@ -336,6 +336,28 @@ def test_decode_cost_does_not_grow_with_sentence_count(tmp_path: Path, home: Gra
     assert per_step_big < 1e-3 and per_step_small < 1e-3  # 25 steps -> a few ms in all
 
 
+def test_the_beam_keeps_its_prefixes_best_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stopping rule reads the best live prefix as the first one (_best_possible): every
+    # beam the joint search keeps must be ordered by score.
+    from assistant import decoder
+    from assistant.ctc import CtcPrefixScorer
+
+    home = load_grammar(ROOT / "models" / "home" / "grammar.yaml")
+    target = lexicon.text_to_tokens("set a timer for twenty five minutes")
+    logits = np.random.default_rng(11).normal(size=(60, len(lexicon.TOKENS) + 1))
+    ctc = CtcPrefixScorer(logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))
+    beams = []
+    select = decoder._select
+    monkeypatch.setattr(decoder, "_select", lambda *a: beams.append(select(*a)) or beams[-1])
+    hyps, _ = constrained_and_free_search(
+        FakeStepModel(target, batch_size=9), home, beam=8, max_steps=60, ctc=ctc, ctc_weight=0.5
+    )
+    assert hyps and len(beams) > 20
+    assert any(len(b.scores) > 1 for b in beams)
+    for b in beams:
+        assert np.all(np.diff(b.scores) <= 0)
+
+
 def test_greedy_free_decode_is_the_same_with_and_without_ctc() -> None:
     # At beam 1 a CTC score cannot change the choice among one candidate, so the free decode
     # skips it: the tokens and their attention log-prob are those of the plain greedy decode.
