@@ -11,7 +11,8 @@
  * label) and B[t] (ending in blank) scaled so that log P = log N[t] + S[t] + k, where S[t] is
  * the best path's log-prob up to t (the same for every prefix) and k the prefix's own scale,
  * renewed at every step so that its largest value is 1. A frame is then a few
- * multiply-adds instead of logaddexp's exp and log1p (8x faster here). Values more than
+ * multiply-adds instead of logaddexp's exp and log1p (a step of the home grammar: 84 -> 28 us
+ * here, call included). Values more than
  * e^-708 below a prefix's largest flush to zero; such paths cannot change a sum of log-probs
  * at double precision, and a prefix with no path left scores NEG_INF as before.
  *
