@@ -363,43 +363,14 @@ PyDoc_STRVAR(scores_doc,
 "log P(transcript starts with g + c) for m extensions: prefix rows[i] (of n) and label\n"
 "tokens[i] (not </s>), into out [m].");
 
-static PyObject *prefix_scores(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
-    (void)self;
+/* prefix_scores (scores != 0: one double per extension) and advance (a state per
+ * extension): the same walk over the extensions, each from its prefix's paths. */
+static PyObject *each_extension(PyObject *const *a, Py_ssize_t nargs, const char *name,
+                                int scores) {
     Extensions e;
     PyObject *result = NULL;
     double *phi = NULL;
-    if (take_extensions(a, nargs, "prefix_scores", 1, &e)) goto done;
-    Arg *args = e.args;
-    const Tables tb = tables_of(D(4), e.T, e.W);
-    phi = malloc(sizeof(double) * (size_t)e.T);
-    if (!phi) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < e.m; i++) {
-        const int64_t row = I(2)[i], c = I(3)[i], prev = I(1)[row];
-        const double *g = D(0) + row * (2 * e.T + 1);
-        paths_before(g, prev, c, e.T, phi);
-        D(5)[i] = prefix_score(phi, g[2 * e.T], prev, c, &tb);
-    }
-    result = Py_NewRef(Py_None);
-done:
-    free(phi);
-    release(e.args, 6);
-    return result;
-}
-
-PyDoc_STRVAR(advance_doc,
-"advance(state, last, rows, tokens, tables, n, m, T, W, out)\n\n"
-"The states of g + c for m extensions (prefix rows[i], label tokens[i]) into\n"
-"out [m, 2T + 1]: what a beam keeps of each prefix it lets live.");
-
-static PyObject *advance(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
-    (void)self;
-    Extensions e;
-    PyObject *result = NULL;
-    double *phi = NULL;
-    if (take_extensions(a, nargs, "advance", 0, &e)) goto done;
+    if (take_extensions(a, nargs, name, scores ? 1 : 0, &e)) goto done;
     Arg *args = e.args;
     const Tables tb = tables_of(D(4), e.T, e.W);
     const Py_ssize_t width = 2 * e.T + 1;
@@ -412,13 +383,29 @@ static PyObject *advance(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
         const int64_t row = I(2)[i], c = I(3)[i], prev = I(1)[row];
         const double *g = D(0) + row * width;
         paths_before(g, prev, c, e.T, phi);
-        advance_one(phi, g[2 * e.T], prev, c, &tb, D(5) + i * width);
+        if (scores) D(5)[i] = prefix_score(phi, g[2 * e.T], prev, c, &tb);
+        else advance_one(phi, g[2 * e.T], prev, c, &tb, D(5) + i * width);
     }
     result = Py_NewRef(Py_None);
 done:
     free(phi);
     release(e.args, 6);
     return result;
+}
+
+static PyObject *prefix_scores(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
+    (void)self;
+    return each_extension(a, nargs, "prefix_scores", 1);
+}
+
+PyDoc_STRVAR(advance_doc,
+"advance(state, last, rows, tokens, tables, n, m, T, W, out)\n\n"
+"The states of g + c for m extensions (prefix rows[i], label tokens[i]) into\n"
+"out [m, 2T + 1]: what a beam keeps of each prefix it lets live.");
+
+static PyObject *advance(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
+    (void)self;
+    return each_extension(a, nargs, "advance", 0);
 }
 
 static PyMethodDef methods[] = {
