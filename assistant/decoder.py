@@ -4,7 +4,7 @@ Beam entries are token prefixes: the decoder state depends only on the tokens fe
 grammar paths that spell the same phones (homophones, optional words that sound alike) share
 one entry and one model row. Each entry carries the *set* of graph states its prefix reaches,
 i.e. a state of the graph's determinisation, built lazily and cached per graph: after the
-first utterances, a step is one masked top-k in numpy and a few dict lookups.
+first utterances, a step is one compiled call (ctc.py, _ctcstep.c) and a few dict lookups.
 """
 
 from __future__ import annotations
