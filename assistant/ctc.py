@@ -107,6 +107,11 @@ class CtcPrefixScorer:
         onward = np.zeros((width, frames))  # Q [V + 1, T]: exp(S[t - 1] + x[t, c])
         onward[:, 1:] = np.exp(self.best_to[:-1, None] + self.x[1:]).T
         self.tables = np.concatenate([scaled.ravel(), onward.ravel(), self.x[0], self.best_to])
+        # The empty prefix (every path is blanks), the start of every search of the utterance;
+        # states are never changed in place, so one serves them all.
+        paths = np.exp(np.cumsum(self.x[:, self.blank]) - self.best_to)
+        top = paths.max()
+        self._empty = CtcState(np.concatenate([np.zeros(frames), paths / top, [np.log(top)]])[None])
 
     @property
     def frames(self) -> int:
@@ -118,9 +123,7 @@ class CtcPrefixScorer:
 
     def initial(self) -> CtcState:
         """The empty prefix: every path is blanks."""
-        paths = np.exp(np.cumsum(self.x[:, self.blank]) - self.best_to)
-        top = paths.max()
-        return CtcState(np.concatenate([np.zeros(self.frames), paths / top, [np.log(top)]])[None])
+        return self._empty
 
     def select(
         self,

@@ -254,7 +254,7 @@ def _search_many(
         dfa = _dfa_for(graph)
         dfa.expand(dfa.start)
         live = _Beam([()], [dfa.start], np.zeros(1), att=np.zeros(1), last=np.full(1, -1))
-        if ctc is not None:
+        if ctc is not None and beam > 1:  # beam 1 takes its one best token without CTC
             live.ctc = ctc.initial()
         running.append(_Search(dfa, beam, length_penalty, offset, live))
         offset += beam
