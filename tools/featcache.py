@@ -85,7 +85,7 @@ def targets(text: str) -> np.ndarray:
 _NOISES: list[np.ndarray] = []
 
 
-def _init_worker(noises: list[np.ndarray]) -> None:
+def init_worker(noises: list[np.ndarray]) -> None:
     _NOISES[:] = noises
 
 
@@ -112,9 +112,33 @@ def _variant(audio: np.ndarray, variant: int, seed: int, narrow: bool = False) -
     return augment.random_gain(audio, rng)
 
 
-def _features(job: tuple[str, int, int, bool]) -> np.ndarray:
+Job = tuple[str, int, int, bool]  # (audio path, variant, seed, narrow)
+
+
+def variant_jobs(
+    clips: list[Clip], variants: int, narrow: bool = False, first_variant: int = 0
+) -> list[Job]:
+    """The copies a feature set holds, in its order: variants ``first_variant`` ..
+    ``variants - 1`` of every clip. tools.teacher walks the same list, so that its targets
+    line up with the features item by item."""
+    # crc32, not hash(): str hashes change with every process (PYTHONHASHSEED), and a feature
+    # cache rebuilt from the same data should hold the same augmented copies.
+    channel = ":narrow" if narrow else ""
+    return [
+        (str(c.path), v, zlib.crc32(f"{'/'.join(c.path.parts[-3:])}:{v}{channel}".encode()), narrow)
+        for v in range(first_variant, variants)
+        for c in clips
+    ]
+
+
+def variant_audio(job: Job) -> np.ndarray:
+    """The audio of one copy (in a worker that ran init_worker with the noises)."""
     path, variant, seed, narrow = job
-    return log_mel(_variant(load_audio(Path(path)), variant, seed, narrow)).astype(np.float16)
+    return _variant(load_audio(Path(path)), variant, seed, narrow)
+
+
+def _features(job: Job) -> np.ndarray:
+    return log_mel(variant_audio(job)).astype(np.float16)
 
 
 def build(
@@ -127,15 +151,8 @@ def build(
     first_variant: int = 0,
 ) -> FeatureSet:
     """Variants ``first_variant`` .. ``variants - 1`` of each clip (0 is the clean one)."""
-    # crc32, not hash(): str hashes change with every process (PYTHONHASHSEED), and a feature
-    # cache rebuilt from the same data should hold the same augmented copies.
-    channel = ":narrow" if narrow else ""
-    jobs = [
-        (str(c.path), v, zlib.crc32(f"{'/'.join(c.path.parts[-3:])}:{v}{channel}".encode()), narrow)
-        for v in range(first_variant, variants)
-        for c in clips
-    ]
-    with mp.Pool(workers, initializer=_init_worker, initargs=(noises,)) as pool:
+    jobs = variant_jobs(clips, variants, narrow, first_variant)
+    with mp.Pool(workers, initializer=init_worker, initargs=(noises,)) as pool:
         feats = list(tqdm(pool.imap(_features, jobs, chunksize=32), total=len(jobs), desc=desc))
     offsets = np.cumsum([0] + [len(f) for f in feats])
     copies = variants - first_variant

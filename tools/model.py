@@ -101,11 +101,17 @@ class Recogniser(keras.Model):
         logits = self.attend(h[None], enc, keys, enc_mask)[0]
         return tf.nn.log_softmax(logits), h
 
-    def call(self, inputs, training=False):
+    def forward(self, inputs, training=False):
+        """(attention logits, CTC logits, encoder states): training also reads the states
+        (distillation, tools/train.py)."""
         feats, prev_tokens, enc_mask = inputs
         enc, keys = self.encode(feats, training=training)
         logits = self.decode_teacher_forced(prev_tokens, enc, keys, enc_mask, training=training)
-        return logits, self.ctc_head(enc)
+        return logits, self.ctc_head(enc), enc
+
+    def call(self, inputs, training=False):
+        logits, ctc_logits, _ = self.forward(inputs, training=training)
+        return logits, ctc_logits
 
 
 def carry_over_to_units(source: Recogniser, target: Recogniser, units: Units) -> None:

@@ -12,12 +12,25 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from tools.corpus import DEFAULT_DATA, load_noises, read_manifest, train_dev_test
+from tools.corpus import DEFAULT_DATA, Clip, load_noises, read_manifest, train_dev_test
 from tools.featcache import FeatureSet, build
 
 DEFAULT_CACHE = Path(".cache")
 TRAIN, DEV = "real_train.npz", "real_dev.npz"
 TRAIN_NARROW, DEV_NARROW = "real_train_narrow.npz", "real_dev_narrow.npz"
+
+
+def clip_lists(
+    data: Path, max_seconds: float = 8.0, limit: int = 0
+) -> tuple[list[Clip], list[Clip]]:
+    """The train and dev clips that the cache holds, in its order (tools.teacher reads the
+    same lists)."""
+    train, dev, _ = train_dev_test(read_manifest(data))
+    train = [c for c in train if c.seconds <= max_seconds]
+    dev = [c for c in dev if c.seconds <= max_seconds]
+    if limit:
+        train, dev = train[:limit], dev[: max(1, limit // 5)]
+    return train, dev
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,11 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="rebuild files already there")
     args = parser.parse_args(argv)
 
-    train, dev, _ = train_dev_test(read_manifest(args.data))
-    train = [c for c in train if c.seconds <= args.max_seconds]
-    dev = [c for c in dev if c.seconds <= args.max_seconds]
-    if args.limit:
-        train, dev = train[: args.limit], dev[: max(1, args.limit // 5)]
+    train, dev = clip_lists(args.data, args.max_seconds, args.limit)
     noises = load_noises(args.data)
     print(f"train clips {len(train)}, dev clips {len(dev)}")
     jobs: dict[str, Callable[[], FeatureSet]] = {

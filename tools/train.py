@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
@@ -24,6 +25,7 @@ from assistant.units import Units
 from tools import learn_units
 from tools.featcache import FeatureSet
 from tools.model import ModelConfig, Recogniser, carry_over_to_units, subsampled_length
+from tools.teacher import DistillTargets, load_targets
 
 CTC_WEIGHT = 0.3
 LABEL_SMOOTHING = 0.1
@@ -69,7 +71,14 @@ def spec_augment(feats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return feats
 
 
-def collate(data: FeatureSet, idx: np.ndarray, rng: np.random.Generator | None):
+def collate(
+    data: FeatureSet,
+    idx: np.ndarray,
+    rng: np.random.Generator | None,
+    targets: DistillTargets | None = None,
+) -> tuple[np.ndarray, ...]:
+    """(features, frames, previous tokens, tokens, token counts), and with ``targets`` the
+    distillation targets and their mask at the encoder's steps."""
     feats = [data.item(i) for i in idx]
     if rng is not None:
         feats = [spec_augment(f, rng) for f in feats]
@@ -88,20 +97,38 @@ def collate(data: FeatureSet, idx: np.ndarray, rng: np.random.Generator | None):
         y[row, : len(t)] = t
     prev = np.concatenate([np.full((len(idx), 1), PAD_ID, np.int32), y[:, :-1]], axis=1)
     y_len = np.array([len(t) for t in toks], np.int32)
-    return x, frames, prev, y, y_len
+    if targets is None:
+        return x, frames, prev, y, y_len
+    return (x, frames, prev, y, y_len, *targets.batch(idx, int(subsampled_length(t_max))))
 
 
 class Trainer:
-    def __init__(self, model: Recogniser, lr: float):
+    """Optimises the joint loss. With ``distill_dims``, a linear head (training only, never
+    exported) maps the encoder states to tools.teacher's targets, and ``distill_weight``
+    times its mean squared error joins the loss."""
+
+    def __init__(
+        self, model: Recogniser, lr: float, distill_dims: int = 0, distill_weight: float = 0.0
+    ):
         self.model = model
         self.optimizer = tf.keras.optimizers.Adam(learning_rate=lr, clipnorm=5.0)
         self.lr = self.optimizer.learning_rate
+        self.distill_weight = distill_weight
+        self.head: keras.layers.Dense | None = None
+        if distill_dims:
+            self.head = keras.layers.Dense(distill_dims)
+            self.head.build((None, None, model.config.enc_dim))
 
-    def losses(self, x, frames, prev, y, y_len, training):
+    @property
+    def variables(self) -> list:
+        extra = self.head.trainable_variables if self.head is not None else []
+        return [*self.model.trainable_variables, *extra]
+
+    def losses(self, x, frames, prev, y, y_len, training, z=None, z_mask=None):
         enc_len = subsampled_length(frames)
         t_enc = subsampled_length(tf.shape(x)[1])
         enc_mask = tf.sequence_mask(enc_len, t_enc, dtype=tf.float32)
-        logits, ctc_logits = self.model((x, prev, enc_mask), training=training)
+        logits, ctc_logits, enc = self.model.forward((x, prev, enc_mask), training=training)
         dec_mask = tf.sequence_mask(y_len, tf.shape(y)[1], dtype=tf.float32)
         onehot = tf.one_hot(y, self.model.config.vocab_size)
         smooth = onehot * (1 - LABEL_SMOOTHING) + LABEL_SMOOTHING / self.model.config.vocab_size
@@ -116,20 +143,45 @@ class Trainer:
         ctc_loss = tf.reduce_mean(ctc / tf.cast(tf.maximum(ctc_len, 1), tf.float32))
         correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32)
         acc = tf.reduce_sum(correct * dec_mask) / tf.reduce_sum(dec_mask)
-        return att_loss, ctc_loss, acc
+        distill = tf.constant(0.0)
+        if self.head is not None and z is not None:
+            error = tf.reduce_mean(tf.square(self.head(enc) - z), axis=-1)
+            distill = tf.reduce_sum(error * z_mask) / tf.maximum(tf.reduce_sum(z_mask), 1.0)
+        return att_loss, ctc_loss, acc, distill
 
     @tf.function(reduce_retracing=True)
-    def train_step(self, x, frames, prev, y, y_len):
+    def train_step(self, x, frames, prev, y, y_len, z=None, z_mask=None):
         with tf.GradientTape() as tape:
-            att, ctc, acc = self.losses(x, frames, prev, y, y_len, training=True)
-            loss = (1 - CTC_WEIGHT) * att + CTC_WEIGHT * ctc
-        grads = tape.gradient(loss, self.model.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
-        return att, ctc, acc
+            att, ctc, acc, distill = self.losses(x, frames, prev, y, y_len, True, z, z_mask)
+            loss = (1 - CTC_WEIGHT) * att + CTC_WEIGHT * ctc + self.distill_weight * distill
+        variables = self.variables
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return att, ctc, acc, distill
 
     @tf.function(reduce_retracing=True)
     def eval_step(self, x, frames, prev, y, y_len):
-        return self.losses(x, frames, prev, y, y_len, training=False)
+        return self.losses(x, frames, prev, y, y_len, training=False)[:3]
+
+    def fit_head(self, data: FeatureSet, targets: DistillTargets, max_frames: int) -> float:
+        """Starts the distillation head at the least-squares map from the encoder's states as
+        they are to the targets (a few hundred utterances), so that fine-tuning a trained
+        model begins with the gradient of what the encoder lacks, not of a random head."""
+        assert self.head is not None
+        rng = np.random.default_rng(1)
+        chosen = rng.permutation(np.flatnonzero(targets.present))[:600]
+        inputs, wanted = [], []
+        for idx in make_batches(data.lengths()[chosen], max_frames, rng):
+            x, frames, _, _, _, z, z_mask = collate(data, chosen[idx], None, targets)
+            enc, _ = self.model.encode(x, training=False)
+            keep = z_mask.astype(bool)
+            inputs.append(enc.numpy()[keep])
+            wanted.append(z[keep])
+        a, b = np.concatenate(inputs), np.concatenate(wanted)
+        a1 = np.concatenate([a, np.ones((len(a), 1), np.float32)], axis=1)
+        solution = np.linalg.solve(a1.T @ a1 + 1e-2 * np.eye(a1.shape[1]), a1.T @ b)
+        self.head.set_weights([solution[:-1].astype(np.float32), solution[-1].astype(np.float32)])
+        return float(np.mean((a1 @ solution - b) ** 2))
 
 
 def build_model(config: ModelConfig, unroll: bool = False) -> Recogniser:
@@ -163,17 +215,24 @@ def train(
     init: Path | None = None,
     average: int = 1,
     units: Units | None = None,
+    distill: float = 0.0,
 ) -> Path:
     """Trains (or resumes) a model. Its output units are ``units``, else those of ``init`` (a
     units.json beside it), else phones; a phone model's ``init`` is carried over to phone
-    pieces (tools.model.carry_over_to_units). Targets are cached as phones and converted."""
+    pieces (tools.model.carry_over_to_units). Targets are cached as phones and converted.
+    ``distill`` > 0 adds that weight of tools.teacher's distillation loss (the sets that have
+    targets beside them)."""
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:  # TensorFlow already ran in this process: keep its thread pools
         pass
     out.mkdir(parents=True, exist_ok=True)
-    data = FeatureSet.concat([FeatureSet.load(p) for p in sets])
+    parts = [FeatureSet.load(p) for p in sets]
+    data = FeatureSet.concat(parts)
+    targets = load_targets(sets, [p.lengths() for p in parts]) if distill > 0 else None
+    if distill > 0 and targets is None:
+        raise SystemExit("--distill needs targets beside a set: run python -m tools.teacher")
     dev_data = FeatureSet.load(dev) if dev else None
     init_units = learn_units.units_beside(init) if init is not None else Units.phones()
     units = units or init_units
@@ -187,13 +246,17 @@ def train(
             ]
         learn_units.save(units, out / learn_units.UNITS_FILE)
     model = build_model(config)
-    trainer = Trainer(model, lr)
+    trainer = Trainer(model, lr, targets.dims if targets else 0, distill)
+    head_path = out / "distill_head.npz"
     ckpt_path, state_path = out / "ckpt.weights.h5", out / "state.json"
     start_epoch = 0
     if ckpt_path.exists() and state_path.exists():
         model.load_weights(ckpt_path)
         start_epoch = json.loads(state_path.read_text())["epoch"]
         print(f"resuming after epoch {start_epoch}")
+        if trainer.head is not None and head_path.exists():
+            with np.load(head_path) as saved:
+                trainer.head.set_weights([saved["kernel"], saved["bias"]])
     elif init is not None and units != init_units:
         phone_model = build_model(replace(config, vocab_size=len(init_units.tokens)))
         phone_model.load_weights(init)
@@ -202,6 +265,9 @@ def train(
     elif init is not None:
         model.load_weights(init)  # fine-tune from a pretrained model (e.g. a shipped bundle)
         print(f"starting from {init}")
+    if targets is not None and trainer.head is not None and not head_path.exists():
+        error = trainer.fit_head(data, targets, max_frames)
+        print(f"distillation head fitted: mean squared error {error:.3f}")
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     history = out / "history.csv"
     rng = np.random.default_rng(seed)
@@ -212,11 +278,11 @@ def train(
         warm = 1.0 if init is not None else min(1.0, (epoch + 1) / 2)
         trainer.lr.assign(lr * warm * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress))))
         batches = make_batches(data.lengths(), max_frames, rng)
-        sums, n, t0 = np.zeros(3), 0, time.time()
+        sums, n, t0 = np.zeros(4), 0, time.time()
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}")
         for idx in bar:
-            att, ctc, acc = trainer.train_step(*collate(data, idx, rng))
-            sums += np.array([float(att), float(ctc), float(acc)]) * len(idx)
+            measured = trainer.train_step(*collate(data, idx, rng, targets))
+            sums += np.array([float(v) for v in measured]) * len(idx)
             n += len(idx)
             bar.set_postfix(
                 att=f"{sums[0] / n:.3f}", ctc=f"{sums[1] / n:.3f}", acc=f"{sums[2] / n:.3f}"
@@ -229,6 +295,8 @@ def train(
             "train_ctc": sums[1] / n,
             "train_acc": sums[2] / n,
         }
+        if targets is not None:
+            row["train_distill"] = sums[3] / n
         if dev_data is not None:
             row.update(
                 zip(
@@ -245,6 +313,9 @@ def train(
                 writer.writeheader()
             writer.writerow(row)
         model.save_weights(ckpt_path)
+        if trainer.head is not None:
+            kernel, bias = trainer.head.get_weights()
+            np.savez(head_path, kernel=kernel, bias=bias)
         if average > 1:  # keep the epochs that will be averaged
             shutil.copyfile(ckpt_path, out / f"epoch{epoch + 1}.weights.h5")
             (out / f"epoch{epoch + 1 - average}.weights.h5").unlink(missing_ok=True)
@@ -297,6 +368,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", type=Path, help="weights to start from (fine-tuning)")
     parser.add_argument("--average", type=int, default=1, help="average the last N epochs")
     parser.add_argument("--units", type=Path, help="phone-piece units (tools.learn_units)")
+    parser.add_argument(
+        "--distill", type=float, default=0.0, help="weight of the tools.teacher targets' loss"
+    )
     args = parser.parse_args(argv)
     train(
         args.sets,
@@ -310,6 +384,7 @@ def main(argv: list[str] | None = None) -> None:
         init=args.init,
         average=args.average,
         units=learn_units.load(args.units) if args.units else None,
+        distill=args.distill,
     )
 
 
