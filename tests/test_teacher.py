@@ -4,6 +4,7 @@ line up with the feature cache item by item, and a tiny training run learns them
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -55,7 +56,9 @@ def test_the_targets_line_up_with_the_features(cache):
     assert not np.allclose(targets.item(0)[:3], targets.item(12)[:3])
 
 
-def test_a_tiny_run_learns_the_targets(cache, tmp_path):
+@pytest.mark.parametrize("layers, layer", [(1, -1), (2, 0)])
+def test_a_tiny_run_learns_the_targets(cache, tmp_path, layers, layer):
+    """From the top encoder layer, or from a lower one (``distill_layer``)."""
     run = tmp_path / "run"
     train(
         [cache / prepare.TRAIN],
@@ -64,9 +67,10 @@ def test_a_tiny_run_learns_the_targets(cache, tmp_path):
         epochs=2,
         lr=1e-3,
         max_frames=4000,
-        config=TINY,
+        config=replace(TINY, enc_layers=layers),
         threads=2,
         distill=0.5,
+        distill_layer=layer,
     )
     rows = list(csv.DictReader((run / "history.csv").open()))
     distill = [float(r["train_distill"]) for r in rows]

@@ -101,13 +101,19 @@ class Recogniser(keras.Model):
         logits = self.attend(h[None], enc, keys, enc_mask)[0]
         return tf.nn.log_softmax(logits), h
 
-    def forward(self, inputs, training=False):
-        """(attention logits, CTC logits, encoder states): training also reads the states
-        (distillation, tools/train.py)."""
+    def forward(self, inputs, training=False, layer=-1):
+        """(attention logits, CTC logits, the states of encoder layer ``layer``): training
+        also reads the states (distillation, tools/train.py)."""
         feats, prev_tokens, enc_mask = inputs
-        enc, keys = self.encode(feats, training=training)
+        layers_seen = []
+
+        def run_bigru(x, rnn):
+            layers_seen.append(rnn(x, training=training))
+            return layers_seen[-1]
+
+        enc, keys = self.encode(feats, training=training, run_bigru=run_bigru)
         logits = self.decode_teacher_forced(prev_tokens, enc, keys, enc_mask, training=training)
-        return logits, self.ctc_head(enc), enc
+        return logits, self.ctc_head(enc), layers_seen[layer]
 
     def call(self, inputs, training=False):
         logits, ctc_logits, _ = self.forward(inputs, training=training)

@@ -108,12 +108,18 @@ class Trainer:
     times its mean squared error joins the loss."""
 
     def __init__(
-        self, model: Recogniser, lr: float, distill_dims: int = 0, distill_weight: float = 0.0
+        self,
+        model: Recogniser,
+        lr: float,
+        distill_dims: int = 0,
+        distill_weight: float = 0.0,
+        distill_layer: int = -1,
     ):
         self.model = model
         self.optimizer = tf.keras.optimizers.Adam(learning_rate=lr, clipnorm=5.0)
         self.lr = self.optimizer.learning_rate
         self.distill_weight = distill_weight
+        self.distill_layer = distill_layer  # which encoder GRU layer's states (-1: the top)
         self.head: keras.layers.Dense | None = None
         if distill_dims:
             self.head = keras.layers.Dense(distill_dims)
@@ -128,7 +134,9 @@ class Trainer:
         enc_len = subsampled_length(frames)
         t_enc = subsampled_length(tf.shape(x)[1])
         enc_mask = tf.sequence_mask(enc_len, t_enc, dtype=tf.float32)
-        logits, ctc_logits, enc = self.model.forward((x, prev, enc_mask), training=training)
+        logits, ctc_logits, states = self.model.forward(
+            (x, prev, enc_mask), training=training, layer=self.distill_layer
+        )
         dec_mask = tf.sequence_mask(y_len, tf.shape(y)[1], dtype=tf.float32)
         onehot = tf.one_hot(y, self.model.config.vocab_size)
         smooth = onehot * (1 - LABEL_SMOOTHING) + LABEL_SMOOTHING / self.model.config.vocab_size
@@ -145,7 +153,7 @@ class Trainer:
         acc = tf.reduce_sum(correct * dec_mask) / tf.reduce_sum(dec_mask)
         distill = tf.constant(0.0)
         if self.head is not None and z is not None:
-            error = tf.reduce_mean(tf.square(self.head(enc) - z), axis=-1)
+            error = tf.reduce_mean(tf.square(self.head(states) - z), axis=-1)
             distill = tf.reduce_sum(error * z_mask) / tf.maximum(tf.reduce_sum(z_mask), 1.0)
         return att_loss, ctc_loss, acc, distill
 
@@ -173,9 +181,12 @@ class Trainer:
         inputs, wanted = [], []
         for idx in make_batches(data.lengths()[chosen], max_frames, rng):
             x, frames, _, _, _, z, z_mask = collate(data, chosen[idx], None, targets)
-            enc, _ = self.model.encode(x, training=False)
+            enc_mask = np.ones((len(x), z.shape[1]), np.float32)
+            _, _, states = self.model.forward(
+                (x, np.zeros((len(x), 1), np.int32), enc_mask), layer=self.distill_layer
+            )
             keep = z_mask.astype(bool)
-            inputs.append(enc.numpy()[keep])
+            inputs.append(states.numpy()[keep])
             wanted.append(z[keep])
         a, b = np.concatenate(inputs), np.concatenate(wanted)
         a1 = np.concatenate([a, np.ones((len(a), 1), np.float32)], axis=1)
@@ -216,6 +227,7 @@ def train(
     average: int = 1,
     units: Units | None = None,
     distill: float = 0.0,
+    distill_layer: int = -1,
 ) -> Path:
     """Trains (or resumes) a model. Its output units are ``units``, else those of ``init`` (a
     units.json beside it), else phones; a phone model's ``init`` is carried over to phone
@@ -246,7 +258,7 @@ def train(
             ]
         learn_units.save(units, out / learn_units.UNITS_FILE)
     model = build_model(config)
-    trainer = Trainer(model, lr, targets.dims if targets else 0, distill)
+    trainer = Trainer(model, lr, targets.dims if targets else 0, distill, distill_layer)
     head_path = out / "distill_head.npz"
     ckpt_path, state_path = out / "ckpt.weights.h5", out / "state.json"
     start_epoch = 0
@@ -371,6 +383,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--distill", type=float, default=0.0, help="weight of the tools.teacher targets' loss"
     )
+    parser.add_argument(
+        "--distill-layer",
+        type=int,
+        default=-1,
+        help="encoder GRU layer whose states learn the targets (0: the first; -1: the top)",
+    )
     args = parser.parse_args(argv)
     train(
         args.sets,
@@ -385,6 +403,7 @@ def main(argv: list[str] | None = None) -> None:
         average=args.average,
         units=learn_units.load(args.units) if args.units else None,
         distill=args.distill,
+        distill_layer=args.distill_layer,
     )
 
 
