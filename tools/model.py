@@ -101,10 +101,9 @@ class Recogniser(keras.Model):
         logits = self.attend(h[None], enc, keys, enc_mask)[0]
         return tf.nn.log_softmax(logits), h
 
-    def forward(self, inputs, training=False, layer=-1):
-        """(attention logits, CTC logits, the states of encoder layer ``layer``): training
-        also reads the states (distillation, tools/train.py)."""
-        feats, prev_tokens, enc_mask = inputs
+    def encode_layers(self, feats, training=False):
+        """encode's (states, keys) and the states of every GRU layer, first to top (what
+        distillation reads, tools/train.py)."""
         layers_seen = []
 
         def run_bigru(x, rnn):
@@ -112,6 +111,12 @@ class Recogniser(keras.Model):
             return layers_seen[-1]
 
         enc, keys = self.encode(feats, training=training, run_bigru=run_bigru)
+        return enc, keys, layers_seen
+
+    def forward(self, inputs, training=False, layer=-1):
+        """(attention logits, CTC logits, the states of encoder GRU layer ``layer``)."""
+        feats, prev_tokens, enc_mask = inputs
+        enc, keys, layers_seen = self.encode_layers(feats, training=training)
         logits = self.decode_teacher_forced(prev_tokens, enc, keys, enc_mask, training=training)
         return logits, self.ctc_head(enc), layers_seen[layer]
 

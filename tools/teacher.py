@@ -79,8 +79,9 @@ class DistillTargets:
     present: np.ndarray  # bool [n]
 
     @classmethod
-    def concat(cls, parts: list[tuple[TeacherSet | None, int]], dims: int) -> DistillTargets:
-        """``parts``: per feature set, its targets (or None) and its number of items."""
+    def concat(cls, parts: list[tuple[TeacherSet | None, int]]) -> DistillTargets:
+        """``parts``: per feature set, its targets (or None) and its number of items; at
+        least one has targets."""
         states, spans, present = [], [], []
         for teacher, count in parts:
             if teacher is None:
@@ -91,7 +92,7 @@ class DistillTargets:
                 spans.append(np.diff(teacher.offsets))
                 present.append(np.ones(count, bool))
         return cls(
-            states=np.concatenate(states) if states else np.zeros((0, dims), np.float16),
+            states=np.concatenate(states),
             offsets=np.concatenate([[0], np.cumsum(np.concatenate(spans))]),
             present=np.concatenate(present),
         )
@@ -126,9 +127,7 @@ def load_targets(sets: list[Path], lengths: list[np.ndarray]) -> DistillTargets 
         return None
     if len(dims) > 1:
         raise SystemExit(f"distillation targets of different sizes: {sorted(dims)}")
-    return DistillTargets.concat(
-        [(t, len(n)) for t, n in zip(teachers, lengths, strict=True)], dims.pop()
-    )
+    return DistillTargets.concat([(t, len(n)) for t, n in zip(teachers, lengths, strict=True)])
 
 
 _WORKER: dict = {}
@@ -210,9 +209,18 @@ def main(argv: list[str] | None = None) -> None:
     train, _ = prepare.clip_lists(args.data, args.max_seconds, args.limit)
     jobs = featcache.variant_jobs(train, args.variants)
     features = args.cache / prepare.TRAIN
+    lengths = None
+    if features.exists():  # its offsets alone: what the targets must line up with
+        with np.load(features) as cached:
+            lengths = np.diff(cached["offsets"])
+        if len(lengths) != len(jobs):  # before minutes of Whisper, not after
+            raise SystemExit(
+                f"{features} holds {len(lengths)} items, these options make {len(jobs)}: "
+                "run tools.teacher with the options tools.prepare was run with"
+            )
     teacher = build(jobs, load_noises(args.data), args.dims, args.workers)
-    if features.exists():
-        teacher.check_matches(featcache.FeatureSet.load(features).lengths(), str(features))
+    if lengths is not None:
+        teacher.check_matches(lengths, str(features))
     features.parent.mkdir(parents=True, exist_ok=True)
     teacher.save(teacher_path(features))
     print(f"{teacher_path(features)}: {len(teacher)} items, {len(teacher.states)} steps")

@@ -180,11 +180,8 @@ class Trainer:
         chosen = rng.permutation(np.flatnonzero(targets.present))[:600]
         inputs, wanted = [], []
         for idx in make_batches(data.lengths()[chosen], max_frames, rng):
-            x, frames, _, _, _, z, z_mask = collate(data, chosen[idx], None, targets)
-            enc_mask = np.ones((len(x), z.shape[1]), np.float32)
-            _, _, states = self.model.forward(
-                (x, np.zeros((len(x), 1), np.int32), enc_mask), layer=self.distill_layer
-            )
+            x, _, _, _, _, z, z_mask = collate(data, chosen[idx], None, targets)
+            states = self.model.encode_layers(x)[2][self.distill_layer]
             keep = z_mask.astype(bool)
             inputs.append(states.numpy()[keep])
             wanted.append(z[keep])
