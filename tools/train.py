@@ -260,6 +260,13 @@ def train(
     ckpt_path, state_path = out / "ckpt.weights.h5", out / "state.json"
     start_epoch = 0
     if ckpt_path.exists() and state_path.exists():
+        config_path = out / "config.json"
+        saved_config = json.loads(config_path.read_text()) if config_path.exists() else None
+        if saved_config is not None and saved_config != config.to_dict():
+            raise SystemExit(
+                f"{out}: holds a run of another model shape ({saved_config}); "
+                "resume it with the same options or train into a new folder"
+            )
         model.load_weights(ckpt_path)
         start_epoch = json.loads(state_path.read_text())["epoch"]
         print(f"resuming after epoch {start_epoch}")
@@ -377,6 +384,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", type=Path, help="weights to start from (fine-tuning)")
     parser.add_argument("--average", type=int, default=1, help="average the last N epochs")
     parser.add_argument("--units", type=Path, help="phone-piece units (tools.learn_units)")
+    defaults = ModelConfig()
+    parser.add_argument(
+        "--enc-units",
+        type=int,
+        default=defaults.enc_units,
+        help="encoder GRU units per direction (a wider model must be trained from scratch)",
+    )
+    parser.add_argument("--dec-units", type=int, default=defaults.dec_units)
     parser.add_argument(
         "--distill", type=float, default=0.0, help="weight of the tools.teacher targets' loss"
     )
@@ -394,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
         args.epochs,
         args.lr,
         args.max_frames,
-        ModelConfig(),
+        replace(defaults, enc_units=args.enc_units, dec_units=args.dec_units),
         threads=args.threads,
         init=args.init,
         average=args.average,

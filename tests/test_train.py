@@ -1,0 +1,51 @@
+"""tools.train's model shape: a wider encoder from the command line, and a resume that keeps
+the shape it started with."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from tools import prepare  # noqa: E402
+from tools import train as train_tool  # noqa: E402
+from tools.corpus import DEFAULT_DATA  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data"
+)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    prepare.main(["--cache", str(cache), "--limit", "6", "--variants", "1"])
+    return cache
+
+
+def run_cli(cache, out, *options):
+    train_tool.main(
+        ["--sets", str(cache / prepare.TRAIN), "--out", str(out), "--epochs", "1"]
+        + ["--max-frames", "4000", *options]
+    )
+
+
+def test_the_encoder_width_comes_from_the_command_line(cache, tmp_path):
+    run = tmp_path / "run"
+    run_cli(cache, run, "--enc-units", "24", "--dec-units", "32")
+    config = json.loads((run / "config.json").read_text())
+    assert (config["enc_units"], config["dec_units"]) == (24, 32)
+    assert (run / "ckpt.weights.h5").exists()
+
+
+def test_a_resume_with_another_shape_is_refused(cache, tmp_path):
+    """Loading weights of one width into another would fail deep inside Keras; the run says
+    which shape it holds instead, and its checkpoint is left as it was."""
+    run = tmp_path / "run"
+    run_cli(cache, run, "--enc-units", "24", "--dec-units", "32")
+    before = (run / "ckpt.weights.h5").read_bytes()
+    with pytest.raises(SystemExit, match="another model shape"):
+        run_cli(cache, run, "--epochs", "2", "--enc-units", "16", "--dec-units", "32")
+    assert (run / "ckpt.weights.h5").read_bytes() == before
