@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from mqtt_helpers import Subscriber, first_seen, mqtt_settings, publish_transcripts, wait_until
 
@@ -392,7 +393,11 @@ class _Counter(logging.Handler):
         self.count += 1
 
 
-def test_queueing_100k_messages_into_a_10k_outbox_is_fast_enough(tmp_path: Path) -> None:
+def test_queueing_100k_messages_into_a_10k_outbox_stays_fast_once_full(tmp_path: Path) -> None:
+    """Once full, every put also drops the oldest message: that must cost about as much as a
+    put into a box with room, not grow with the backlog. Judged as a ratio of the two rates
+    in the same run, because this machine's own speed varies with its load (a fixed bound of
+    60 s failed here while two trainings ran beside the tests)."""
     total, bound = 100_000, 10_000
     path = tmp_path / "rate.sqlite"
     box = Outbox(path, max_messages=bound)
@@ -402,16 +407,23 @@ def test_queueing_100k_messages_into_a_10k_outbox_is_fast_enough(tmp_path: Path)
     # Drop-oldest warns on every put once full; keep pytest from storing 90,000 records
     # (the counter still sees them and the report prints how many there were).
     propagate, logger.propagate = logger.propagate, False
+    marks = []
     try:
         t0 = time.perf_counter()
         for i in range(total):  # one put = one fsynced transaction, the worst case
+            if i % bound == 0:
+                marks.append(time.perf_counter())
             box.put(TRANSCRIPT, b'{"id":"r%06d"}' % i)
-        elapsed = time.perf_counter() - t0
+        marks.append(time.perf_counter())
+        elapsed = marks[-1] - t0
     finally:
         logger.propagate = propagate
         logger.removeHandler(counter)
     try:
-        assert elapsed < 60, f"{total} puts took {elapsed:.1f} s"
+        filling = marks[1] - marks[0]  # the first `bound` puts: room for each
+        full = [b - a for a, b in zip(marks[1:], marks[2:], strict=False)]  # each drops one
+        ratio = float(np.median(full)) / filling
+        assert ratio < 4, f"a put into the full box costs {ratio:.1f}x one with room"
         assert len(box) == bound and box.dropped == total - bound
         head = box.peek(0, 1)[0]
         assert json.loads(head.payload)["id"] == f"r{total - bound:06d}"  # oldest dropped
@@ -419,6 +431,7 @@ def test_queueing_100k_messages_into_a_10k_outbox_is_fast_enough(tmp_path: Path)
         print(
             f"\nqueued {total} messages (bound {bound}) in {elapsed:.2f} s: "
             f"{total / elapsed:,.0f} msg/s, {elapsed / total * 1e6:.0f} us/put; "
+            f"full / filling cost per put {ratio:.2f}; "
             f"{counter.count} 'outbox full' warnings logged; "
             f"db {size(path) / 1e3:.0f} kB, wal {size(Path(f'{path}-wal')) / 1e3:.0f} kB"
         )
