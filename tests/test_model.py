@@ -64,3 +64,23 @@ def test_exported_encoder_computes_the_keras_encoder():
     enc, keys = model.encode(feats)
     np.testing.assert_allclose(exported["enc"].numpy(), enc.numpy(), atol=1e-5)
     np.testing.assert_allclose(exported["keys"].numpy(), keys.numpy(), atol=1e-5)
+
+
+def test_dropout_acts_only_while_training():
+    """A model trained with dropout computes, outside training, exactly what the same weights
+    compute without it (so export and runtime need nothing new); in training it drops."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(3)
+    plain = build_model(CONFIG)
+    dropped = build_model(replace(CONFIG, dropout=0.3))
+    dropped.set_weights(plain.get_weights())
+    feats = rng.standard_normal((2, 40, CONFIG.n_mels)).astype(np.float32)
+    tokens = rng.integers(2, CONFIG.vocab_size, (2, 5)).astype(np.int32)
+    mask = np.ones((2, subsampled_length(40)), np.float32)
+
+    def logits(model, training):
+        return model((feats, tokens, mask), training=training)[0].numpy()
+
+    np.testing.assert_allclose(logits(dropped, False), logits(plain, False), rtol=1e-6, atol=1e-6)
+    assert not np.allclose(logits(dropped, True), logits(plain, True), atol=1e-3)

@@ -1,5 +1,5 @@
-"""tools.train's model shape: a wider encoder from the command line, and a resume that keeps
-the shape it started with."""
+"""tools.train's model options: a wider encoder and dropout from the command line, and a
+resume that keeps the shape and dropout it started with."""
 
 from __future__ import annotations
 
@@ -49,3 +49,13 @@ def test_a_resume_with_another_shape_is_refused(cache, tmp_path):
     with pytest.raises(SystemExit, match="another model shape"):
         run_cli(cache, run, "--epochs", "2", "--enc-units", "16", "--dec-units", "32")
     assert (run / "ckpt.weights.h5").read_bytes() == before
+
+
+def test_dropout_comes_from_the_command_line_and_a_resume_keeps_it(cache, tmp_path):
+    """--dropout is saved with the run; resuming with another rate is refused, as for a
+    shape, so one run never mixes two recipes."""
+    run = tmp_path / "run"
+    run_cli(cache, run, "--enc-units", "16", "--dec-units", "32", "--dropout", "0.2")
+    assert json.loads((run / "config.json").read_text())["dropout"] == 0.2
+    with pytest.raises(SystemExit, match="another model shape or dropout"):
+        run_cli(cache, run, "--epochs", "2", "--enc-units", "16", "--dec-units", "32")

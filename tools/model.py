@@ -30,6 +30,10 @@ class ModelConfig:
     embed_dim: int = 64
     dec_units: int = 160
     vocab_size: int = len(TOKENS)
+    # Dropout while training only (on the projection, every encoder layer's states, the
+    # decoder's token embeddings and its combined output); no weights, so a model trained with
+    # it loads and exports exactly like one trained without.
+    dropout: float = 0.0
 
     @property
     def enc_dim(self) -> int:
@@ -63,6 +67,7 @@ class Recogniser(keras.Model):
         self.dec_rnn = layers.RNN(self.dec_cell, return_sequences=True)
         self.combine = layers.Dense(c.dec_units, activation="tanh")
         self.out = layers.Dense(c.vocab_size)
+        self.drop = layers.Dropout(c.dropout)
 
     # -- encoder -------------------------------------------------------------------------
     def encode(self, feats, training=False, run_bigru=None):
@@ -74,23 +79,26 @@ class Recogniser(keras.Model):
         x = self.conv2(x)
         shape = tf.shape(x)
         x = tf.reshape(x, [shape[0], shape[1], x.shape[2] * x.shape[3]])
-        x = self.proj(x)
+        x = self.drop(self.proj(x), training=training)
         for rnn in self.enc_rnns:
             x = run_bigru(x, rnn) if run_bigru else rnn(x, training=training)
+            x = self.drop(x, training=training)
         return x, self.attn_keys(x)
 
     # -- decoder -------------------------------------------------------------------------
-    def attend(self, dec_h, enc, keys, enc_mask):
+    def attend(self, dec_h, enc, keys, enc_mask, training=False):
         """dec_h [B, U, H]; enc [B, T', D]; keys [B, T', H]; enc_mask [B, T'] (1 = real)."""
         scores = tf.einsum("buh,bth->but", dec_h, keys)
         scores += (1.0 - enc_mask[:, None, :]) * -1e9
         weights = tf.nn.softmax(scores, axis=-1)
         context = tf.einsum("but,btd->bud", weights, enc)
-        return self.out(self.combine(tf.concat([dec_h, context], axis=-1)))
+        combined = self.combine(tf.concat([dec_h, context], axis=-1))
+        return self.out(self.drop(combined, training=training))
 
     def decode_teacher_forced(self, prev_tokens, enc, keys, enc_mask, training=False):
-        dec_h = self.dec_rnn(self.embed(prev_tokens), training=training)
-        return self.attend(dec_h, enc, keys, enc_mask)
+        embedded = self.drop(self.embed(prev_tokens), training=training)
+        dec_h = self.dec_rnn(embedded, training=training)
+        return self.attend(dec_h, enc, keys, enc_mask, training=training)
 
     def decode_step(self, tokens, state, enc, keys, enc_mask):
         """One step for a beam: tokens [B], state [B, H]; enc/keys/mask of batch 1 (shared).

@@ -262,9 +262,10 @@ def train(
     if ckpt_path.exists() and state_path.exists():
         config_path = out / "config.json"
         saved_config = json.loads(config_path.read_text()) if config_path.exists() else None
-        if saved_config is not None and saved_config != config.to_dict():
+        # Through ModelConfig, so a folder written before a field existed reads its default.
+        if saved_config is not None and ModelConfig(**saved_config) != config:
             raise SystemExit(
-                f"{out}: holds a run of another model shape ({saved_config}); "
+                f"{out}: holds a run of another model shape or dropout ({saved_config}); "
                 "resume it with the same options or train into a new folder"
             )
         model.load_weights(ckpt_path)
@@ -393,6 +394,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--dec-units", type=int, default=defaults.dec_units)
     parser.add_argument(
+        "--dropout",
+        type=float,
+        default=defaults.dropout,
+        help="dropout while training (encoder states, decoder embeddings and output)",
+    )
+    parser.add_argument(
         "--distill", type=float, default=0.0, help="weight of the tools.teacher targets' loss"
     )
     parser.add_argument(
@@ -409,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
         args.epochs,
         args.lr,
         args.max_frames,
-        replace(defaults, enc_units=args.enc_units, dec_units=args.dec_units),
+        replace(defaults, enc_units=args.enc_units, dec_units=args.dec_units, dropout=args.dropout),
         threads=args.threads,
         init=args.init,
         average=args.average,
