@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+from shared_data import needs_shared_data
 
 from assistant.audio import FileSource, read_audio
 from assistant.bundle import BundleError
@@ -24,9 +25,7 @@ from tools.corpus import DEFAULT_DATA, load_audio, read_manifest
 RATE = 16000
 DEMO = DEFAULT_MODEL_DIR / "demo.wav"  # four spoken home commands in quiet tap noise
 FRAME = VadSettings().frame_ms * RATE // 1000
-pytestmark = pytest.mark.skipif(
-    not (DEFAULT_DATA / "manifest.csv").exists(), reason="shared data not present"
-)
+pytestmark = needs_shared_data
 
 
 # ------------------------------------------------------------------- helpers

@@ -4,14 +4,10 @@ cut-off and removes what lies above it."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
+from shared_data import needs_shared_data
 
 from tools import augment
 from tools.corpus import DEFAULT_DATA, load_audio, read_manifest
-
-needs_data = pytest.mark.skipif(
-    not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data"
-)
 
 
 def _band_power(audio: np.ndarray, lo: float, hi: float) -> float:
@@ -22,7 +18,7 @@ def _band_power(audio: np.ndarray, lo: float, hi: float) -> float:
     return float(spectrum[(hz >= lo) & (hz < hi)].sum()) + 1e-20
 
 
-@needs_data
+@needs_shared_data
 def test_an_8_khz_channel_keeps_the_speech_band_and_removes_the_top() -> None:
     clip = next(
         c for c in read_manifest(DEFAULT_DATA) if c.corpus == "speech_commands_v2_test" and c.text

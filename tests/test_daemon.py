@@ -20,12 +20,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 from mqtt_helpers import Subscriber
+from shared_data import needs_shared_data
 
 from assistant.audio import read_audio
+from tools.corpus import DEFAULT_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-pytestmark = pytest.mark.skipif(not (DATA / "manifest.csv").exists(), reason="no shared data")
+DATA = DEFAULT_DATA
+pytestmark = needs_shared_data
 SITE = "testsite"
 TRANSCRIPT = f"assistant/{SITE}/transcript"
 

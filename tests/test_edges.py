@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from shared_data import needs_shared_data
 
 from assistant.edges import (
     FRAME,
@@ -23,9 +24,7 @@ EVAL = DEFAULT_MODEL_DIR.parent / "eval"
 KEYWORDS = {"yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"}
 PAD = int(QUIET_EDGE_S * 16000)
 
-pytestmark = pytest.mark.skipif(
-    not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data"
-)
+pytestmark = needs_shared_data
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from shared_data import needs_shared_data
 
 from assistant.edges import frame_levels_db
 from assistant.recognizer import DEFAULT_MODEL_DIR, Recognizer
 from tools.corpus import DEFAULT_DATA, read_manifest
 from tools.evaluate import EVAL_GRAMMARS, an4_items, fsdd_items, run_set, through_channel
 
-pytestmark = pytest.mark.skipif(
-    not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data"
-)
+pytestmark = needs_shared_data
 
 
 def _few_per_speaker(items, per_speaker: int):

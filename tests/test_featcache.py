@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
+from shared_data import needs_shared_data
 
 from tools.corpus import DEFAULT_DATA, read_manifest
 
@@ -25,7 +25,7 @@ build(clips, 2, load_noises(data), workers=1).save(Path(sys.argv[2]))
 """
 
 
-@pytest.mark.skipif(not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data")
+@needs_shared_data
 def test_a_rebuilt_cache_holds_the_same_augmented_copies(tmp_path: Path) -> None:
     assert read_manifest(DEFAULT_DATA)  # the real recordings, not a stand-in
     outs = []
@@ -50,7 +50,7 @@ def test_a_rebuilt_cache_holds_the_same_augmented_copies(tmp_path: Path) -> None
     )
 
 
-@pytest.mark.skipif(not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data")
+@needs_shared_data
 def test_narrowband_copies_flatten_the_top_mel_bands() -> None:
     from tools.featcache import build
 

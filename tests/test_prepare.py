@@ -6,14 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from shared_data import needs_shared_data
 
 from tools import prepare
-from tools.corpus import DEFAULT_DATA
 from tools.featcache import FeatureSet
 
-pytestmark = pytest.mark.skipif(
-    not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data"
-)
+pytestmark = needs_shared_data
 
 
 def test_prepare_writes_train_dev_and_narrowband_sets_then_keeps_them(

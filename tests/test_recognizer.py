@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import HAVE_SHARED_DATA
 
 from assistant.bundle import BundleError, load_bundle
 from assistant.recognizer import DEFAULT_MODEL_DIR, Recognizer
@@ -19,7 +20,7 @@ KEYWORDS = {"yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go
 
 @pytest.fixture(scope="module")
 def test_clips():
-    if not (DEFAULT_DATA / "manifest.csv").exists():
+    if not HAVE_SHARED_DATA:
         pytest.skip("shared data not present")
     return [c for c in read_manifest(DEFAULT_DATA) if c.split == "test"]
 

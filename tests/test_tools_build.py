@@ -11,11 +11,13 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from shared_data import needs_shared_data  # noqa: E402
+
 from assistant.bundle import load_bundle  # noqa: E402
 from assistant.features import log_mel  # noqa: E402
 from assistant.recognizer import Recognizer  # noqa: E402
 from tools import prepare  # noqa: E402
-from tools.corpus import DEFAULT_DATA, load_audio, read_manifest  # noqa: E402
+from tools.corpus import load_audio, read_manifest  # noqa: E402
 from tools.featcache import FeatureSet  # noqa: E402
 from tools.model import ModelConfig  # noqa: E402
 from tools.package import write_bundle  # noqa: E402
@@ -27,7 +29,7 @@ TINY = ModelConfig(
 )
 
 
-@pytest.mark.skipif(not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data")
+@needs_shared_data
 def test_tiny_build(tmp_path):
     cache = tmp_path / "cache"
     prepare.main(["--cache", str(cache), "--limit", "24", "--variants", "2"])
@@ -112,7 +114,7 @@ GARAGE = Path(__file__).resolve().parent.parent / "models" / "examples" / "garag
 HOME = Path(__file__).resolve().parent.parent / "models" / "home"
 
 
-@pytest.mark.skipif(not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data")
+@needs_shared_data
 def test_calibration_only_build_decodes_the_new_grammar_with_the_same_weights(tmp_path):
     from tools import build
     from tools.voices import EspeakVoice
@@ -201,7 +203,7 @@ def test_the_corpora_calibrate_only_weights_that_know_the_grammar(tmp_path, epoc
     assert calibration_clips(args, tmp_path / "none").own is None
 
 
-@pytest.mark.skipif(not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data")
+@needs_shared_data
 def test_a_narrowband_build_trains_on_the_narrowband_copies(tmp_path):
     """The whole build with training, at a tiny size: synthetic speech, real features with
     their narrowband copies, one epoch from the shipped weights, export and calibration."""
@@ -224,7 +226,7 @@ def test_a_narrowband_build_trains_on_the_narrowband_copies(tmp_path):
     assert 0.0 <= Recognizer.load(out).recognize(speech).confidence <= 1.0
 
 
-@pytest.mark.skipif(not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data")
+@needs_shared_data
 def test_tiny_build_with_phone_pieces(tmp_path):
     """Pieces learned from the targets, a phone model carried over to them, trained, packaged
     with its merges, and decoded by the runtime with the bundle's own units."""

@@ -9,13 +9,12 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
+from shared_data import needs_shared_data  # noqa: E402
+
 from tools import prepare  # noqa: E402
 from tools import train as train_tool  # noqa: E402
-from tools.corpus import DEFAULT_DATA  # noqa: E402
 
-pytestmark = pytest.mark.skipif(
-    not (DEFAULT_DATA / "manifest.csv").exists(), reason="no shared data"
-)
+pytestmark = needs_shared_data
 
 
 @pytest.fixture(scope="module")

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import needs_shared_data
 
 from assistant.audio import FileSource, read_audio
 from assistant.vad import Segmenter, Utterance, VadSettings
+from tools.corpus import DEFAULT_DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-pytestmark = pytest.mark.skipif(not (DATA / "manifest.csv").exists(), reason="no shared data")
+DATA = DEFAULT_DATA
+pytestmark = needs_shared_data
 STEADY_NOISES = ["white_noise", "pink_noise", "running_tap", "exercise_bike"]
 
 
