@@ -58,3 +58,11 @@ def test_dropout_comes_from_the_command_line_and_a_resume_keeps_it(cache, tmp_pa
     assert json.loads((run / "config.json").read_text())["dropout"] == 0.2
     with pytest.raises(SystemExit, match="another model shape or dropout"):
         run_cli(cache, run, "--epochs", "2", "--enc-units", "16", "--dec-units", "32")
+
+
+@pytest.mark.parametrize("rate", ["1", "-0.1"])
+def test_a_dropout_rate_outside_zero_to_one_is_a_usage_error(cache, tmp_path, capsys, rate):
+    with pytest.raises(SystemExit):
+        run_cli(cache, tmp_path / "run", "--dropout", rate)
+    assert "--dropout must be at least 0 and below 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -409,6 +409,8 @@ def main(argv: list[str] | None = None) -> None:
         help="encoder GRU layer whose states learn the targets (0: the first; -1: the top)",
     )
     args = parser.parse_args(argv)
+    if not 0.0 <= args.dropout < 1.0:
+        parser.error(f"--dropout must be at least 0 and below 1, not {args.dropout}")
     train(
         args.sets,
         args.dev,
