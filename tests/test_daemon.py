@@ -23,10 +23,9 @@ from mqtt_helpers import Subscriber
 from shared_data import needs_shared_data
 
 from assistant.audio import read_audio
-from tools.corpus import DEFAULT_DATA
+from tools.corpus import DEFAULT_DATA as DATA
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = DEFAULT_DATA
 pytestmark = needs_shared_data
 SITE = "testsite"
 TRANSCRIPT = f"assistant/{SITE}/transcript"

@@ -10,9 +10,8 @@ from shared_data import needs_shared_data
 
 from assistant.audio import FileSource, read_audio
 from assistant.vad import Segmenter, Utterance, VadSettings
-from tools.corpus import DEFAULT_DATA
+from tools.corpus import DEFAULT_DATA as DATA
 
-DATA = DEFAULT_DATA
 pytestmark = needs_shared_data
 STEADY_NOISES = ["white_noise", "pink_noise", "running_tap", "exercise_bike"]
 
