@@ -6,7 +6,6 @@ the microphone hardware is replaced (in the watchdog test).
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import socket
@@ -24,6 +23,7 @@ from shared_data import needs_shared_data
 
 from assistant.audio import read_audio
 from tools.corpus import DEFAULT_DATA as DATA
+from tools.corpus import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = needs_shared_data
@@ -67,17 +67,16 @@ class NotifySocket:
 
 def commands(count: int) -> list[tuple[str, np.ndarray]]:
     """Real test-split single-command recordings (Speech Commands words, AN4 answers)."""
-    with open(DATA / "manifest.csv", newline="") as handle:
-        rows = [
-            r
-            for r in csv.DictReader(handle)
-            if r["split"] == "test"
-            and r["corpus"] == "speech_commands_v2_test"
-            and r["label"]
-            and r["label"] not in ("_unknown_", "_silence_")
-        ]
+    rows = [
+        c
+        for c in read_manifest(DATA)
+        if c.split == "test"
+        and c.corpus == "speech_commands_v2_test"
+        and c.label
+        and c.label not in ("_unknown_", "_silence_")
+    ]
     picked = rows[:: max(1, len(rows) // count)][:count]
-    return [(r["path"], read_audio(DATA / r["path"])) for r in picked]
+    return [(str(c.path.relative_to(DATA)), read_audio(c.path)) for c in picked]
 
 
 def session_wav(tmp_path: Path, clips: list[np.ndarray], noise_db: float = -45.0) -> Path:

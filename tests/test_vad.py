@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
 from shared_data import needs_shared_data
@@ -11,21 +9,18 @@ from shared_data import needs_shared_data
 from assistant.audio import FileSource, read_audio
 from assistant.vad import Segmenter, Utterance, VadSettings
 from tools.corpus import DEFAULT_DATA as DATA
+from tools.corpus import Clip, read_manifest
 
 pytestmark = needs_shared_data
 STEADY_NOISES = ["white_noise", "pink_noise", "running_tap", "exercise_bike"]
 
 
-def pick_rows(corpus: str, count: int, min_seconds: float = 0.0) -> list[dict[str, str]]:
-    with open(DATA / "manifest.csv", newline="") as handle:
-        rows = [
-            r
-            for r in csv.DictReader(handle)
-            if r["split"] == "test"
-            and r["corpus"] == corpus
-            and r["text"]
-            and float(r["seconds"]) >= min_seconds
-        ]
+def pick_rows(corpus: str, count: int, min_seconds: float = 0.0) -> list[Clip]:
+    rows = [
+        c
+        for c in read_manifest(DATA)
+        if c.split == "test" and c.corpus == corpus and c.text and c.seconds >= min_seconds
+    ]
     # Spread over speakers: every n-th row rather than the first few of one speaker.
     return rows[:: max(1, len(rows) // count)][:count]
 
@@ -54,7 +49,7 @@ def mix(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
 @pytest.fixture(scope="module")
 def speech_clips() -> list[np.ndarray]:
     rows = pick_rows("an4", 6, 1.0) + pick_rows("speech_commands_v2_test", 6, 0.9)
-    return [read_audio(DATA / r["path"]) for r in rows]
+    return [read_audio(r.path) for r in rows]
 
 
 @pytest.mark.parametrize("name", STEADY_NOISES)
@@ -95,7 +90,7 @@ def test_each_command_is_one_utterance_with_its_onset(
 
 
 def test_commands_in_a_stream_stay_apart() -> None:
-    words = [read_audio(DATA / r["path"]) for r in pick_rows("speech_commands_v2_test", 5, 0.9)]
+    words = [read_audio(r.path) for r in pick_rows("speech_commands_v2_test", 5, 0.9)]
     gap = np.zeros(16000, np.int16)
     stream = np.concatenate([part for clip in words for part in (gap, clip)] + [gap])
     found = segment(stream)
@@ -104,7 +99,7 @@ def test_commands_in_a_stream_stay_apart() -> None:
 
 
 def test_max_length_cuts() -> None:
-    clip = read_audio(DATA / pick_rows("an4", 1, 3.0)[0]["path"])
+    clip = read_audio(pick_rows("an4", 1, 3.0)[0].path)
     settings = VadSettings(max_utterance_ms=900, min_utterance_ms=60)
     found = segment(np.concatenate([np.zeros(8000, np.int16), clip]), settings)
     assert len(found) >= 2
@@ -134,7 +129,7 @@ def test_invalid_settings_name_the_key() -> None:
 
 
 def test_file_source_frames_feed_the_segmenter() -> None:
-    path = DATA / pick_rows("an4", 1, 1.0)[0]["path"]
+    path = pick_rows("an4", 1, 1.0)[0].path
     seg = Segmenter()
     found = [u for u in map(seg.feed, FileSource(path).frames()) if u] + [seg.flush()]
     assert len([u for u in found if u is not None]) >= 1
