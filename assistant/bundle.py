@@ -17,9 +17,11 @@ from .units import Units, UnitsError
 
 # 2: one decoder-step graph per encoder bucket, phone units.
 # 3: one decoder-step graph may serve every bucket (its encoder steps are resized to each),
-#    and the output units may be phone pieces ("merges"). Format 2 bundles still load.
-MANIFEST_FORMAT = 3
-READABLE_FORMATS = (2, 3)
+#    and the output units may be phone pieces ("merges").
+# 4: one encoder graph may serve every bucket too (exported with open frames, sized to each
+#    bucket's). Formats 2 and 3 still load.
+MANIFEST_FORMAT = 4
+READABLE_FORMATS = (2, 3, 4)
 
 
 class BundleError(Exception):
@@ -28,7 +30,7 @@ class BundleError(Exception):
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    file: str
+    file: str  # since format 4 possibly one open-length graph for every bucket
     frames: int  # input feature frames (10 ms each)
     steps: int  # encoder output steps
     decoder_step: str  # the step graph that attends over these steps (or over any number)

@@ -24,6 +24,12 @@ from .tflite import load_interpreter, named_io
 log = logging.getLogger(__name__)
 
 
+def subsampled_length(frames):
+    """Encoder steps for a number of feature frames (the network's two 'same'-padded stride-2
+    convolutions, tools/model.py); ints or tensors."""
+    return (frames + 3) // 4
+
+
 @dataclass
 class Encoded:
     steps: int  # real (unpadded) encoder steps
@@ -64,29 +70,44 @@ class TfliteModel:
     def _open(self, spec: EncoderSpec) -> _Bucket:
         encoder = self._load(spec.file, self.num_threads)
         step = self._load(spec.decoder_step, self.num_threads)
-        self._fit_steps(step, spec)
+        if self._fit_open_axis(encoder, spec.file, ("feats",), spec.frames, "frames"):
+            self._run_on_silence(encoder, spec.file)
+        self._fit_open_axis(step, spec.decoder_step, ("enc", "keys", "mask"), spec.steps, "steps")
         return self._bucket(spec, encoder, step)
 
-    def _fit_steps(self, step: Any, spec: EncoderSpec) -> None:
-        """A step graph exported for any number of encoder steps (format 3: one file serves
-        every bucket) is sized to this bucket's; one of fixed size is left for _bucket to check."""
-        inputs, _ = self._io(step, spec.decoder_step)
-        if any(name not in inputs for name in ("enc", "keys", "mask")):
-            return  # _bucket names what is missing
+    def _fit_open_axis(
+        self, graph: Any, file: str, names: tuple[str, ...], length: int, unit: str
+    ) -> bool:
+        """Sizes the inputs ``names`` of a graph exported with an open axis 1 to this bucket's
+        ``length`` (one file serves every bucket: a step graph's encoder steps since format 3,
+        an encoder's frames since format 4); whether it did. One of fixed size is left for
+        _bucket to check."""
+        inputs, _ = self._io(graph, file)
+        if any(name not in inputs for name in names):
+            return False  # _bucket names what is missing
         resized = False
-        for name in ("enc", "keys", "mask"):
+        for name in names:
             shape = [int(x) for x in inputs[name].get("shape_signature", inputs[name]["shape"])]
             if len(shape) >= 2 and shape[1] == -1:
-                shape[1] = spec.steps
-                step.resize_tensor_input(inputs[name]["index"], shape)
+                shape[1] = length
+                graph.resize_tensor_input(inputs[name]["index"], shape)
                 resized = True
         if resized:
             try:
-                step.allocate_tensors()
+                graph.allocate_tensors()
             except (ValueError, RuntimeError) as exc:
-                raise BundleError(
-                    f"{spec.decoder_step}: cannot size it to {spec.steps} steps"
-                ) from exc
+                raise BundleError(f"{file}: cannot size it to {length} {unit}") from exc
+        return resized
+
+    def _run_on_silence(self, encoder: Any, file: str) -> None:
+        """An open encoder's outputs (its GRU loop's) have their shapes only once it has run;
+        _bucket then checks them."""
+        details = self._io(encoder, file)[0]["feats"]
+        encoder.set_tensor(details["index"], np.zeros(details["shape"], np.float32))
+        try:
+            encoder.invoke()
+        except (ValueError, RuntimeError) as exc:
+            raise BundleError(f"{file}: does not run at its bucket's length ({exc})") from exc
 
     def _open_checked(self, spec: EncoderSpec) -> _Bucket:
         """A bucket checked, then let go (loaded again when an utterance needs it)."""
@@ -206,7 +227,7 @@ class TfliteModel:
         bucket.encoder.set_tensor(bucket.feats_in, padded)
         bucket.encoder.invoke()
         outputs = {name: bucket.encoder.get_tensor(i) for name, i in bucket.enc_out.items()}
-        steps = min((len(feats) + 3) // 4, spec.steps)
+        steps = min(subsampled_length(len(feats)), spec.steps)
         mask = np.zeros((1, spec.steps), np.float32)
         mask[0, :steps] = 1.0
         bucket.step.set_tensor(bucket.step_in["enc"], outputs["enc"])

@@ -9,7 +9,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from tools.model import ModelConfig, subsampled_length  # noqa: E402
+from assistant.model import subsampled_length  # noqa: E402
+from tools.model import ModelConfig  # noqa: E402
 from tools.train import build_model  # noqa: E402
 
 CONFIG = ModelConfig(
@@ -53,17 +54,48 @@ def test_export_gru_loop_matches_keras(steps):
     np.testing.assert_allclose(looped_bigru(x, layer).numpy(), layer(x).numpy(), atol=1e-5)
 
 
-def test_exported_encoder_computes_the_keras_encoder():
+def test_open_length_gru_loop_matches_keras_at_every_multiple_of_its_chunk():
+    import tensorflow as tf
+
+    from tools.export import looped_bigru
+
+    model = build_model(CONFIG)
+    layer = model.enc_rnns[0]
+    spec = tf.TensorSpec([1, None, CONFIG.proj_dim], tf.float32)
+    looped = tf.function(lambda x: looped_bigru(x, layer, chunk=5), input_signature=[spec])
+    rng = np.random.default_rng(4)
+    for steps in (5, 15, 40):
+        x = rng.standard_normal((1, steps, CONFIG.proj_dim)).astype(np.float32)
+        np.testing.assert_allclose(looped(x).numpy(), layer(x).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="fixed chunk"):
+        open_without_chunk = tf.function(lambda x: looped_bigru(x, layer), input_signature=[spec])
+        open_without_chunk.get_concrete_function()
+    with pytest.raises(ValueError, match="not a multiple"):
+        looped_bigru(rng.standard_normal((1, 12, CONFIG.proj_dim)).astype(np.float32), layer, 5)
+
+
+def test_steps_per_iteration_divides_every_bucket():
+    from tools.export import steps_per_iteration
+
+    assert steps_per_iteration((300, 800)) == 5  # 75 and 200 steps
+    assert steps_per_iteration((800,)) == 8
+    assert steps_per_iteration((100, 300)) == 5
+    assert steps_per_iteration((104, 300)) == 1  # 26 and 75 steps
+
+
+@pytest.mark.parametrize("frames", [None, 40])
+def test_exported_encoder_computes_the_keras_encoder(frames):
     from tools.export import EncoderExport
 
     rng = np.random.default_rng(2)
     model = build_model(CONFIG)
-    frames = 40
-    feats = rng.standard_normal((1, frames, CONFIG.n_mels)).astype(np.float32)
-    exported = EncoderExport(model, frames).encode(feats)
-    enc, keys = model.encode(feats)
-    np.testing.assert_allclose(exported["enc"].numpy(), enc.numpy(), atol=1e-5)
-    np.testing.assert_allclose(exported["keys"].numpy(), keys.numpy(), atol=1e-5)
+    exported = EncoderExport(model, frames, chunk=5 if frames is None else None)
+    for length in [40] if frames else [40, 60]:  # open: one graph at any multiple of 20
+        feats = rng.standard_normal((1, length, CONFIG.n_mels)).astype(np.float32)
+        got = exported.encode(feats)
+        enc, keys = model.encode(feats)
+        np.testing.assert_allclose(got["enc"].numpy(), enc.numpy(), atol=1e-5)
+        np.testing.assert_allclose(got["keys"].numpy(), keys.numpy(), atol=1e-5)
 
 
 def test_dropout_acts_only_while_training():

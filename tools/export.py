@@ -1,10 +1,13 @@
-"""Export a trained checkpoint as TFLite graphs: per input length bucket, one encoder and one
-decoder step.
+"""Export a trained checkpoint as TFLite graphs: one encoder and one decoder step, both with
+their time axis open, which the runtime sizes to each input length bucket.
 
-Facts that shape this file (TF 2.21, see DESIGN.md): XNNPACK cannot resize inputs, so every
-shape is fixed: a few length buckets, each an encoder graph with its own decoder-step graph
-(attention over exactly that bucket's steps: a step for a 3 s bucket costs a third of one
-that attends over the 8 s bucket's padding, measured 0.27 against 0.82 ms); the variables
+Facts that shape this file (TF 2.21, see DESIGN.md): a few length buckets, because a graph
+sized to a 3 s bucket takes a third of the time of one sized to the 8 s bucket's padding
+(a decoder step measured 0.27 against 0.82 ms); the time axes are open rather than one file
+exported per bucket (bundle format 2 had four), since a graph resized at load computes the
+same numbers in the same time as one exported for that length, at one copy of the weights
+(1.37 -> 0.69 MiB for 3 s and 8 s); the runtime pads to the buckets the model was trained and
+calibrated with, not to each utterance's own length (see OPEN_PADDING below); the variables
 are attached to a tf.Module, not the Keras model, or the converter drops the weights; and
 dense layers are quantised per tensor so that older runtimes can load the dynamic-range model
 (per channel needs FULLY_CONNECTED v12, which tflite-runtime 2.14, the last build for 32-bit
@@ -23,6 +26,12 @@ with its length (0.9 MB at 1.5 s, 1.4 MB at 3 s, int8) while the looped graph st
 The size limit (1.5 MB for the bundle) decides: the GRUs stay looped.
 The loop is our own (`looped_bigru`): a few steps per iteration and both directions in one
 loop, which keeps the looped size and takes a third of Keras's time on 8 s of audio.
+
+OPEN_PADDING: sized to each utterance's own length (the next 0.32 s), version 2.8's weights
+heard the held-out TTS commands in noise worse than padded to the 3 s bucket (exact text at
+12 dB 65 against 71%): the backward GRU layers start from the padding after the speech, and
+how much there is changes their states (mean absolute difference ~0.1 on 1 s clips, against
+an RMS of 0.77). Padding to the trained buckets keeps every answer as it was.
 """
 
 from __future__ import annotations
@@ -32,7 +41,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tools.model import ModelConfig, Recogniser, subsampled_length
+from assistant.model import subsampled_length
+from tools.model import ModelConfig, Recogniser
 from tools.train import build_model
 
 DEFAULT_BUCKETS = (300, 800)  # frames of 10 ms: 3 s, 8 s
@@ -42,9 +52,14 @@ DEFAULT_BUCKETS = (300, 800)  # frames of 10 ms: 3 s, 8 s
 BEAM = 12
 
 
-# GRU steps per loop iteration: the largest divisor of the encoder steps up to this (5 for 3 s,
-# 8 for 8 s). Measured for 8 s: 2 steps 9.0 ms, 4: 7.5, 5: 6.4, 8: 5.9 (Keras's loop 19 ms).
+# GRU steps per loop iteration: the largest divisor of every bucket's encoder steps up to this
+# (5 for 3 s and 8 s). Measured for 8 s: 2 steps 9.0 ms, 4: 7.5, 5: 6.4, 8: 5.9 (Keras's 19 ms).
 MAX_STEPS_PER_ITERATION = 8
+
+
+def steps_per_iteration(buckets: tuple[int, ...]) -> int:
+    steps = [subsampled_length(frames) for frames in buckets]
+    return max(k for k in range(1, MAX_STEPS_PER_ITERATION + 1) if all(n % k == 0 for n in steps))
 
 
 def _gru_step(inputs: tf.Tensor, state: tf.Tensor, cell) -> tf.Tensor:
@@ -59,7 +74,7 @@ def _gru_step(inputs: tf.Tensor, state: tf.Tensor, cell) -> tf.Tensor:
     return update * state + (1.0 - update) * candidate
 
 
-def looped_bigru(x: tf.Tensor, layer) -> tf.Tensor:
+def looped_bigru(x: tf.Tensor, layer, chunk: int | None = None) -> tf.Tensor:
     """What a Keras Bidirectional(GRU) layer computes for x [1, T, D], written for TFLite.
 
     Keras's own loop, converted, runs one WHILE iteration per step and per direction, and
@@ -68,14 +83,25 @@ def looped_bigru(x: tf.Tensor, layer) -> tf.Tensor:
     direction, and one loop runs both directions, a few steps per iteration: the same
     numbers (bit-identical int8 outputs), 3.6 -> 2.8 ms for 3 s and 19 -> 6 ms for 8 s
     (one thread, ai-edge-litert). Fully unrolled would be 1.3 ms for 3 s, but 1.0 MB per
-    encoder instead of 0.5 (the bundle's aim is 1.5 MB in all)."""
+    encoder instead of 0.5 (the bundle's aim is 1.5 MB in all).
+
+    ``chunk`` steps per iteration; by default the largest divisor of x's steps up to
+    MAX_STEPS_PER_ITERATION. With x's steps open, every length it runs at must be a multiple
+    of ``chunk`` (a shorter output tells the runtime's shape check otherwise)."""
     forward, backward = layer.forward_layer.cell, layer.backward_layer.cell
     for cell in (forward, backward):
         activations = cell.activation.__name__, cell.recurrent_activation.__name__
         if not cell.reset_after or activations != ("tanh", "sigmoid"):
             raise ValueError("looped_bigru implements the default GRU: reset_after, tanh, sigmoid")
     steps, units = x.shape[1], forward.units
-    chunk = max(k for k in range(1, MAX_STEPS_PER_ITERATION + 1) if steps % k == 0)
+    if steps is None:
+        if chunk is None:
+            raise ValueError("an open number of steps needs a fixed chunk")
+        steps = tf.shape(x)[1]
+    elif chunk is None:
+        chunk = max(k for k in range(1, MAX_STEPS_PER_ITERATION + 1) if steps % k == 0)
+    elif steps % chunk:
+        raise ValueError(f"{steps} steps are not a multiple of {chunk}")
     chunks = steps // chunk
 
     def inputs(cell):  # [chunks, chunk, 3H]
@@ -113,7 +139,10 @@ def looped_bigru(x: tf.Tensor, layer) -> tf.Tensor:
 
 
 class EncoderExport(tf.Module):
-    def __init__(self, model: Recogniser, frames: int):
+    """The encoder graph; ``frames`` None leaves its input frames open, so one file serves
+    every bucket, its GRU loop taking ``chunk`` steps per iteration (steps_per_iteration)."""
+
+    def __init__(self, model: Recogniser, frames: int | None, chunk: int | None = None):
         super().__init__()
         # Keras 3 wraps each tf.Variable: attach the tf.Variables themselves, or the converter
         # silently freezes nothing and the graph computes with missing weights.
@@ -122,7 +151,7 @@ class EncoderExport(tf.Module):
 
         @tf.function(input_signature=[tf.TensorSpec([1, frames, n_mels], tf.float32, name="feats")])
         def encode(feats):
-            enc, keys = model.encode(feats, run_bigru=looped_bigru)
+            enc, keys = model.encode(feats, run_bigru=lambda x, rnn: looped_bigru(x, rnn, chunk))
             ctc = tf.nn.log_softmax(model.ctc_head(enc))
             return {"enc": enc, "keys": keys, "ctc": ctc}
 
@@ -180,26 +209,25 @@ def export(
     buckets: tuple[int, ...] = DEFAULT_BUCKETS,
     beam: int = BEAM,
 ) -> dict:
-    """Write encoder-<frames>.tflite per bucket and one decoder-step.tflite for all of them;
-    return their manifest entries."""
+    """Write one encoder.tflite and one decoder-step.tflite, each serving every bucket (sized
+    by the runtime to its frames); return their manifest entries."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model = load_trained(checkpoint, config)
     step = StepExport(model, None, beam + 1)  # + the free decode's row
     step_file = "decoder-step.tflite"
     (out_dir / step_file).write_bytes(convert(step, step.step, quantise))
-    encoders = []
-    for frames in buckets:
-        encoder = EncoderExport(model, frames)
-        name = f"encoder-{frames}.tflite"
-        (out_dir / name).write_bytes(convert(encoder, encoder.encode, quantise))
-        encoders.append(
-            {
-                "file": name,
-                "frames": frames,
-                "steps": subsampled_length(frames),
-                "decoder_step": step_file,
-            }
-        )
+    encoder = EncoderExport(model, None, steps_per_iteration(buckets))
+    encoder_file = "encoder.tflite"
+    (out_dir / encoder_file).write_bytes(convert(encoder, encoder.encode, quantise))
+    encoders = [
+        {
+            "file": encoder_file,
+            "frames": frames,
+            "steps": subsampled_length(frames),
+            "decoder_step": step_file,
+        }
+        for frames in sorted(buckets)
+    ]
     return {
         "encoders": encoders,
         "beam": beam,

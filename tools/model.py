@@ -43,11 +43,6 @@ class ModelConfig:
         return asdict(self)
 
 
-def subsampled_length(frames):
-    """Encoder steps for a number of feature frames (two 'same'-padded stride-2 convs)."""
-    return (frames + 3) // 4
-
-
 class Recogniser(keras.Model):
     def __init__(self, config: ModelConfig, unroll: bool = False, **kwargs):
         super().__init__(**kwargs)

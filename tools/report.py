@@ -100,6 +100,13 @@ def write_card(bundle: Path) -> None:
         f"Quantisation: {m.get('quantisation')}.",
         f"Graph files: {', '.join(f'{k} ({v / 1024:.0f} KiB)' for k, v in sizes.items())}; "
         f"total {sum(sizes.values()) / 1024 / 1024:.2f} MiB.",
+    ]
+    if m.get("reexported_from"):
+        lines += [
+            f"Graphs exported again from {m['reexported_from']}'s checkpoint "
+            "(`python -m tools.reexport`); the results below were measured by its build.",
+        ]
+    lines += [
         "",
         "## Training data",
         "",

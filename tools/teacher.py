@@ -24,9 +24,9 @@ import numpy as np
 from tqdm import tqdm
 
 from assistant.features import num_frames
+from assistant.model import subsampled_length
 from tools import featcache, prepare
 from tools.corpus import DEFAULT_DATA, load_noises
-from tools.model import subsampled_length
 
 WHISPER_HOP_PAIRS = 2  # Whisper's encoder steps are 20 ms, ours 40 ms
 

@@ -21,10 +21,11 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from assistant.lexicon import PAD_ID
+from assistant.model import subsampled_length
 from assistant.units import Units
 from tools import learn_units
 from tools.featcache import FeatureSet
-from tools.model import ModelConfig, Recogniser, carry_over_to_units, subsampled_length
+from tools.model import ModelConfig, Recogniser, carry_over_to_units
 from tools.teacher import DistillTargets, load_targets
 
 CTC_WEIGHT = 0.3
