@@ -4,10 +4,11 @@ their time axis open, which the runtime sizes to each input length bucket.
 Facts that shape this file (TF 2.21, see DESIGN.md): a few length buckets, because a graph
 sized to a 3 s bucket takes a third of the time of one sized to the 8 s bucket's padding
 (a decoder step measured 0.27 against 0.82 ms); the time axes are open rather than one file
-exported per bucket (bundle format 2 had four), since a graph resized at load computes the
-same numbers in the same time as one exported for that length, at one copy of the weights
-(1.37 -> 0.69 MiB for 3 s and 8 s); the runtime pads to the buckets the model was trained and
-calibrated with, not to each utterance's own length (see OPEN_PADDING below); the variables
+exported per bucket (bundle format 2 had four, 1.37 MiB; version 2.9 has two, 0.63 MiB), since
+a graph resized at load computes the same numbers as one exported for that length (the
+encoder's loop then takes the steps per iteration that divide every bucket: 0.5 ms more for
+8 s); the runtime pads to the buckets the model was trained and calibrated with, not to each
+utterance's own length (see OPEN_PADDING below); the variables
 are attached to a tf.Module, not the Keras model, or the converter drops the weights; and
 dense layers are quantised per tensor so that older runtimes can load the dynamic-range model
 (per channel needs FULLY_CONNECTED v12, which tflite-runtime 2.14, the last build for 32-bit
