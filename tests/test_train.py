@@ -66,3 +66,35 @@ def test_a_dropout_rate_outside_zero_to_one_is_a_usage_error(cache, tmp_path, ca
         run_cli(cache, tmp_path / "run", "--dropout", rate)
     assert "--dropout must be at least 0 and below 1" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_bucket_padding_pads_batches_as_the_runtime_pads_utterances(cache):
+    """--bucket-padding 1: every batch is as long as the runtime's bucket that holds its
+    longest utterance (3 s, or 8 s beyond that); 0: 0-0.6 s past the longest, as before."""
+    import numpy as np
+
+    from tools.featcache import FeatureSet
+
+    data = FeatureSet.load(cache / prepare.TRAIN)
+    lengths = data.lengths()
+    short = np.flatnonzero(lengths <= 300)[:3]
+    long = np.flatnonzero(lengths > 300)[:1]
+    rng = np.random.default_rng(0)
+    assert train_tool.collate(data, short, rng, bucket_padding=1.0)[0].shape[1] == 300
+    if len(long):
+        assert train_tool.collate(data, long, rng, bucket_padding=1.0)[0].shape[1] == 800
+    for _ in range(5):
+        padded = train_tool.collate(data, short, rng)[0].shape[1]
+        assert lengths[short].max() <= padded <= lengths[short].max() + 63
+    frames = train_tool.collate(data, short, rng, bucket_padding=1.0)[1]
+    np.testing.assert_array_equal(frames, lengths[short])  # the real lengths, for the masks
+
+
+@pytest.mark.parametrize("share", ["1.5", "-0.1"])
+def test_a_bucket_padding_share_outside_zero_to_one_is_a_usage_error(
+    cache, tmp_path, capsys, share
+):
+    with pytest.raises(SystemExit):
+        run_cli(cache, tmp_path / "run", "--bucket-padding", share)
+    assert "--bucket-padding must be between 0 and 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

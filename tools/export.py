@@ -43,10 +43,10 @@ import numpy as np
 import tensorflow as tf
 
 from assistant.model import subsampled_length
-from tools.model import ModelConfig, Recogniser
+from tools.model import LENGTH_BUCKETS, ModelConfig, Recogniser
 from tools.train import build_model
 
-DEFAULT_BUCKETS = (300, 800)  # frames of 10 ms: 3 s, 8 s
+DEFAULT_BUCKETS = LENGTH_BUCKETS
 # Grammar hypotheses kept per decoder step (the step graphs run BEAM + 1 rows). 12 rather than
 # 8: on held-out TTS home commands the exact-text rate rose from 73.0 to 77.5% (58.5 to 61.5%
 # at 6 dB SNR) and AN4 dev WER fell from 11.1 to 9.5%, for ~2.3 ms more per 3 s command.

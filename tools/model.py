@@ -19,6 +19,9 @@ from keras import layers
 from assistant.lexicon import EOS, PAD, TOKENS
 from assistant.units import WORD_START, Units
 
+# Input frames (10 ms) the runtime pads an utterance to, the shortest that holds it: 3 s, 8 s.
+LENGTH_BUCKETS = (300, 800)
+
 
 @dataclass(frozen=True)
 class ModelConfig:

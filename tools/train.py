@@ -25,7 +25,7 @@ from assistant.model import subsampled_length
 from assistant.units import Units
 from tools import learn_units
 from tools.featcache import FeatureSet
-from tools.model import ModelConfig, Recogniser, carry_over_to_units
+from tools.model import LENGTH_BUCKETS, ModelConfig, Recogniser, carry_over_to_units
 from tools.teacher import DistillTargets, load_targets
 
 CTC_WEIGHT = 0.3
@@ -77,15 +77,22 @@ def collate(
     idx: np.ndarray,
     rng: np.random.Generator | None,
     targets: DistillTargets | None = None,
+    bucket_padding: float = 0.0,
 ) -> tuple[np.ndarray, ...]:
     """(features, frames, previous tokens, tokens, token counts), and with ``targets`` the
-    distillation targets and their mask at the encoder's steps."""
+    distillation targets and their mask at the encoder's steps. A share ``bucket_padding``
+    of batches is padded as the runtime pads an utterance, to the length bucket that holds
+    it, the rest by 0-0.6 s."""
     feats = [data.item(i) for i in idx]
     if rng is not None:
         feats = [spec_augment(f, rng) for f in feats]
-    # Extra padding at the end, as the runtime pads to a fixed bucket length.
-    extra = int(rng.integers(0, 60)) if rng is not None else 0
-    t_max = max(len(f) for f in feats) + extra
+    # Extra padding at the end, as the runtime pads to a fixed bucket length: the encoder's
+    # backward GRUs start from it, and how much there is moves their states.
+    longest = max(len(f) for f in feats)
+    if rng is not None and bucket_padding > 0 and rng.random() < bucket_padding:
+        t_max = next((b for b in LENGTH_BUCKETS if b >= longest), longest)
+    else:
+        t_max = longest + (int(rng.integers(0, 60)) if rng is not None else 0)
     t_max += (-t_max) % 4
     x = np.zeros((len(idx), t_max, feats[0].shape[1]), np.float32)
     for row, f in enumerate(feats):
@@ -226,6 +233,7 @@ def train(
     units: Units | None = None,
     distill: float = 0.0,
     distill_layer: int = -1,
+    bucket_padding: float = 0.0,
 ) -> Path:
     """Trains (or resumes) a model. Its output units are ``units``, else those of ``init`` (a
     units.json beside it), else phones; a phone model's ``init`` is carried over to phone
@@ -299,7 +307,7 @@ def train(
         sums, n, t0 = np.zeros(4), 0, time.time()
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}")
         for idx in bar:
-            measured = trainer.train_step(*collate(data, idx, rng, targets))
+            measured = trainer.train_step(*collate(data, idx, rng, targets, bucket_padding))
             sums += np.array([float(v) for v in measured]) * len(idx)
             n += len(idx)
             bar.set_postfix(
@@ -409,7 +417,15 @@ def main(argv: list[str] | None = None) -> None:
         default=-1,
         help="encoder GRU layer whose states learn the targets (0: the first; -1: the top)",
     )
+    parser.add_argument(
+        "--bucket-padding",
+        type=float,
+        default=0.0,
+        help="share of batches padded to the runtime's length bucket (3 s, 8 s), not 0-0.6 s",
+    )
     args = parser.parse_args(argv)
+    if not 0.0 <= args.bucket_padding <= 1.0:
+        parser.error(f"--bucket-padding must be between 0 and 1, not {args.bucket_padding}")
     if not 0.0 <= args.dropout < 1.0:
         parser.error(f"--dropout must be at least 0 and below 1, not {args.dropout}")
     train(
@@ -426,6 +442,7 @@ def main(argv: list[str] | None = None) -> None:
         units=learn_units.load(args.units) if args.units else None,
         distill=args.distill,
         distill_layer=args.distill_layer,
+        bucket_padding=args.bucket_padding,
     )
 
 
