@@ -46,6 +46,8 @@ def _load_config(args: argparse.Namespace) -> Config:
         site=getattr(args, "site", None),
         model=getattr(args, "model", None),
         realtime=getattr(args, "realtime", None),
+        remote=getattr(args, "remote", None),
+        group=getattr(args, "group", None),
     )
 
 
@@ -65,10 +67,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         "site": args.site,
         "model": args.model,
         "realtime": args.realtime,
+        "remote": args.remote,
     }
     try:
         return Daemon(config, config_path=args.config, overrides=overrides).run()
     except DaemonError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .heap import limit_heap_growth
+    from .worker import Worker, WorkerError
+
+    limit_heap_growth()
+    config = _load_config(args)
+    _setup_logging(args.log_level or config.log_level)
+    try:
+        return Worker(config).run()
+    except WorkerError as exc:
         _error(str(exc))
         return EXIT_FAILED
 
@@ -247,7 +264,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--realtime", action="store_true", default=None, help="pace file sources at real time"
     )
+    run.add_argument(
+        "--remote",
+        action="store_true",
+        default=None,
+        help="send utterances to recogniser workers (assistant worker) instead of recognising",
+    )
     run.set_defaults(func=cmd_run)
+
+    worker = sub.add_parser(
+        "worker", help="recognise the utterances of sites run with --remote (shared over MQTT)"
+    )
+    with_config(worker)
+    worker.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker the sites publish to")
+    worker.add_argument("--model", type=Path, metavar="DIR", help="model bundle directory")
+    worker.add_argument("--group", help="shared subscription group (default: recognisers)")
+    worker.set_defaults(func=cmd_worker)
 
     transcribe = sub.add_parser("transcribe", help="recognise audio files")
     transcribe.add_argument("--model", type=Path, metavar="DIR", help="model bundle directory")

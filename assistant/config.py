@@ -1,6 +1,6 @@
 """One TOML file -> frozen settings. Every error names the file, the line and the key.
 
-Sections: [audio], [vad], [model], [mqtt], [tts], [replies] and top-level `state_dir` and
+Sections: [audio], [vad], [model], [mqtt], [tts], [worker], [replies] and top-level `state_dir` and
 `log_level`. Every key is optional; a missing file section means the embedded defaults, so a
 fresh machine runs with no file at all. Command-line flags override the file (`with_overrides`).
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .mqtt import MqttSettings
+from .remote import WorkerSettings
 from .tts import TtsSettings
 from .vad import VadSettings
 
@@ -45,6 +46,9 @@ class ModelSettings:
     # bundle's own bar (fitted for the most right answers at 1% false accepts). A device that
     # would rather be asked again than act on a wrong command sets it higher (README).
     min_confidence: float | None = None
+    # The model runs on recogniser workers elsewhere (`assistant worker`): this site only
+    # sends its utterances (remote.py), for a Pi too weak to recognise, and loads no model.
+    remote: bool = False
 
     def validate(self) -> list[tuple[str, str]]:
         """(key, problem) pairs; empty when valid."""
@@ -68,6 +72,7 @@ class Config:
     model: ModelSettings = field(default_factory=ModelSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     tts: TtsSettings = field(default_factory=TtsSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
     replies: Mapping[str, str] = field(
         default_factory=lambda: types.MappingProxyType(dict(DEFAULT_REPLIES))
     )
@@ -83,6 +88,8 @@ class Config:
         site: str | None = None,
         model: Path | str | None = None,
         realtime: bool | None = None,
+        remote: bool | None = None,
+        group: str | None = None,
     ) -> Config:
         """Command-line flags win over the file."""
         config = self
@@ -100,7 +107,17 @@ class Config:
         model_settings = config.model
         if model is not None:
             model_settings = dataclasses.replace(model_settings, dir=Path(model))
-        return dataclasses.replace(config, audio=audio, mqtt=mqtt, model=model_settings)
+        if remote:
+            model_settings = dataclasses.replace(model_settings, remote=True)
+        worker = config.worker
+        if group is not None:
+            try:
+                worker = dataclasses.replace(worker, group=group)
+            except ValueError as exc:
+                raise ConfigError(f"--group: {exc}") from None
+        return dataclasses.replace(
+            config, audio=audio, mqtt=mqtt, model=model_settings, worker=worker
+        )
 
 
 def default_state_dir() -> Path:
@@ -131,6 +148,7 @@ _SECTIONS: dict[str, type] = {
     "model": ModelSettings,
     "mqtt": MqttSettings,
     "tts": TtsSettings,
+    "worker": WorkerSettings,
 }
 
 

@@ -27,6 +27,7 @@ from . import audio as audio_mod
 from .config import Config, ConfigError, ModelSettings, load
 from .mqtt import BrokerUnavailable, Bus, BusConfigError
 from .notify import Notifier, watchdog_interval
+from .remote import UtteranceMessage
 from .result import Result
 from .tts import MicGate, Speaker, render_reply
 from .vad import Segmenter, Utterance
@@ -118,7 +119,7 @@ class Daemon:
         recognise_thread.start()
         audio_thread.start()
         self._notifier.ready(f"listening on {self.source.name}")  # type: ignore[union-attr]
-        log.info("ready: %s -> %s", self.source.name, self.recognizer.name)  # type: ignore[union-attr]
+        log.info("ready: %s -> %s", self.source.name, self._recognised_by)  # type: ignore[union-attr]
         self._supervise(audio_thread)
         # Drain: the audio loop has flushed the segmenter; let recognition finish.
         self._notifier.stopping()
@@ -128,7 +129,8 @@ class Daemon:
 
     def _start(self) -> None:
         config = self.config
-        self.recognizer = load_recognizer(config.model)
+        # --remote: recogniser workers hear this site's utterances; no model is loaded here.
+        self.recognizer = None if config.model.remote else load_recognizer(config.model)
         self.source = self._source_override or self._open_source(config)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.speaker = Speaker(config.tts, self.gate) if config.tts.enabled else None
@@ -137,6 +139,12 @@ class Daemon:
             self.bus.start()
         except (BusConfigError, BrokerUnavailable) as exc:
             raise DaemonError(str(exc)) from None
+
+    @property
+    def _recognised_by(self) -> str:
+        if self.recognizer is None:
+            return f"recogniser workers ({self.config.mqtt.topics.utterance})"
+        return str(self.recognizer.name)
 
     def _open_source(self, config: Config) -> audio_mod.Source:
         try:
@@ -162,7 +170,8 @@ class Daemon:
             log.warning("outbox not fully delivered; it is kept on disk for the next start")
         if self.speaker is not None:
             self.speaker.close()
-        log.info("stopped after %d transcript(s)", self.published)
+        sent = "utterance(s) to the workers" if self.recognizer is None else "transcript(s)"
+        log.info("stopped after %d %s", self.published, sent)
         return 0
 
     # -- main thread: watchdog and reload --------------------------------------------
@@ -219,8 +228,8 @@ class Daemon:
             new = dataclasses.replace(new, audio=old.audio, state_dir=old.state_dir)
         if new.model != old.model:
             try:
-                self.recognizer = load_recognizer(new.model)
-                log.info("model reloaded: %s", self.recognizer.name)
+                self.recognizer = None if new.model.remote else load_recognizer(new.model)
+                log.info("model reloaded: %s", self._recognised_by)
             except DaemonError as exc:
                 log.error("reload kept the old model: %s", exc)
                 new = dataclasses.replace(new, model=old.model)
@@ -296,6 +305,9 @@ class Daemon:
 
     def _handle(self, utterance: Utterance) -> None:
         recognizer = self.recognizer
+        if recognizer is None:
+            self._send_to_workers(utterance)
+            return
         try:
             result = recognizer.recognize(utterance.pcm)
         except Exception:  # noqa: BLE001 - publish a rejection so subscribers stay in step
@@ -328,6 +340,23 @@ class Daemon:
             recognizer.settle()  # after publishing: off the latency path
         except Exception as exc:  # noqa: BLE001 - the next utterance reports it again
             log.error("model not ready for the next utterance: %s", exc)
+
+    def _send_to_workers(self, utterance: Utterance) -> None:
+        message = UtteranceMessage.new(
+            self.config.mqtt.site,
+            self._t0 + utterance.start_s,
+            self._t0 + utterance.end_s,
+            utterance.pcm,
+        )
+        with self._bus_lock:
+            self.bus.publish_utterance(message)
+        self.published += 1
+        log.info(
+            "%.2f-%.2f s: utterance %s sent to the recogniser workers",
+            utterance.start_s,
+            utterance.end_s,
+            message.id,
+        )
 
     # -- bus callback (MQTT network thread) -----------------------------------------------
 

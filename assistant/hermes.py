@@ -67,7 +67,7 @@ def dumps(payload: JSONDict) -> bytes:
 
 @dataclass(frozen=True)
 class Topics:
-    """Our topics for one site: ``<prefix>/<site>/{transcript,status,say,said}``."""
+    """Our topics for one site: ``<prefix>/<site>/{transcript,status,say,said,utterance}``."""
 
     site: str
     prefix: str = "assistant"
@@ -96,6 +96,11 @@ class Topics:
     @property
     def said(self) -> str:
         return f"{self.base}/said"
+
+    @property
+    def utterance(self) -> str:
+        """Audio for recogniser workers, from a site run with ``--remote`` (remote.py)."""
+        return f"{self.base}/utterance"
 
 
 class HermesTopics:

@@ -79,6 +79,7 @@ from assistant.hermes import (
     parse_say,
 )
 from assistant.outbox import DEFAULT_MAX_MESSAGES, Outbox
+from assistant.remote import UtteranceMessage
 from assistant.result import Result
 
 __all__ = [
@@ -355,14 +356,14 @@ class Bus:
 
     ``on_say`` is called on the bus's dispatch thread, one request at a time; it may
     block (speak) and should call :meth:`publish_said` when done. Its exceptions are
-    logged, never propagated.
+    logged, never propagated. With ``on_say`` None the bus subscribes to nothing.
     """
 
     def __init__(
         self,
         settings: MqttSettings,
         outbox_path: Path,
-        on_say: Callable[[SayRequest], None],
+        on_say: Callable[[SayRequest], None] | None,
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
@@ -523,18 +524,24 @@ class Bus:
         ended: float,
         latency_ms: float,
         model: str,
+        site: str | None = None,
     ) -> None:
-        """Queue one transcript (and its Hermes messages) on disk; returns at once."""
+        """Queue one transcript (and its Hermes messages) on disk; returns at once.
+
+        ``site``: the site that heard it, when not this bus's own (a recogniser worker
+        answers for the site whose utterance it was handed)."""
+        site = site or self.settings.site
         transcript = Transcript.from_result(
             result,
-            site=self.settings.site,
+            site=site,
             utterance_id=utterance_id,
             started=started,
             ended=ended,
             latency_ms=latency_ms,
             model=model,
         )
-        items = [(self.topics.transcript, dumps(transcript.to_dict()))]
+        topics = self.topics if site == self.settings.site else Topics(site, self.topics.prefix)
+        items = [(topics.transcript, dumps(transcript.to_dict()))]
         if self.settings.hermes:
             # The Hermes copies are a courtesy: if one cannot be built (an odd intent name or
             # slot value), the transcript itself must still go out.
@@ -543,6 +550,10 @@ class Bus:
             except (TypeError, ValueError, AttributeError) as exc:
                 log.error("Hermes messages for %s not sent: %s", utterance_id, exc)
         self._enqueue(items)
+
+    def publish_utterance(self, message: UtteranceMessage) -> None:
+        """Queue one utterance for the recogniser workers (``--remote``); returns at once."""
+        self._enqueue([(self.topics.utterance, message.to_payload())])
 
     def publish_said(self, request: SayRequest) -> None:
         """Tell the requester that ``request`` was spoken (``said`` or ``sayFinished``)."""
@@ -618,6 +629,8 @@ class Bus:
 
     def _dispatch_says(self) -> None:
         while (request := self._say_queue.get()) is not None:
+            if self._on_say is None:
+                continue
             try:
                 self._on_say(request)
             except Exception:
@@ -722,10 +735,11 @@ class Bus:
     def _announce(self, session: _Session) -> None:
         """After CONNACK: subscribe, publish our status."""
         client = session.client
-        subs = [(self.topics.say, 1)]
-        if self.settings.hermes:
-            subs.append((HermesTopics.TTS_SAY, 1))
-        client.subscribe(subs)
+        if self._on_say is not None:  # None: a publisher only (a recogniser worker)
+            subs = [(self.topics.say, 1)]
+            if self.settings.hermes:
+                subs.append((HermesTopics.TTS_SAY, 1))
+            client.subscribe(subs)
         self._publish_status(client)
         session.announced = True
         again = " again" if self._last_error is not None else ""

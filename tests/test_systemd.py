@@ -1,4 +1,4 @@
-"""The unit file: `systemd-analyze verify` clean (warnings fail), hardening in place."""
+"""The unit files: `systemd-analyze verify` clean (warnings fail), hardening in place."""
 
 from __future__ import annotations
 
@@ -10,21 +10,24 @@ from pathlib import Path
 
 import pytest
 
-UNIT = Path(__file__).resolve().parents[1] / "systemd" / "assistant.service"
+UNITS = Path(__file__).resolve().parents[1] / "systemd"
+UNIT = UNITS / "assistant.service"
+WORKER_UNIT = UNITS / "assistant-worker.service"  # the recogniser worker (remote sites)
 ANALYZE = shutil.which("systemd-analyze")
 pytestmark = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze missing (apt systemd)")
 
 
-def unit_with_existing_binary(tmp_path: Path) -> Path:
+def unit_with_existing_binary(tmp_path: Path, unit: Path = UNIT) -> Path:
     # verify checks that ExecStart exists; the real path only exists once installed.
-    text = UNIT.read_text().replace("/opt/assistant/venv/bin/assistant", sys.executable)
-    path = tmp_path / "assistant.service"
+    text = unit.read_text().replace("/opt/assistant/venv/bin/assistant", sys.executable)
+    path = tmp_path / unit.name
     path.write_text(text)
     return path
 
 
-def test_verify_is_clean(tmp_path: Path) -> None:
-    unit = unit_with_existing_binary(tmp_path)
+@pytest.mark.parametrize("source", [UNIT, WORKER_UNIT], ids=lambda p: p.name)
+def test_verify_is_clean(tmp_path: Path, source: Path) -> None:
+    unit = unit_with_existing_binary(tmp_path, source)
     proc = subprocess.run(
         [ANALYZE, "verify", str(unit)], capture_output=True, text=True, timeout=60
     )
@@ -53,8 +56,24 @@ def test_contract_settings_present() -> None:
         assert setting in text, setting
 
 
-def test_security_exposure_is_low(tmp_path: Path) -> None:
-    unit = unit_with_existing_binary(tmp_path)
+def test_worker_unit_settings_present() -> None:
+    text = WORKER_UNIT.read_text()
+    for setting in (
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "assistant worker --config",
+        "StateDirectory=assistant-worker",
+        "PrivateDevices=yes",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+    ):
+        assert setting in text, setting
+
+
+@pytest.mark.parametrize("source", [UNIT, WORKER_UNIT], ids=lambda p: p.name)
+def test_security_exposure_is_low(tmp_path: Path, source: Path) -> None:
+    unit = unit_with_existing_binary(tmp_path, source)
     proc = subprocess.run(
         [ANALYZE, "security", "--offline=true", "--no-pager", str(unit)],
         capture_output=True,

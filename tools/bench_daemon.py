@@ -53,9 +53,13 @@ SITE = "bench"
 TOPIC = f"assistant/{SITE}/transcript"
 MOSQUITTO = "/usr/sbin/mosquitto"
 SAMPLE_EVERY_S = 0.2
-# "12.34-15.67 s: 'text' intent=X confidence=0.83 latency=120 ms" (daemon._handle)
-TRANSCRIPT_LOG = re.compile(r"(\d+\.\d+)-(\d+\.\d+) s: .* intent=\S+ confidence=\S+ latency=")
-STOPPED_LOG = re.compile(r"stopped after (\d+) transcript")
+# "12.34-15.67 s: 'text' intent=X confidence=0.83 latency=120 ms" (daemon._handle), or with
+# --remote "12.34-15.67 s: utterance ID sent to the recogniser workers" (_send_to_workers)
+TRANSCRIPT_LOG = re.compile(
+    r"(\d+\.\d+)-(\d+\.\d+) s: "
+    r"(?:.* intent=\S+ confidence=\S+ latency=|utterance \S+ sent to the recogniser workers)"
+)
+STOPPED_LOG = re.compile(r"stopped after (\d+) (?:transcript|utterance)")
 FAILED_LOG = re.compile(r"failed to handle utterance at")  # the utterance got no transcript
 
 
@@ -319,6 +323,7 @@ def start_daemon(
     cmd = [sys.executable, "-m", "assistant.cli", "--log-level", "info", "run"]
     cmd += ["--source", source, "--broker", f"127.0.0.1:{port}", "--site", SITE]
     cmd += ["--realtime"] if realtime else []
+    cmd += ["--remote"] if getattr(args, "remote", False) else []
     cmd += ["--config", str(args.config)] if args.config else []
     cmd += ["--model", str(args.model)] if args.model else []
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
@@ -450,8 +455,12 @@ def bench_latency(args: argparse.Namespace, work: Path, port: int, sub: Subscrib
     seconds = session.position / SAMPLE_RATE
     progress(f"latency: {args.commands} commands, {seconds:.0f} s in real time")
     before = len(sub.arrivals)
-    run = start_daemon(args, str(wav), port, work / "state-latency", realtime=True)
-    wait_daemon(run, seconds + 120)
+    worker = start_worker(args, port, work / "state-worker") if args.remote else None
+    try:
+        run = start_daemon(args, str(wav), port, work / "state-latency", realtime=True)
+        wait_daemon(run, seconds + 120)
+    finally:
+        worker_memory = stop_worker(worker) if worker is not None else None
     expected = run.stopped_count() or 0
     deadline = time.monotonic() + 10
     while len(sub.unique()) - before < expected and time.monotonic() < deadline:
@@ -490,6 +499,8 @@ def bench_latency(args: argparse.Namespace, work: Path, port: int, sub: Subscrib
         "aim_beyond_hangover_ms": 50,
         "memory": memory_summary(run, min((a.at for a in arrivals), default=first_ready)),
         "cpu_s": round(cpu_seconds(run), 2),
+        "remote": bool(args.remote),
+        "worker_memory": worker_memory,
         "per_command": [
             {
                 "text": c.text,
@@ -501,6 +512,36 @@ def bench_latency(args: argparse.Namespace, work: Path, port: int, sub: Subscrib
             for c, a in matched
         ],
     }
+
+
+def start_worker(args: argparse.Namespace, port: int, state: Path) -> DaemonRun:
+    """``assistant worker`` on the same broker (``--remote``), once it has subscribed."""
+    cmd = [sys.executable, "-m", "assistant.cli", "--log-level", "info", "worker"]
+    cmd += ["--broker", f"127.0.0.1:{port}"]
+    cmd += ["--config", str(args.config)] if args.config else []
+    cmd += ["--model", str(args.model)] if args.model else []
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    env.update(STATE_DIRECTORY=str(state), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    run = DaemonRun(proc)
+    threading.Thread(target=_read_log, args=(run,), daemon=True).start()
+    threading.Thread(target=_sample_memory, args=(run,), daemon=True).start()
+    deadline = time.monotonic() + 120
+    while not any("subscribed to" in line for _, line in run.lines):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the worker did not start:\n{run.tail()}")
+        time.sleep(0.1)
+    progress("latency: a recogniser worker is subscribed; the daemon runs with --remote")
+    return run
+
+
+def stop_worker(run: DaemonRun) -> dict[str, Any]:
+    run.proc.send_signal(signal.SIGTERM)
+    wait_daemon(run, 60)
+    return memory_summary(run, None)
 
 
 def run_fast(args: argparse.Namespace, wav: Path, port: int, state: Path) -> DaemonRun:
@@ -669,6 +710,11 @@ def table(report: dict) -> str:
              f"{lat['commands_matched']} / {lat['commands']} ({lat['commands_text_exact']})", ""),
             ("memory VmRSS peak / steady", f"{m['peak_mb']} / {m['steady_mb']} MB", "<= 80 MB"),
         ]  # fmt: skip
+        if lat.get("worker_memory"):
+            w = lat["worker_memory"]
+            rows[-1] = ("site (--remote, no model) VmRSS peak / steady", rows[-1][1], rows[-1][2])
+            rows.append(("recogniser worker VmRSS peak / steady",
+                         f"{w['peak_mb']} / {w['steady_mb']} MB", ""))  # fmt: skip
     cpu = report.get("cpu")
     if cpu:
         rows += [
@@ -699,6 +745,7 @@ DEFINITIONS = {
     "plus one VAD frame of capture buffering that a microphone adds and a paced file does not",
     "beyond_hangover_ms": "latency_ms minus vad.hangover_ms",
     "daemon_latency_ms": "the transcript's own latency_ms: VAD close to publish, in the daemon",
+    "worker_memory": "with --remote: VmRSS of the recogniser worker over its whole run",
     "memory": "VmRSS of the daemon process sampled every 0.2 s; peak includes VmHWM; steady is "
     "the median from the first delivered transcript (latency run) or the whole run",
     "share_of_one_core_pct": "(user+sys CPU of the run - same for a 1 s file) / audio seconds, "
@@ -724,6 +771,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--snr-db", type=float, default=25.0, help="speech to noise (default 25)")
     p.add_argument("--noise-dbfs", type=float, default=-45.0, help="quiet-file noise RMS")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--remote",
+        action="store_true",
+        help="latency run with `run --remote` and one `assistant worker` (remote recognition)",
+    )
     p.add_argument("--out", type=Path, help="write the JSON report here")
     return p.parse_args(argv)
 

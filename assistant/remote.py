@@ -1,0 +1,151 @@
+"""Utterances sent to recogniser workers: the message a site publishes, and its topics.
+
+A site too weak to recognise (a Pi Zero) runs ``assistant run --remote``: its VAD hands each
+utterance to the bus as an :class:`UtteranceMessage` on ``<prefix>/<site>/utterance`` (QoS 1,
+through the same on-disk outbox as transcripts, so none is lost while the broker is away).
+Recogniser workers elsewhere (``assistant worker``) share them through one MQTT v5 shared
+subscription, ``$share/<group>/<prefix>/+/utterance``: the broker hands each utterance to
+one member of the group. The worker publishes the transcript on the *site's* topics, the
+same message a local recogniser would have published, so subscribers see no difference.
+
+The payload is JSON, so that any MQTT client can produce or inspect one::
+
+    {"id": "...", "site": "kitchen", "started": 1765000000.1, "ended": 1765000001.4,
+     "wav": "<base64 of a WAV file>"}
+
+A WAV file (rather than bare samples) says its own rate and channels, and one saved from a
+message plays in any player. Workers accept any rate or channel count that soundfile reads
+and convert it the way ``assistant transcribe`` converts files.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from assistant.audio import SAMPLE_RATE, to_mono_16k
+from assistant.hermes import check_topic_level, dumps
+
+MAX_UTTERANCE_PAYLOAD_BYTES = 4 * 1024 * 1024
+"""Larger utterance payloads are refused before parsing (60 s of 16 kHz int16 is 2.6 MB)."""
+
+DEFAULT_GROUP = "recognisers"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """``[worker]``: how ``assistant worker`` joins the recognisers' shared subscription."""
+
+    group: str = DEFAULT_GROUP  # workers of one group share the load; another group hears all
+    # None: "assistant-worker-<hostname>". Stable across restarts, so that the broker keeps
+    # what it handed this worker (and what arrives while it is away) for its return.
+    client_id: str | None = None
+    session_expiry_s: int = 7 * 24 * 3600  # how long the broker keeps that for an absent worker
+
+    def __post_init__(self) -> None:
+        check_topic_level(self.group, "worker group")
+        if self.client_id is not None and not self.client_id:
+            raise ValueError("worker client_id must not be empty")
+        if self.session_expiry_s < 0:
+            raise ValueError("worker session_expiry_s must be >= 0")
+
+
+class UtterancePayloadError(ValueError):
+    """An utterance message that cannot be recognised (reason in the message)."""
+
+
+def shared_utterance_topic(group: str, prefix: str = "assistant") -> str:
+    """What workers subscribe to: every site's utterances, shared among ``group``."""
+    check_topic_level(group, "worker group")
+    return f"$share/{group}/{prefix}/+/utterance"
+
+
+@dataclass(frozen=True)
+class UtteranceMessage:
+    """One utterance of one site: 16 kHz mono int16 samples and their wall-clock times."""
+
+    id: str
+    site: str
+    started: float
+    ended: float
+    pcm: np.ndarray
+
+    @classmethod
+    def new(cls, site: str, started: float, ended: float, pcm: np.ndarray) -> UtteranceMessage:
+        return cls(uuid.uuid4().hex, site, started, ended, np.asarray(pcm, dtype=np.int16))
+
+    def to_payload(self) -> bytes:
+        import soundfile as sf
+
+        wav = io.BytesIO()
+        sf.write(wav, self.pcm, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+        return dumps(
+            {
+                "id": self.id,
+                "site": self.site,
+                "started": self.started,
+                "ended": self.ended,
+                "wav": base64.b64encode(wav.getvalue()).decode("ascii"),
+            }
+        )
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> UtteranceMessage:
+        """Parse and check a payload; UtterancePayloadError says what is wrong with it."""
+        if len(payload) > MAX_UTTERANCE_PAYLOAD_BYTES:
+            raise UtterancePayloadError(
+                f"payload of {len(payload)} bytes is over the "
+                f"{MAX_UTTERANCE_PAYLOAD_BYTES}-byte limit"
+            )
+        try:
+            data = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UtterancePayloadError(f"not JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise UtterancePayloadError("not a JSON object")
+        ident = _text(data, "id")
+        site = _text(data, "site")
+        try:
+            check_topic_level(site, "site")
+        except ValueError as exc:
+            raise UtterancePayloadError(str(exc)) from None
+        started, ended = _time(data, "started"), _time(data, "ended")
+        return cls(ident, site, started, ended, _decode_wav(_text(data, "wav")))
+
+
+def _text(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise UtterancePayloadError(f"'{key}' must be a non-empty string")
+    return value
+
+
+def _time(data: dict[str, Any], key: str) -> float:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UtterancePayloadError(f"'{key}' must be a number (seconds since the epoch)")
+    return float(value)
+
+
+def _decode_wav(text: str) -> np.ndarray:
+    import soundfile as sf
+
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise UtterancePayloadError(f"'wav' is not base64 ({exc})") from None
+    try:
+        audio, rate = sf.read(io.BytesIO(raw), dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise UtterancePayloadError(f"'wav' is not a readable audio file ({exc})") from None
+    if len(audio) == 0:
+        raise UtterancePayloadError("'wav' holds no audio")
+    return to_mono_16k(audio, int(rate))

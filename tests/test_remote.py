@@ -1,0 +1,279 @@
+"""Sites that send utterances to recogniser workers (``run --remote``, ``assistant worker``).
+
+The message codec is checked on its own; the rest runs real processes against a real
+Mosquitto with the shipped model and real test-split recordings: a site publishes, workers
+share the utterances through an MQTT v5 shared subscription, a subscriber checks that every
+utterance came back as the transcript a local recogniser gives, once, on the site's topic.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from mqtt_helpers import Subscriber, publisher, wait_until
+from shared_data import needs_shared_data
+from test_daemon import commands, segment, session_wav
+
+from assistant.config import ConfigError, load
+from assistant.remote import (
+    UtteranceMessage,
+    UtterancePayloadError,
+    WorkerSettings,
+    shared_utterance_topic,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = "porch"
+TRANSCRIPT = f"assistant/{SITE}/transcript"
+
+# -- the message ------------------------------------------------------------------------
+
+
+def test_utterance_message_round_trip() -> None:
+    pcm = (np.sin(np.arange(16000) / 5) * 8000).astype(np.int16)
+    message = UtteranceMessage.new(SITE, 100.0, 101.0, pcm)
+    back = UtteranceMessage.from_payload(message.to_payload())
+    assert (back.id, back.site, back.started, back.ended) == (message.id, SITE, 100.0, 101.0)
+    assert back.pcm.dtype == np.int16 and np.array_equal(back.pcm, pcm)
+
+
+def _payload(**fields: object) -> bytes:
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros(1600, dtype=np.int16), 16000, format="WAV")
+    data: dict[str, object] = {
+        "id": "u1",
+        "site": SITE,
+        "started": 1.0,
+        "ended": 2.0,
+        "wav": base64.b64encode(wav.getvalue()).decode(),
+    }
+    data.update(fields)
+    return json.dumps({k: v for k, v in data.items() if v is not None}).encode()
+
+
+def test_other_rates_and_stereo_are_converted_like_files() -> None:
+    wav = io.BytesIO()
+    stereo = np.stack([np.linspace(-0.5, 0.5, 48000)] * 2, axis=1)
+    sf.write(wav, stereo, 48000, format="WAV", subtype="PCM_16")
+    message = UtteranceMessage.from_payload(_payload(wav=base64.b64encode(wav.getvalue()).decode()))
+    assert message.pcm.dtype == np.int16 and abs(len(message.pcm) - 16000) <= 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xff\xfe not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (_payload(id=None), "'id' must be a non-empty string"),
+        (_payload(site="a/b"), "must be non-empty and contain no '/'"),
+        (_payload(started="yesterday"), "'started' must be a number"),
+        (_payload(ended=True), "'ended' must be a number"),
+        (_payload(wav="***"), "'wav' is not base64"),
+        (_payload(wav=base64.b64encode(b"RIFF and then nonsense").decode()), "not a readable"),
+        (b"x" * (5 * 1024 * 1024), "over the"),
+    ],
+)
+def test_malformed_utterances_say_what_is_wrong(payload: bytes, reason: str) -> None:
+    with pytest.raises(UtterancePayloadError, match=reason):
+        UtteranceMessage.from_payload(payload)
+
+
+def test_an_empty_wav_is_refused() -> None:
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros(0, dtype=np.int16), 16000, format="WAV")
+    with pytest.raises(UtterancePayloadError, match="holds no audio"):
+        UtteranceMessage.from_payload(_payload(wav=base64.b64encode(wav.getvalue()).decode()))
+
+
+def test_worker_settings_and_config(tmp_path: Path) -> None:
+    assert shared_utterance_topic("recognisers") == "$share/recognisers/assistant/+/utterance"
+    with pytest.raises(ValueError, match="worker group"):
+        WorkerSettings(group="a/b")
+    path = tmp_path / "assistant.toml"
+    path.write_text('[model]\nremote = true\n[worker]\ngroup = "attic"\nclient_id = "w7"\n')
+    config = load(path)
+    assert config.model.remote and config.worker == WorkerSettings("attic", "w7")
+    path.write_text("[worker]\nsession_expiry_s = -1\n")
+    with pytest.raises(ConfigError, match=r"assistant.toml:2: worker.session_expiry_s"):
+        load(path)
+
+
+# -- sites and workers over a real broker --------------------------------------------------
+
+
+def _environ(state: Path) -> dict[str, str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    environ.update(STATE_DIRECTORY=str(state), PYTHONUNBUFFERED="1")
+    return environ
+
+
+class WorkerProcess:
+    """``assistant worker`` with its own client id and state folder; its log in a file."""
+
+    def __init__(self, tmp_path: Path, broker: str, client_id: str) -> None:
+        self.client_id = client_id
+        self.state = tmp_path / client_id
+        self.state.mkdir(exist_ok=True)
+        self.config = self.state / "worker.toml"
+        self.config.write_text(f'[worker]\nclient_id = "{client_id}"\n')
+        self.broker = broker
+        self.log = self.state / "worker.log"
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.log.write_text("")
+        args = ["worker", "--config", str(self.config), "--broker", self.broker]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "assistant.cli", "--log-level", "info", *args],
+            cwd=ROOT,
+            env=_environ(self.state),
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("a"),
+            text=True,
+        )
+        assert wait_until(lambda: "subscribed to" in self.text() or not self.alive, 60)
+        assert self.alive, self.text()[-3000:]
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def handled(self) -> int:
+        return self.text().count(f"INFO assistant.worker: {SITE} ")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(30)
+
+
+def run_site(wav: Path, broker: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = ["run", "--source", str(wav), "--broker", broker, "--site", SITE, "--remote", *extra]
+    return subprocess.run(
+        [sys.executable, "-m", "assistant.cli", "--log-level", "info", *args],
+        cwd=ROOT,
+        env=_environ(tmp_path / "site"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    from assistant.daemon import load_recognizer
+
+    return load_recognizer()
+
+
+@needs_shared_data
+def test_two_workers_share_a_sites_utterances(tmp_path: Path, mosquitto_broker, recognizer):
+    wav = session_wav(tmp_path, [pcm for _, pcm in commands(6)])
+    # What a site recognising for itself publishes for the same file, in order.
+    expected = [recognizer.recognize(u.pcm).text for u in segment(wav)]
+    assert len(expected) == 6
+    broker = f"{mosquitto_broker.host}:{mosquitto_broker.port}"
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, [TRANSCRIPT])
+    workers = [WorkerProcess(tmp_path, broker, f"worker-{n}") for n in (1, 2)]
+    try:
+        for worker in workers:
+            worker.start()
+        # A missing model on the site proves that the site loads none.
+        site = run_site(wav, broker, tmp_path, "--model", str(tmp_path / "no-model-here"))
+        assert site.returncode == 0, site.stderr[-3000:]
+        got = sub.settle(TRANSCRIPT, len(expected), 60, quiet=1.0)
+        assert [w.handled() for w in workers] == [3, 3]  # the broker deals them in turn
+    finally:
+        codes = [w.stop() for w in workers if w.alive]
+        sub.close()
+    assert codes == [0, 0]
+    got.sort(key=lambda m: m["started"])
+    assert [m["text"] for m in got] == expected
+    sent = [line.split("utterance ")[1].split()[0] for line in site.stderr.splitlines()
+            if "sent to the recogniser workers" in line]  # fmt: skip
+    assert sorted(m["id"] for m in got) == sorted(sent)
+    assert all(m["site"] == SITE and m["model"] == recognizer.name for m in got)
+
+
+@needs_shared_data
+def test_utterances_wait_for_a_killed_worker(tmp_path: Path, mosquitto_broker, recognizer):
+    """A worker killed outright (no goodbye) keeps its session on the broker: what the site
+    sends meanwhile is handed to it when it returns, nothing lost."""
+    wav = session_wav(tmp_path, [pcm for _, pcm in commands(4)])
+    expected = [recognizer.recognize(u.pcm).text for u in segment(wav)]
+    broker = f"{mosquitto_broker.host}:{mosquitto_broker.port}"
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, [TRANSCRIPT])
+    worker = WorkerProcess(tmp_path, broker, "worker-k")
+    try:
+        worker.start()
+        worker.stop(signal.SIGKILL)
+        site = run_site(wav, broker, tmp_path)
+        assert site.returncode == 0, site.stderr[-3000:]
+        time.sleep(0.5)
+        assert sub.count(TRANSCRIPT) == 0
+        worker.start()
+        got = sub.settle(TRANSCRIPT, len(expected), 60, quiet=1.0)
+    finally:
+        if worker.alive:
+            worker.stop()
+        sub.close()
+    got.sort(key=lambda m: m["started"])
+    assert [m["text"] for m in got] == expected
+
+
+@needs_shared_data
+def test_a_malformed_utterance_is_dropped_and_the_next_one_heard(
+    tmp_path: Path, mosquitto_broker, recognizer
+) -> None:
+    broker = f"{mosquitto_broker.host}:{mosquitto_broker.port}"
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, [TRANSCRIPT])
+    worker = WorkerProcess(tmp_path, broker, "worker-m")
+    _, pcm = commands(1)[0]
+    good = UtteranceMessage.new(SITE, time.time() - 1, time.time(), pcm)
+    client = publisher(mosquitto_broker.host, mosquitto_broker.port)
+    try:
+        worker.start()
+        for payload in (b"not json", _payload(site="elsewhere"), good.to_payload()):
+            client.publish(f"assistant/{SITE}/utterance", payload, qos=1).wait_for_publish(5)
+        got = sub.settle(TRANSCRIPT, 1, 60, quiet=1.0)
+        assert worker.alive
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        if worker.alive:
+            worker.stop()
+        sub.close()
+    assert [m["id"] for m in got] == [good.id]
+    assert got[0]["text"] == recognizer.recognize(pcm).text
+    log = worker.text()
+    assert "dropped a malformed utterance on assistant/porch/utterance: not JSON" in log
+    assert "its site 'elsewhere' is not the topic's 'porch'" in log
+    assert "Traceback" not in log
+
+
+def test_a_worker_without_a_broker_says_so(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "assistant.cli", "worker"],
+        cwd=ROOT,
+        env=_environ(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "a worker needs the broker its sites publish to" in done.stderr
+    assert "Traceback" not in done.stderr
