@@ -20,11 +20,13 @@ import signal
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from . import audio as audio_mod
 from .config import Config, ConfigError, ModelSettings, load
+from .hermes import Transcript
 from .mqtt import BrokerUnavailable, Bus, BusConfigError
 from .notify import Notifier, watchdog_interval
 from .remote import UtteranceMessage
@@ -39,6 +41,7 @@ FLUSH_TIMEOUT_S = 10.0
 AUDIO_STALL_S = 5.0  # no frame (or back-off tick) for this long: the audio loop is stuck
 RECOGNISE_STALL_S = 60.0  # one utterance taking this long: the recogniser is stuck
 QUEUE_LIMIT = 32  # utterances waiting for recognition; beyond that the oldest are dropped
+AWAITING_LIMIT = 256  # --remote: utterances remembered until their transcript comes back
 
 
 class DaemonError(Exception):
@@ -87,6 +90,9 @@ class Daemon:
         self._recognising_since: float | None = None
         self._bus_lock = threading.Lock()
         self._pending_segmenter: Segmenter | None = None
+        # --remote: ids of utterances sent whose transcript has not come back (replies)
+        self._awaiting: OrderedDict[str, None] = OrderedDict()
+        self._awaiting_lock = threading.Lock()
         self._t0 = time.time()  # wall clock of stream time 0
         self.published = 0
         self.gate = MicGate(config.tts.mute_tail_ms / 1000)
@@ -159,7 +165,14 @@ class Daemon:
             raise DaemonError(str(exc)) from None
 
     def _make_bus(self, config: Config) -> Any:
-        return Bus(config.mqtt, config.state_dir / "outbox.sqlite3", on_say=self._on_say)
+        # --remote: the workers' transcripts come back on our topic, for the spoken replies.
+        on_transcript = self._on_worker_transcript if config.model.remote else None
+        return Bus(
+            config.mqtt,
+            config.state_dir / "outbox.sqlite3",
+            on_say=self._on_say,
+            on_transcript=on_transcript,
+        )
 
     def _shutdown(self) -> int:
         ok = True
@@ -333,9 +346,7 @@ class Daemon:
             result.confidence,
             latency_ms,
         )
-        reply = render_reply(result, self.config.replies)
-        if reply and self.speaker is not None and self.source is not None and self.source.live:
-            self.speaker.say_async(reply)
+        self._reply(result)
         try:
             recognizer.settle()  # after publishing: off the latency path
         except Exception as exc:  # noqa: BLE001 - the next utterance reports it again
@@ -348,6 +359,10 @@ class Daemon:
             self._t0 + utterance.end_s,
             utterance.pcm,
         )
+        with self._awaiting_lock:
+            self._awaiting[message.id] = None
+            while len(self._awaiting) > AWAITING_LIMIT:
+                self._awaiting.popitem(last=False)
         with self._bus_lock:
             self.bus.publish_utterance(message)
         self.published += 1
@@ -358,7 +373,30 @@ class Daemon:
             message.id,
         )
 
-    # -- bus callback (MQTT network thread) -----------------------------------------------
+    def _reply(self, result: Result) -> None:
+        reply = render_reply(result, self.config.replies)
+        if reply and self.speaker is not None and self.source is not None and self.source.live:
+            self.speaker.say_async(reply)
+
+    # -- bus callbacks (MQTT network thread) -----------------------------------------------
+
+    def _on_worker_transcript(self, transcript: Transcript) -> None:
+        # Ours and the first copy only: delivery is at least once, and other programs may
+        # publish on the topic too.
+        with self._awaiting_lock:  # not _bus_lock: a reload holds it while this thread ends
+            if transcript.id not in self._awaiting:
+                return
+            del self._awaiting[transcript.id]
+        log.info(
+            "utterance %s heard by a worker: %r intent=%s confidence=%.2f",
+            transcript.id,
+            transcript.text,
+            transcript.intent,
+            transcript.confidence,
+        )
+        self._reply(
+            Result(transcript.text, transcript.intent, transcript.slots, transcript.confidence)
+        )
 
     def _on_say(self, request: Any) -> None:
         # Called on the bus's say thread, one request at a time: speaking here serialises them.

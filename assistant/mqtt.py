@@ -40,6 +40,7 @@ logged and is left out of ``repr(settings)``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -357,6 +358,9 @@ class Bus:
     ``on_say`` is called on the bus's dispatch thread, one request at a time; it may
     block (speak) and should call :meth:`publish_said` when done. Its exceptions are
     logged, never propagated. With ``on_say`` None the bus subscribes to nothing.
+    ``on_transcript`` (a site run with ``--remote``) subscribes to the site's own transcripts,
+    which recogniser workers publish, and is called on the network thread for each: it
+    must return quickly.
     """
 
     def __init__(
@@ -364,10 +368,12 @@ class Bus:
         settings: MqttSettings,
         outbox_path: Path,
         on_say: Callable[[SayRequest], None] | None,
+        on_transcript: Callable[[Transcript], None] | None = None,
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
         self._on_say = on_say
+        self._on_transcript = on_transcript
         self._outbox = Outbox(Path(outbox_path), max_messages=settings.outbox_max_messages)
         self._client_id = settings.client_id or f"assistant-{settings.site}-{uuid.uuid4().hex[:8]}"
         self._mode: Mode | None = None
@@ -593,6 +599,9 @@ class Bus:
 
     def handle_message(self, topic: str, payload: bytes) -> None:
         """Route one incoming message; logs and swallows anything malformed."""
+        if topic == self.topics.transcript and self._on_transcript is not None:
+            self._handle_transcript(payload)
+            return
         try:
             if topic == self.topics.say:
                 request: SayRequest | None = parse_say(payload, site=self.settings.site)
@@ -626,6 +635,18 @@ class Bus:
             self.says_dropped += 1
             log.warning("too many say requests: dropped %r", dropped.text[:40])
         self._say_queue.put(request)
+
+    def _handle_transcript(self, payload: bytes) -> None:
+        assert self._on_transcript is not None
+        try:
+            transcript = Transcript.from_dict(json.loads(payload))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("ignored a malformed message on %s: %s", self.topics.transcript, exc)
+            return
+        try:
+            self._on_transcript(transcript)
+        except Exception:  # a bug here must not kill paho's loop
+            log.exception("failed to handle transcript %s", transcript.id)
 
     def _dispatch_says(self) -> None:
         while (request := self._say_queue.get()) is not None:
@@ -740,6 +761,8 @@ class Bus:
             if self.settings.hermes:
                 subs.append((HermesTopics.TTS_SAY, 1))
             client.subscribe(subs)
+        if self._on_transcript is not None:
+            client.subscribe(self.topics.transcript, qos=1)
         self._publish_status(client)
         session.announced = True
         again = " again" if self._last_error is not None else ""

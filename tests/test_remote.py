@@ -277,3 +277,79 @@ def test_a_worker_without_a_broker_says_so(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "a worker needs the broker its sites publish to" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@needs_shared_data
+def test_a_remote_site_speaks_the_replies_to_its_commands(
+    tmp_path: Path, mosquitto_broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's four commands from a microphone (the hardware is faked: it plays the demo
+    recording), recognised by a worker process; the site hears its transcripts back and
+    speaks the one configured reply ("what time is it"), once."""
+    import threading
+
+    from assistant import daemon as daemon_mod
+    from assistant.audio import read_audio
+    from assistant.config import Config
+
+    spoken: list[str] = []
+
+    class Loudspeaker:  # the speaker hardware: records what it was asked to say
+        def __init__(self, *_args: object) -> None:
+            pass
+
+        def say_async(self, text: str, callback: object = None) -> None:
+            spoken.append(text)
+
+        def say(self, text: str, **_kwargs: object) -> bool:
+            spoken.append(text)
+            return True
+
+        def close(self) -> None:
+            pass
+
+    class DemoMic:
+        """A microphone hearing the demo recording, then silence until stopped."""
+
+        name = "mic:demo"
+        live = True
+
+        def __init__(self) -> None:
+            self.stopped = threading.Event()
+
+        def frames(self):
+            pcm = read_audio(ROOT / "models" / "home" / "demo.wav")
+            for at in range(0, len(pcm) - 479, 480):
+                yield pcm[at : at + 480]
+            while not self.stopped.wait(0.03):
+                yield np.zeros(480, np.int16)
+
+        def stop(self) -> None:
+            self.stopped.set()
+
+    monkeypatch.setattr(daemon_mod, "Speaker", Loudspeaker)
+    broker = f"{mosquitto_broker.host}:{mosquitto_broker.port}"
+    worker = WorkerProcess(tmp_path, broker, "worker-r")
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, [TRANSCRIPT])
+    config = Config(state_dir=tmp_path / "site").with_overrides(
+        broker=broker, site=SITE, remote=True
+    )
+    daemon = daemon_mod.Daemon(config, source=DemoMic())
+    exit_codes: list[int] = []
+    thread = threading.Thread(target=lambda: exit_codes.append(daemon.run()))
+    try:
+        worker.start()
+        thread.start()
+        got = sub.settle(TRANSCRIPT, 4, 60, quiet=1.0)
+        assert wait_until(lambda: len(spoken) >= 1, 10)
+        time.sleep(0.5)
+    finally:
+        daemon.request_stop()
+        thread.join(30)
+        if worker.alive:
+            worker.stop()
+        sub.close()
+    assert exit_codes == [0]
+    got.sort(key=lambda m: m["started"])
+    assert len(got) == 4 and got[1]["intent"] == "HassGetCurrentTime", got
+    assert len(spoken) == 1 and spoken[0].startswith("It is "), spoken
