@@ -210,11 +210,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         verdict("config", False, str(exc))
         config = Config()
 
-    try:
-        recognizer = load_recognizer(config.model)
-        verdict("model", True, recognizer.name)
-    except DaemonError as exc:
-        verdict("model", False, str(exc))
+    if config.model.remote:
+        verdict("model", True, f"none here: recogniser workers hear {config.mqtt.topics.utterance}")
+    else:
+        try:
+            recognizer = load_recognizer(config.model)
+            verdict("model", True, recognizer.name)
+        except DaemonError as exc:
+            verdict("model", False, str(exc))
+    if config.model.remote and not config.mqtt.host:
+        verdict("remote", False, "remote = true needs the workers' broker: set [mqtt] host")
 
     source = config.audio.source
     try:

@@ -136,6 +136,12 @@ class Daemon:
     def _start(self) -> None:
         config = self.config
         # --remote: recogniser workers hear this site's utterances; no model is loaded here.
+        if config.model.remote and not config.mqtt.host:
+            # A private broker or stdout would swallow the utterances: no worker is there.
+            raise DaemonError(
+                "--remote needs the broker the recogniser workers use: set [mqtt] host "
+                "or --broker HOST:PORT"
+            )
         self.recognizer = None if config.model.remote else load_recognizer(config.model)
         self.source = self._source_override or self._open_source(config)
         config.state_dir.mkdir(parents=True, exist_ok=True)

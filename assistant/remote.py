@@ -52,8 +52,9 @@ class WorkerSettings:
 
     def __post_init__(self) -> None:
         check_topic_level(self.group, "worker group")
-        if self.client_id is not None and not self.client_id:
-            raise ValueError("worker client_id must not be empty")
+        if self.client_id is not None:
+            # It also names the worker's own status topic, <prefix>/<client_id>/status.
+            check_topic_level(self.client_id, "worker client_id")
         if self.session_expiry_s < 0:
             raise ValueError("worker session_expiry_s must be >= 0")
 

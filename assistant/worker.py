@@ -23,6 +23,7 @@ main thread recognises them one at a time, pets the systemd watchdog, and stops 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import signal
@@ -122,8 +123,11 @@ class Worker:
         except DaemonError as exc:
             raise WorkerError(str(exc)) from None
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        # Transcripts go out through a Bus of their own: outbox, reconnects, status.
-        self.bus = Bus(config.mqtt, config.state_dir / "worker-outbox.sqlite3", on_say=None)
+        # Transcripts go out through a Bus of their own: outbox, reconnects, status. Its status
+        # topic is named after the worker, not the hostname, which a site on this machine
+        # uses for its own (the worker's "offline" would otherwise mark the site offline).
+        bus_settings = dataclasses.replace(config.mqtt, site=self.client_id, client_id=None)
+        self.bus = Bus(bus_settings, config.state_dir / "worker-outbox.sqlite3", on_say=None)
         try:
             self.bus.start()
             self._client = self._consumer()

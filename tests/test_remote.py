@@ -240,7 +240,9 @@ def test_a_malformed_utterance_is_dropped_and_the_next_one_heard(
     tmp_path: Path, mosquitto_broker, recognizer
 ) -> None:
     broker = f"{mosquitto_broker.host}:{mosquitto_broker.port}"
-    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, [TRANSCRIPT])
+    # The worker's own status goes to a topic named after it, never to a site's.
+    status = "assistant/worker-m/status"
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, [TRANSCRIPT, status])
     worker = WorkerProcess(tmp_path, broker, "worker-m")
     _, pcm = commands(1)[0]
     good = UtteranceMessage.new(SITE, time.time() - 1, time.time(), pcm)
@@ -263,6 +265,7 @@ def test_a_malformed_utterance_is_dropped_and_the_next_one_heard(
     assert "dropped a malformed utterance on assistant/porch/utterance: not JSON" in log
     assert "its site 'elsewhere' is not the topic's 'porch'" in log
     assert "Traceback" not in log
+    assert [m["state"] for m in sub.payloads(status)] == ["online", "offline"]
 
 
 def test_a_worker_without_a_broker_says_so(tmp_path: Path) -> None:
@@ -353,3 +356,34 @@ def test_a_remote_site_speaks_the_replies_to_its_commands(
     got.sort(key=lambda m: m["started"])
     assert len(got) == 4 and got[1]["intent"] == "HassGetCurrentTime", got
     assert len(spoken) == 1 and spoken[0].startswith("It is "), spoken
+
+
+def test_a_remote_site_without_a_broker_says_so(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "assistant.cli", "run", "--remote", "--source", "-"],
+        cwd=ROOT,
+        env=_environ(tmp_path),
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "--remote needs the broker the recogniser workers use" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_check_knows_a_remote_site_loads_no_model(tmp_path: Path) -> None:
+    config = tmp_path / "site.toml"
+    config.write_text('[model]\nremote = true\ndir = "/nowhere"\n[audio]\nsource = "-"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "assistant.cli", "check", "--config", str(config)],
+        cwd=ROOT,
+        env=_environ(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "model:   OK   none here: recogniser workers hear assistant/" in done.stdout
+    assert "remote:  FAIL remote = true needs the workers' broker" in done.stdout
+    assert done.returncode != 0
