@@ -20,7 +20,6 @@ import signal
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from .config import Config, ConfigError, ModelSettings, load
 from .hermes import Transcript
 from .mqtt import BrokerUnavailable, Bus, BusConfigError
 from .notify import Notifier, watchdog_interval
-from .remote import UtteranceMessage
+from .remote import PendingUtterances, UtteranceMessage
 from .result import Result
 from .tts import MicGate, Speaker, render_reply
 from .vad import Segmenter, Utterance
@@ -41,7 +40,7 @@ FLUSH_TIMEOUT_S = 10.0
 AUDIO_STALL_S = 5.0  # no frame (or back-off tick) for this long: the audio loop is stuck
 RECOGNISE_STALL_S = 60.0  # one utterance taking this long: the recogniser is stuck
 QUEUE_LIMIT = 32  # utterances waiting for recognition; beyond that the oldest are dropped
-AWAITING_LIMIT = 256  # --remote: utterances remembered until their transcript comes back
+REMOTE_DRAIN_S = 15.0  # --remote, on stopping: how long to wait for the workers' transcripts
 
 
 class DaemonError(Exception):
@@ -90,9 +89,8 @@ class Daemon:
         self._recognising_since: float | None = None
         self._bus_lock = threading.Lock()
         self._pending_segmenter: Segmenter | None = None
-        # --remote: ids of utterances sent whose transcript has not come back (replies)
-        self._awaiting: OrderedDict[str, None] = OrderedDict()
-        self._awaiting_lock = threading.Lock()
+        # --remote: utterances sent whose transcript has not come back (resent; replies)
+        self.pending = PendingUtterances()
         self._t0 = time.time()  # wall clock of stream time 0
         self.published = 0
         self.gate = MicGate(config.tts.mute_tail_ms / 1000)
@@ -131,6 +129,8 @@ class Daemon:
         self._notifier.stopping()
         audio_thread.join(FLUSH_TIMEOUT_S)
         recognise_thread.join(FLUSH_TIMEOUT_S + RECOGNISE_STALL_S)
+        if self.recognizer is None:
+            self._await_workers()
         return self._shutdown()
 
     def _start(self) -> None:
@@ -230,7 +230,26 @@ class Daemon:
             if interval and healthy and time.monotonic() >= next_pet:
                 self._notifier.watchdog()
                 next_pet = time.monotonic() + interval
+            self._send_again()
             audio_thread.join(min(0.5, interval or 0.5))
+
+    def _send_again(self) -> None:
+        """--remote: utterances no worker answered in time go out again (remote.py)."""
+        if self.recognizer is not None:
+            return
+        with self._bus_lock:
+            for ident, payload in self.pending.due(self.bus.connected):
+                log.warning("utterance %s: no transcript yet, sent again", ident)
+                self.bus.publish_utterance(payload)
+
+    def _await_workers(self) -> None:
+        """--remote, stopping: give the workers a while to answer (and resend) what is out."""
+        deadline = time.monotonic() + REMOTE_DRAIN_S
+        while len(self.pending) and self.bus.connected and time.monotonic() < deadline:
+            self._send_again()
+            time.sleep(0.1)
+        if left := len(self.pending):
+            log.warning("%d utterance(s) not answered by a worker before stopping", left)
 
     def _do_reload(self) -> None:
         path = self._config_path or self.config.path
@@ -365,12 +384,10 @@ class Daemon:
             self._t0 + utterance.end_s,
             utterance.pcm,
         )
-        with self._awaiting_lock:
-            self._awaiting[message.id] = None
-            while len(self._awaiting) > AWAITING_LIMIT:
-                self._awaiting.popitem(last=False)
+        payload = message.to_payload()
+        self.pending.add(message.id, payload)
         with self._bus_lock:
-            self.bus.publish_utterance(message)
+            self.bus.publish_utterance(payload)
         self.published += 1
         log.info(
             "%.2f-%.2f s: utterance %s sent to the recogniser workers",
@@ -387,12 +404,10 @@ class Daemon:
     # -- bus callbacks (MQTT network thread) -----------------------------------------------
 
     def _on_worker_transcript(self, transcript: Transcript) -> None:
-        # Ours and the first copy only: delivery is at least once, and other programs may
-        # publish on the topic too.
-        with self._awaiting_lock:  # not _bus_lock: a reload holds it while this thread ends
-            if transcript.id not in self._awaiting:
-                return
-            del self._awaiting[transcript.id]
+        # Ours and the first copy only: delivery is at least once, an utterance may have been
+        # sent twice, and other programs may publish on the topic too.
+        if not self.pending.answered(transcript.id):
+            return
         log.info(
             "utterance %s heard by a worker: %r intent=%s confidence=%.2f",
             transcript.id,

@@ -80,7 +80,6 @@ from assistant.hermes import (
     parse_say,
 )
 from assistant.outbox import DEFAULT_MAX_MESSAGES, Outbox
-from assistant.remote import UtteranceMessage
 from assistant.result import Result
 
 __all__ = [
@@ -557,9 +556,10 @@ class Bus:
                 log.error("Hermes messages for %s not sent: %s", utterance_id, exc)
         self._enqueue(items)
 
-    def publish_utterance(self, message: UtteranceMessage) -> None:
-        """Queue one utterance for the recogniser workers (``--remote``); returns at once."""
-        self._enqueue([(self.topics.utterance, message.to_payload())])
+    def publish_utterance(self, payload: bytes) -> None:
+        """Queue one utterance for the recogniser workers (``--remote``), the payload of an
+        :class:`assistant.remote.UtteranceMessage`; returns at once."""
+        self._enqueue([(self.topics.utterance, payload)])
 
     def publish_said(self, request: SayRequest) -> None:
         """Tell the requester that ``request`` was spoken (``said`` or ``sayFinished``)."""

@@ -24,8 +24,13 @@ import base64
 import binascii
 import io
 import json
+import logging
 import math
+import threading
+import time
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +43,8 @@ MAX_UTTERANCE_PAYLOAD_BYTES = 4 * 1024 * 1024
 """Larger utterance payloads are refused before parsing (60 s of 16 kHz int16 is 2.6 MB)."""
 
 DEFAULT_GROUP = "recognisers"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -150,3 +157,83 @@ def _decode_wav(text: str) -> np.ndarray:
     if len(audio) == 0:
         raise UtterancePayloadError("'wav' holds no audio")
     return to_mono_16k(audio, int(rate))
+
+
+@dataclass
+class _Pending:
+    payload: bytes
+    sent_at: float  # monotonic; moved on while the broker is unreachable
+    tries: int = 1
+
+
+class PendingUtterances:
+    """What a ``--remote`` site sent and has not heard back, sent again until a worker answers.
+
+    The broker alone cannot promise that a worker hears every utterance: an utterance
+    published when no worker is subscribed goes nowhere, and Mosquitto 2.0.11 restores a
+    worker's persisted session after a restart *without* its shared subscription, so until
+    the worker reconnects the broker drops what the site delivers (seen in
+    tests/test_remote.py). So the site keeps each utterance until its transcript comes back
+    and sends it again (same id) after ``resend_after_s``, doubling, up to ``tries`` sends.
+    The clock runs only while the site is connected. At most ``limit`` utterances are kept
+    (a 3 s one is ~130 kB); older ones are no longer resent. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        resend_after_s: float = 10.0,
+        tries: int = 4,
+        limit: int = 32,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.resend_after_s = resend_after_s
+        self.tries = tries
+        self.limit = limit
+        self._clock = clock
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._lock = threading.Lock()
+        self.given_up = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def add(self, ident: str, payload: bytes) -> None:
+        with self._lock:
+            self._pending[ident] = _Pending(payload, self._clock())
+            while len(self._pending) > self.limit:
+                old, _ = self._pending.popitem(last=False)
+                log.warning("utterance %s: still no transcript, no longer sent again", old)
+
+    def answered(self, ident: str) -> bool:
+        """True the first time a transcript for ``ident`` comes back (not for repeats, or
+        for ids this site did not send)."""
+        with self._lock:
+            return self._pending.pop(ident, None) is not None
+
+    def due(self, connected: bool) -> list[tuple[str, bytes]]:
+        """The utterances to send again now; those out of tries are dropped (logged)."""
+        now = self._clock()
+        again: list[tuple[str, bytes]] = []
+        with self._lock:
+            for ident, pending in list(self._pending.items()):
+                if not connected:  # nothing can come back while we cannot reach the broker
+                    pending.sent_at = now
+                    continue
+                wait = self.resend_after_s * 2 ** (pending.tries - 1)
+                if now - pending.sent_at < wait:
+                    continue
+                if pending.tries >= self.tries:
+                    del self._pending[ident]
+                    self.given_up += 1
+                    log.error(
+                        "utterance %s: no recogniser worker answered %d sends; given up",
+                        ident,
+                        pending.tries,
+                    )
+                    continue
+                pending.tries += 1
+                pending.sent_at = now
+                again.append((ident, pending.payload))
+        return again

@@ -142,7 +142,8 @@ class Worker:
         )
         client.manual_ack_set(True)
         client.connect_timeout = mqtt.connect_timeout
-        client.reconnect_delay_set(int(mqtt.reconnect_min_delay), int(mqtt.reconnect_max_delay))
+        # paho sleeps these (floats work though its hints say int); the settings ensure > 0.
+        client.reconnect_delay_set(mqtt.reconnect_min_delay, mqtt.reconnect_max_delay)  # type: ignore[arg-type]
         if mqtt.username:
             client.username_pw_set(mqtt.username, mqtt.read_password())
         context = mqtt.ssl_context()

@@ -27,6 +27,7 @@ from test_daemon import commands, segment, session_wav
 
 from assistant.config import ConfigError, load
 from assistant.remote import (
+    PendingUtterances,
     UtteranceMessage,
     UtterancePayloadError,
     WorkerSettings,
@@ -109,6 +110,29 @@ def test_worker_settings_and_config(tmp_path: Path) -> None:
         load(path)
 
 
+def test_pending_utterances_are_sent_again_until_answered() -> None:
+    now = [0.0]
+    pending = PendingUtterances(resend_after_s=10, tries=3, limit=2, clock=lambda: now[0])
+    pending.add("a", b"A")
+    now[0] = 9.9
+    assert pending.due(connected=True) == []
+    now[0] = 10.0
+    assert pending.due(connected=True) == [("a", b"A")]  # second send
+    now[0] = 25.0
+    assert pending.due(connected=False) == []  # the clock stops while the broker is away
+    now[0] = 44.9
+    assert pending.due(connected=True) == []  # 20 s (doubled) from 25
+    now[0] = 45.0
+    assert pending.due(connected=True) == [("a", b"A")]  # third and last send
+    now[0] = 200.0
+    assert pending.due(connected=True) == [] and pending.given_up == 1 and len(pending) == 0
+    pending.add("b", b"B")
+    pending.add("c", b"C")
+    pending.add("d", b"D")  # over the limit: "b" is no longer kept
+    assert pending.answered("c") and not pending.answered("c") and not pending.answered("b")
+    assert len(pending) == 1
+
+
 # -- sites and workers over a real broker --------------------------------------------------
 
 
@@ -121,12 +145,12 @@ def _environ(state: Path) -> dict[str, str]:
 class WorkerProcess:
     """``assistant worker`` with its own client id and state folder; its log in a file."""
 
-    def __init__(self, tmp_path: Path, broker: str, client_id: str) -> None:
+    def __init__(self, tmp_path: Path, broker: str, client_id: str, mqtt: str = "") -> None:
         self.client_id = client_id
         self.state = tmp_path / client_id
         self.state.mkdir(exist_ok=True)
         self.config = self.state / "worker.toml"
-        self.config.write_text(f'[worker]\nclient_id = "{client_id}"\n')
+        self.config.write_text(f'[worker]\nclient_id = "{client_id}"\n[mqtt]\n{mqtt}\n')
         self.broker = broker
         self.log = self.state / "worker.log"
         self.proc: subprocess.Popen[str] | None = None
@@ -212,7 +236,8 @@ def test_two_workers_share_a_sites_utterances(tmp_path: Path, mosquitto_broker, 
 @needs_shared_data
 def test_utterances_wait_for_a_killed_worker(tmp_path: Path, mosquitto_broker, recognizer):
     """A worker killed outright (no goodbye) keeps its session on the broker: what the site
-    sends meanwhile is handed to it when it returns, nothing lost."""
+    sends meanwhile is handed to it when it returns, nothing lost. (The site waits for the
+    answers before it exits, and sends each utterance again meanwhile.)"""
     wav = session_wav(tmp_path, [pcm for _, pcm in commands(4)])
     expected = [recognizer.recognize(u.pcm).text for u in segment(wav)]
     broker = f"{mosquitto_broker.host}:{mosquitto_broker.port}"
@@ -231,7 +256,8 @@ def test_utterances_wait_for_a_killed_worker(tmp_path: Path, mosquitto_broker, r
         if worker.alive:
             worker.stop()
         sub.close()
-    got.sort(key=lambda m: m["started"])
+    # The site, stopping with no answer, sent each utterance again: at least once, by id.
+    got = sorted({m["id"]: m for m in got}.values(), key=lambda m: m["started"])
     assert [m["text"] for m in got] == expected
 
 
@@ -387,3 +413,58 @@ def test_check_knows_a_remote_site_loads_no_model(tmp_path: Path) -> None:
     assert "model:   OK   none here: recogniser workers hear assistant/" in done.stdout
     assert "remote:  FAIL remote = true needs the workers' broker" in done.stdout
     assert done.returncode != 0
+
+
+@needs_shared_data
+def test_utterances_survive_a_broker_restart(tmp_path: Path, mosquitto_factory, recognizer):
+    """The broker goes away while a running site hears four commands: they wait in the
+    site's outbox. When it is back, the site may deliver them before the worker has
+    reconnected, and Mosquitto 2.0.11 restores the worker's session without its shared
+    subscription, so the broker drops them; the site sends again what got no transcript,
+    and every command comes back."""
+    broker = mosquitto_factory(persistence=True)
+    address = f"{broker.host}:{broker.port}"
+    wav = session_wav(tmp_path, [pcm for _, pcm in commands(4)])
+    expected = [recognizer.recognize(u.pcm).text for u in segment(wav)]
+    pcm, _ = sf.read(wav, dtype="int16")
+    # The worker comes back 4 s after the broker, the site at once: the site delivers first.
+    slow = "reconnect_min_delay = 4.0\nreconnect_max_delay = 4.0"
+    worker = WorkerProcess(tmp_path, address, "worker-o", mqtt=slow)
+    site_log = tmp_path / "site.log"
+    site_config = tmp_path / "site.toml"
+    site_config.write_text("[mqtt]\nreconnect_min_delay = 0.1\nreconnect_max_delay = 0.3\n")
+    args = ["run", "--config", str(site_config), "--source", "-", "--broker", address]
+    args += ["--site", SITE, "--remote"]
+    site = subprocess.Popen(
+        [sys.executable, "-m", "assistant.cli", "--log-level", "info", *args],
+        cwd=ROOT,
+        env=_environ(tmp_path / "site"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=site_log.open("w"),
+    )
+    assert site.stdin is not None
+    sub = None
+    try:
+        worker.start()
+        assert wait_until(lambda: "mqtt: connected" in site_log.read_text(), 60)
+        broker.stop()
+        site.stdin.write(pcm.tobytes())
+        site.stdin.flush()
+        assert wait_until(lambda: site_log.read_text().count("sent to the recogniser") == 4, 60)
+        broker.start()
+        sub = Subscriber(broker.host, broker.port, [TRANSCRIPT])
+        assert sub.wait_for(lambda: len(set(sub.ids)) >= len(expected), 90), site_log.read_text()
+        site.stdin.close()
+        assert site.wait(60) == 0
+    finally:
+        if site.poll() is None:
+            site.kill()
+        if worker.alive:
+            worker.stop()
+    got = list({m["id"]: m for m in sub.payloads(TRANSCRIPT)}.values())
+    sub.close()
+    got.sort(key=lambda m: m["started"])
+    assert [m["text"] for m in got] == expected
+    assert "lost the broker" in worker.text()
+    print(site_log.read_text().count("no transcript yet, sent again"), "utterance(s) sent again")
