@@ -29,6 +29,7 @@ import math
 import threading
 import time
 import uuid
+import wave
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,10 +92,14 @@ class UtteranceMessage:
         return cls(uuid.uuid4().hex, site, started, ended, np.asarray(pcm, dtype=np.int16))
 
     def to_payload(self) -> bytes:
-        import soundfile as sf
-
+        # The standard library's wave, not soundfile: the site (a Pi Zero) then never loads
+        # libsndfile (2.7 MB of its memory here), and 16-bit mono PCM is all it writes.
         wav = io.BytesIO()
-        sf.write(wav, self.pcm, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+        with wave.open(wav, "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(SAMPLE_RATE)
+            out.writeframes(np.asarray(self.pcm, dtype="<i2").tobytes())
         return dumps(
             {
                 "id": self.id,
