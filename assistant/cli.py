@@ -12,12 +12,13 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import audio as audio_mod
 from .config import Config, ConfigError, ModelSettings, load
+from .remote import shared_utterance_topic
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -220,7 +221,21 @@ def cmd_check(args: argparse.Namespace) -> int:
             verdict("model", False, str(exc))
     if config.model.remote and not config.mqtt.host:
         verdict("remote", False, "remote = true needs the workers' broker: set [mqtt] host")
+    if args.worker:
+        # A recogniser worker has no microphone; what it needs is a broker to share.
+        if config.mqtt.host:
+            topic = shared_utterance_topic(config.worker.group, config.mqtt.topic_prefix)
+            verdict("worker", True, f"shares {topic}")
+        else:
+            verdict("worker", False, "a worker needs the sites' broker: set [mqtt] host")
+    else:
+        _check_audio(config, verdict)
+    ok, detail = _check_broker(config)
+    verdict("broker", ok, detail)
+    return EXIT_OK if failures == 0 else EXIT_FAILED
 
+
+def _check_audio(config: Config, verdict: Callable[[str, bool, str], None]) -> None:
     source = config.audio.source
     try:
         if source == "mic":
@@ -233,10 +248,6 @@ def cmd_check(args: argparse.Namespace) -> int:
             verdict("audio", True, f"file {source}")
     except audio_mod.AudioError as exc:
         verdict("audio", False, str(exc))
-
-    ok, detail = _check_broker(config)
-    verdict("broker", ok, detail)
-    return EXIT_OK if failures == 0 else EXIT_FAILED
 
 
 def _check_broker(config: Config) -> tuple[bool, str]:
@@ -316,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(check)
     check.add_argument("--model", type=Path, metavar="DIR", help="model bundle directory")
     check.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker")
+    check.add_argument(
+        "--worker", action="store_true", help="check a recogniser worker (no audio device)"
+    )
     check.set_defaults(func=cmd_check)
     return parser
 

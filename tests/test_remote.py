@@ -468,3 +468,24 @@ def test_utterances_survive_a_broker_restart(tmp_path: Path, mosquitto_factory, 
     assert [m["text"] for m in got] == expected
     assert "lost the broker" in worker.text()
     print(site_log.read_text().count("no transcript yet, sent again"), "utterance(s) sent again")
+
+
+def test_check_a_worker_needs_a_broker_not_a_microphone(tmp_path: Path, mosquitto_broker) -> None:
+    def check(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "assistant.cli", "check", "--worker", *extra],
+            cwd=ROOT,
+            env=_environ(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    broker = f"{mosquitto_broker.host}:{mosquitto_broker.port}"
+    good = check("--broker", broker)
+    assert good.returncode == 0, good.stdout
+    assert "worker:  OK   shares $share/recognisers/assistant/+/utterance" in good.stdout
+    assert "audio:" not in good.stdout
+    bad = check()
+    assert bad.returncode != 0
+    assert "worker:  FAIL a worker needs the sites' broker" in bad.stdout
