@@ -264,6 +264,9 @@ class Daemon:
         if new.audio != old.audio or new.state_dir != old.state_dir:
             log.warning("audio and state_dir changes take effect after a restart")
             new = dataclasses.replace(new, audio=old.audio, state_dir=old.state_dir)
+        if new.model.remote and not new.mqtt.host:
+            log.error("reload kept the old model: remote = true needs [mqtt] host")
+            new = dataclasses.replace(new, model=old.model)
         if new.model != old.model:
             try:
                 self.recognizer = None if new.model.remote else load_recognizer(new.model)
@@ -275,7 +278,8 @@ class Daemon:
             self._pending_segmenter = Segmenter(new.vad)
         if new.tts != old.tts and self.speaker is not None:
             self.speaker.update(new.tts)
-        if new.mqtt != old.mqtt:
+        # A site turned --remote (or back) needs its transcripts subscribed (or not).
+        if new.mqtt != old.mqtt or new.model.remote != old.model.remote:
             with self._bus_lock:
                 self.bus.stop(FLUSH_TIMEOUT_S)
                 self.bus = self._make_bus(new)

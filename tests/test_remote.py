@@ -489,3 +489,38 @@ def test_check_a_worker_needs_a_broker_not_a_microphone(tmp_path: Path, mosquitt
     bad = check()
     assert bad.returncode != 0
     assert "worker:  FAIL a worker needs the sites' broker" in bad.stdout
+
+
+@needs_shared_data
+def test_a_reload_turns_a_running_site_remote(tmp_path: Path, mosquitto_broker) -> None:
+    """SIGHUP with `[model] remote = true`: the site stops recognising and sends the rest
+    of its commands to a worker; every command still comes back as a transcript."""
+    from test_daemon import NotifySocket, run_daemon
+
+    clips = commands(6)
+    wav = session_wav(tmp_path, [pcm for _, pcm in clips])
+    broker = f"{mosquitto_broker.host}:{mosquitto_broker.port}"
+    worker = WorkerProcess(tmp_path, broker, "worker-h")
+    config = tmp_path / "site.toml"
+    local = f"[mqtt]\nhost = '{mosquitto_broker.host}'\nport = {mosquitto_broker.port}\n"
+    local += f"site = '{SITE}'\n[audio]\nsource = '{wav}'\nrealtime = true\n"
+    config.write_text(local)
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, [TRANSCRIPT])
+    notify = NotifySocket(tmp_path / "notify.sock")
+    try:
+        worker.start()
+        proc = run_daemon(["--config", str(config)], tmp_path, notify)
+        assert sub.wait_for(lambda: len(sub.ids) >= 2, 60)
+        config.write_text(local + "[model]\nremote = true\n")
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=120)
+        got = sub.settle(TRANSCRIPT, len(clips), 30, quiet=1.0)
+    finally:
+        notify.close()
+        if worker.alive:
+            worker.stop()
+        sub.close()
+    assert proc.returncode == 0, err[-3000:]
+    assert "model reloaded: recogniser workers" in err
+    assert len({m["id"] for m in got}) == len(clips)
+    assert 1 <= worker.handled() <= len(clips) - 2
