@@ -71,11 +71,9 @@ class Worker:
         self._stop = threading.Event()
         self._received: queue.Queue[_Received] = queue.Queue()
         self._connection = 0  # bumped on every CONNACK
-        self._connected = threading.Event()
         self.recognizer: Any = None
         self.bus: Bus | None = None
         self.handled = 0
-        self.rejected_payloads = 0
         self._client: paho.Client | None = None
         settings = config.worker
         self.client_id = settings.client_id or f"assistant-worker-{socket.gethostname()}"
@@ -83,10 +81,6 @@ class Worker:
 
     def request_stop(self, *_: Any) -> None:
         self._stop.set()
-
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
 
     def run(self) -> int:
         self._start()
@@ -180,7 +174,6 @@ class Worker:
             return
         self._connection += 1
         client.subscribe(self.topic, qos=1)  # kept by the session too; renewing is harmless
-        self._connected.set()
         log.info("mqtt: worker connected to %s:%d", self.config.mqtt.host, self.config.mqtt.port)
 
     def _on_subscribe(self, _c: Any, _u: Any, _mid: int, reasons: Any, _p: Any) -> None:
@@ -191,7 +184,6 @@ class Worker:
             log.info("mqtt: subscribed to %s", self.topic)
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        self._connected.clear()
         if not self._stop.is_set():
             log.warning("mqtt: worker lost the broker (%s); reconnecting", reason)
 
@@ -209,7 +201,6 @@ class Worker:
                     f"its site {utterance.site!r} is not the topic's {topic_site!r}"
                 )
         except UtterancePayloadError as exc:
-            self.rejected_payloads += 1
             log.warning("dropped a malformed utterance on %s: %s", item.topic, exc)
             self._ack(item)
             return

@@ -185,16 +185,22 @@ class WorkerProcess:
         return self.proc.wait(30)
 
 
-def run_site(wav: Path, broker: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    args = ["run", "--source", str(wav), "--broker", broker, "--site", SITE, "--remote", *extra]
+def cli(state: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """``assistant ARGS`` to its end, its state in ``state``: output captured as text."""
     return subprocess.run(
         [sys.executable, "-m", "assistant.cli", "--log-level", "info", *args],
         cwd=ROOT,
-        env=_environ(tmp_path / "site"),
+        env=_environ(state),
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def run_site(wav: Path, broker: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = ["run", "--source", str(wav), "--broker", broker, "--site", SITE, "--remote", *extra]
+    return cli(tmp_path / "site", *args)
 
 
 @pytest.fixture(scope="module")
@@ -295,14 +301,7 @@ def test_a_malformed_utterance_is_dropped_and_the_next_one_heard(
 
 
 def test_a_worker_without_a_broker_says_so(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "assistant.cli", "worker"],
-        cwd=ROOT,
-        env=_environ(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = cli(tmp_path, "worker")
     assert done.returncode != 0
     assert "a worker needs the broker its sites publish to" in done.stderr
     assert "Traceback" not in done.stderr
@@ -385,15 +384,7 @@ def test_a_remote_site_speaks_the_replies_to_its_commands(
 
 
 def test_a_remote_site_without_a_broker_says_so(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "assistant.cli", "run", "--remote", "--source", "-"],
-        cwd=ROOT,
-        env=_environ(tmp_path),
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = cli(tmp_path, "run", "--remote", "--source", "-", stdin="")
     assert done.returncode != 0
     assert "--remote needs the broker the recogniser workers use" in done.stderr
     assert "Traceback" not in done.stderr
@@ -402,14 +393,7 @@ def test_a_remote_site_without_a_broker_says_so(tmp_path: Path) -> None:
 def test_check_knows_a_remote_site_loads_no_model(tmp_path: Path) -> None:
     config = tmp_path / "site.toml"
     config.write_text('[model]\nremote = true\ndir = "/nowhere"\n[audio]\nsource = "-"\n')
-    done = subprocess.run(
-        [sys.executable, "-m", "assistant.cli", "check", "--config", str(config)],
-        cwd=ROOT,
-        env=_environ(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = cli(tmp_path, "check", "--config", str(config))
     assert "model:   OK   none here: recogniser workers hear assistant/" in done.stdout
     assert "remote:  FAIL remote = true needs the workers' broker" in done.stdout
     assert done.returncode != 0
@@ -472,14 +456,7 @@ def test_utterances_survive_a_broker_restart(tmp_path: Path, mosquitto_factory, 
 
 def test_check_a_worker_needs_a_broker_not_a_microphone(tmp_path: Path, mosquitto_broker) -> None:
     def check(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "assistant.cli", "check", "--worker", *extra],
-            cwd=ROOT,
-            env=_environ(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return cli(tmp_path, "check", "--worker", *extra)
 
     broker = f"{mosquitto_broker.host}:{mosquitto_broker.port}"
     good = check("--broker", broker)
