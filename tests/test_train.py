@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
@@ -13,6 +14,8 @@ from shared_data import needs_shared_data  # noqa: E402
 
 from tools import prepare  # noqa: E402
 from tools import train as train_tool  # noqa: E402
+from tools.featcache import FeatureSet  # noqa: E402
+from tools.model import ModelConfig  # noqa: E402
 
 pytestmark = needs_shared_data
 
@@ -98,3 +101,45 @@ def test_a_bucket_padding_share_outside_zero_to_one_is_a_usage_error(
         run_cli(cache, tmp_path / "run", "--bucket-padding", share)
     assert "--bucket-padding must be between 0 and 1" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resumed_run_goes_on_as_if_it_had_never_stopped(cache, tmp_path):
+    """Two epochs in one go and one epoch plus a resume end at the same weights: the resume
+    restores Adam's step count and moments, and draws the second epoch's own shuffle and
+    augmentation, instead of restarting the optimizer and replaying epoch 1's draws."""
+    shape = ("--enc-units", "16", "--dec-units", "32", "--threads", "1")
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    run_cli(cache, straight, "--epochs", "2", *shape)
+    run_cli(cache, broken, "--epochs", "1", *shape)
+    assert (broken / "optimizer.npz").exists()
+    run_cli(cache, broken, "--epochs", "2", *shape)
+
+    model = train_tool.build_model(ModelConfig(enc_units=16, dec_units=32))
+    weights = []
+    for run in (straight, broken):
+        model.load_weights(run / "ckpt.weights.h5")
+        weights.append([w.copy() for w in model.get_weights()])
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    with np.load(broken / "optimizer.npz") as saved:
+        steps = next(saved[name] for name in saved.files if name.endswith("iteration"))
+    assert (
+        steps
+        == len(
+            train_tool.make_batches(
+                FeatureSet.load(cache / prepare.TRAIN).lengths(), 4000, np.random.default_rng(0)
+            )
+        )
+        * 2
+    )
+
+
+def test_a_run_saved_before_optimizer_state_still_resumes(cache, tmp_path, capsys):
+    """A checkpoint from before optimizer.npz existed resumes, and says Adam starts afresh."""
+    shape = ("--enc-units", "16", "--dec-units", "32", "--threads", "1")
+    run = tmp_path / "run"
+    run_cli(cache, run, "--epochs", "1", *shape)
+    (run / "optimizer.npz").unlink()
+    run_cli(cache, run, "--epochs", "2", *shape)
+    assert "resuming after epoch 1 (no optimizer state saved with it" in capsys.readouterr().out
+    assert json.loads((run / "state.json").read_text()) == {"epoch": 2}

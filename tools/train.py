@@ -1,8 +1,9 @@
 """Train the recogniser: `python -m tools.train --sets .cache/real_train.npz --out runs/x`.
 
 Joint attention (label-smoothed cross-entropy, teacher forcing) + CTC loss, SpecAugment,
-length-bucketed batches, a checkpoint after every epoch (training resumes from it), and a
-CSV of the training curve for plots.
+length-bucketed batches, a checkpoint after every epoch (training resumes from it, with the
+optimizer's state and the epoch's own shuffle, as if it had never stopped), and a CSV of the
+training curve for plots.
 """
 
 from __future__ import annotations
@@ -133,6 +134,33 @@ class Trainer:
             self.head = keras.layers.Dense(distill_dims)
             self.head.build((None, None, model.config.enc_dim))
 
+    def save_optimizer(self, path: Path) -> None:
+        """Adam's step count and moments, so that a resumed run goes on where it stopped.
+        Without them Adam restarts, and its first steps are then ~lr * sign(gradient) on
+        every weight: a jolt at every resume of a run that spans sessions."""
+        arrays = {f"{i}:{v.path}": v.numpy() for i, v in enumerate(self.optimizer.variables)}
+        partial = path.with_suffix(".partial.npz")
+        np.savez(partial, **arrays)
+        partial.replace(path)
+
+    def restore_optimizer(self, path: Path) -> bool:
+        """Loads what save_optimizer wrote; False (nothing changed) when there is none or it
+        belongs to other variables."""
+        if not path.exists():
+            return False
+        self.optimizer.build(self.variables)
+        with np.load(path) as saved:
+            names = sorted(saved.files, key=lambda key: int(key.split(":", 1)[0]))
+            arrays = [saved[name] for name in names]
+        variables = self.optimizer.variables
+        if len(arrays) != len(variables) or any(
+            a.shape != tuple(v.shape) for a, v in zip(arrays, variables, strict=True)
+        ):
+            return False
+        for variable, array in zip(variables, arrays, strict=True):
+            variable.assign(array)
+        return True
+
     @property
     def variables(self) -> list:
         extra = self.head.trainable_variables if self.head is not None else []
@@ -246,6 +274,7 @@ def train(
     except RuntimeError:  # TensorFlow already ran in this process: keep its thread pools
         pass
     out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)  # the same first weights for the same seed
     parts = [FeatureSet.load(p) for p in sets]
     data = FeatureSet.concat(parts)
     targets = load_targets(sets, [p.lengths() for p in parts]) if distill > 0 else None
@@ -267,6 +296,7 @@ def train(
     trainer = Trainer(model, lr, targets.dims if targets else 0, distill, distill_layer)
     head_path = out / "distill_head.npz"
     ckpt_path, state_path = out / "ckpt.weights.h5", out / "state.json"
+    optimizer_path = out / "optimizer.npz"
     start_epoch = 0
     if ckpt_path.exists() and state_path.exists():
         config_path = out / "config.json"
@@ -279,7 +309,11 @@ def train(
             )
         model.load_weights(ckpt_path)
         start_epoch = json.loads(state_path.read_text())["epoch"]
-        print(f"resuming after epoch {start_epoch}")
+        restored = trainer.restore_optimizer(optimizer_path)
+        print(
+            f"resuming after epoch {start_epoch}"
+            + ("" if restored else " (no optimizer state saved with it: Adam starts afresh)")
+        )
         if trainer.head is not None and head_path.exists():
             with np.load(head_path) as saved:
                 trainer.head.set_weights([saved["kernel"], saved["bias"]])
@@ -296,9 +330,11 @@ def train(
         print(f"distillation head fitted: mean squared error {error:.3f}")
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     history = out / "history.csv"
-    rng = np.random.default_rng(seed)
     print(f"{len(data)} training utterances, {model.count_params()} parameters")
     for epoch in range(start_epoch, epochs):
+        # Each epoch's shuffle and augmentation from its own seed: a resumed run draws what
+        # an unbroken one would have, not epoch 1's draws again.
+        rng = np.random.default_rng([seed, epoch])
         progress = epoch / max(epochs - 1, 1)
         # Two warm-up epochs from scratch; none when fine-tuning trained weights.
         warm = 1.0 if init is not None else min(1.0, (epoch + 1) / 2)
@@ -339,6 +375,7 @@ def train(
                 writer.writeheader()
             writer.writerow(row)
         model.save_weights(ckpt_path)
+        trainer.save_optimizer(optimizer_path)
         if trainer.head is not None:
             kernel, bias = trainer.head.get_weights()
             np.savez(head_path, kernel=kernel, bias=bias)
