@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytest.importorskip("tensorflow")  # tools.calibrate writes manifests through tools.export
+
 from assistant.bundle import BundleError
 from assistant.recognizer import DEFAULT_MODEL_DIR, Recognizer
 from tools.augment import speech_power

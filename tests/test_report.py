@@ -6,6 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
+pytest.importorskip("matplotlib")  # the card's plots: a training extra
+
 from assistant.recognizer import DEFAULT_MODEL_DIR
 from tools.report import write_card
 
