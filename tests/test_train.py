@@ -103,16 +103,18 @@ def test_a_bucket_padding_share_outside_zero_to_one_is_a_usage_error(
     assert not (tmp_path / "run").exists()
 
 
+SMALL = ("--enc-units", "16", "--dec-units", "32", "--threads", "1")
+
+
 def test_a_resumed_run_goes_on_as_if_it_had_never_stopped(cache, tmp_path):
     """Two epochs in one go and one epoch plus a resume end at the same weights: the resume
     restores Adam's step count and moments, and draws the second epoch's own shuffle and
     augmentation, instead of restarting the optimizer and replaying epoch 1's draws."""
-    shape = ("--enc-units", "16", "--dec-units", "32", "--threads", "1")
     straight, broken = tmp_path / "straight", tmp_path / "broken"
-    run_cli(cache, straight, "--epochs", "2", *shape)
-    run_cli(cache, broken, "--epochs", "1", *shape)
+    run_cli(cache, straight, "--epochs", "2", *SMALL)
+    run_cli(cache, broken, "--epochs", "1", *SMALL)
     assert (broken / "optimizer.npz").exists()
-    run_cli(cache, broken, "--epochs", "2", *shape)
+    run_cli(cache, broken, "--epochs", "2", *SMALL)
 
     model = train_tool.build_model(ModelConfig(enc_units=16, dec_units=32))
     weights = []
@@ -123,23 +125,19 @@ def test_a_resumed_run_goes_on_as_if_it_had_never_stopped(cache, tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-5)
     with np.load(broken / "optimizer.npz") as saved:
         steps = next(saved[name] for name in saved.files if name.endswith("iteration"))
-    assert (
-        steps
-        == len(
-            train_tool.make_batches(
-                FeatureSet.load(cache / prepare.TRAIN).lengths(), 4000, np.random.default_rng(0)
-            )
-        )
-        * 2
-    )
+    lengths = FeatureSet.load(cache / prepare.TRAIN).lengths()
+    epoch_batches = [
+        train_tool.make_batches(lengths, 4000, np.random.default_rng([0, epoch]))
+        for epoch in (0, 1)
+    ]  # each epoch's own draw, as train() makes it
+    assert steps == sum(len(batches) for batches in epoch_batches)
 
 
 def test_a_run_saved_before_optimizer_state_still_resumes(cache, tmp_path, capsys):
     """A checkpoint from before optimizer.npz existed resumes, and says Adam starts afresh."""
-    shape = ("--enc-units", "16", "--dec-units", "32", "--threads", "1")
     run = tmp_path / "run"
-    run_cli(cache, run, "--epochs", "1", *shape)
+    run_cli(cache, run, "--epochs", "1", *SMALL)
     (run / "optimizer.npz").unlink()
-    run_cli(cache, run, "--epochs", "2", *shape)
+    run_cli(cache, run, "--epochs", "2", *SMALL)
     assert "resuming after epoch 1 (no optimizer state saved with it" in capsys.readouterr().out
     assert json.loads((run / "state.json").read_text()) == {"epoch": 2}
