@@ -3,7 +3,8 @@
 Joint attention (label-smoothed cross-entropy, teacher forcing) + CTC loss, SpecAugment,
 length-bucketed batches, a checkpoint after every epoch (training resumes from it, with the
 optimizer's state and the epoch's own shuffle, as if it had never stopped), and a CSV of the
-training curve for plots.
+training curve for plots. A resumed run redraws its dropout masks (TensorFlow's own random
+state is not saved), so it matches an unbroken run exactly only without dropout.
 """
 
 from __future__ import annotations
@@ -331,6 +332,12 @@ def train(
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     history = out / "history.csv"
     print(f"{len(data)} training utterances, {model.count_params()} parameters")
+    if dev_data is not None:
+        # Trace the evaluation now: autograph reads this file's source when it first traces a
+        # step, so an edit made while a long run trains would otherwise crash it at the end
+        # of its first epoch (train_step is traced by the first batch, just below).
+        first = make_batches(dev_data.lengths(), max_frames, np.random.default_rng(0))[0]
+        trainer.eval_step(*collate(dev_data, first, None))
     for epoch in range(start_epoch, epochs):
         # Each epoch's shuffle and augmentation from its own seed: a resumed run draws what
         # an unbroken one would have, not epoch 1's draws again.
