@@ -3,7 +3,10 @@ resume that keeps the shape and dropout it started with."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -141,3 +144,32 @@ def test_a_run_saved_before_optimizer_state_still_resumes(cache, tmp_path, capsy
     run_cli(cache, run, "--epochs", "2", *SMALL)
     assert "resuming after epoch 1 (no optimizer state saved with it" in capsys.readouterr().out
     assert json.loads((run / "state.json").read_text()) == {"epoch": 2}
+
+
+def test_an_edit_to_the_source_during_a_run_does_not_reach_it(cache, tmp_path, monkeypatch):
+    """Autograph reads a step's source from disk when it first traces the step. The
+    evaluation is traced before the first epoch, so lines added to tools/train.py while a
+    run trains (here: at its first training batch) do not crash it at its first dev
+    evaluation, as they did one run here. The run is a copy of the module, edited on disk."""
+    copy = tmp_path / "train_copy.py"
+    shutil.copyfile(train_tool.__file__, copy)
+    spec = importlib.util.spec_from_file_location("train_copy", copy)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "train_copy", module)
+    spec.loader.exec_module(module)
+    collate, edited = module.collate, []
+
+    def collate_then_edit(data, idx, rng, *rest):
+        if rng is not None and not edited:  # the first training batch, not the evaluation
+            copy.write_text("# a line added while the run trains\n" * 12 + copy.read_text())
+            edited.append(True)
+        return collate(data, idx, rng, *rest)
+
+    monkeypatch.setattr(module, "collate", collate_then_edit)
+    out, sets = tmp_path / "run", str(cache / prepare.TRAIN)
+    module.main(
+        ["--sets", sets, "--dev", sets, "--out", str(out), "--epochs", "1"]
+        + ["--max-frames", "4000", *SMALL]
+    )
+    assert edited
+    assert "dev_att" in (out / "history.csv").read_text()
