@@ -9,7 +9,15 @@ from shared_data import needs_shared_data
 from assistant.edges import frame_levels_db
 from assistant.recognizer import DEFAULT_MODEL_DIR, Recognizer
 from tools.corpus import DEFAULT_DATA, read_manifest
-from tools.evaluate import EVAL_GRAMMARS, an4_items, fsdd_items, run_set, through_channel
+from tools.evaluate import (
+    EVAL_GRAMMARS,
+    an4_items,
+    evaluate,
+    fsdd_items,
+    paired,
+    run_set,
+    through_channel,
+)
 
 pytestmark = needs_shared_data
 
@@ -71,3 +79,31 @@ def test_the_trimmed_channel_cuts_each_clip_to_its_speech() -> None:
         assert 0.2 * 16000 < cut.audio.size < whole.audio.size - 0.2 * 16000
         levels = frame_levels_db(cut.audio)
         assert levels[0] > levels.max() - 30.5 and levels[-1] > levels.max() - 30.5
+
+
+def test_a_paired_comparison_counts_the_clips_each_model_alone_gets_right() -> None:
+    """Nine clips only the model gets right and none the other: the split a fair coin gives
+    with probability 2 / 2**9 (two-sided). Agreement everywhere is no evidence at all."""
+    rights = [True] * 9 + [True, False, False]
+    other = [False] * 9 + [True, False, False]
+    result = paired(rights, other)
+    assert (result["only_model"], result["only_against"]) == (9, 0)
+    assert result["mcnemar_p"] == pytest.approx(2 / 2**9)
+    assert result["against_accuracy"] == pytest.approx(1 / 12)
+    assert paired(rights, rights)["mcnemar_p"] == 1.0
+    balanced = paired([True, False] * 5, [False, True] * 5)
+    assert (balanced["only_model"], balanced["only_against"]) == (5, 5)
+    assert balanced["mcnemar_p"] == pytest.approx(1.0)
+
+
+def test_a_bundle_against_itself_differs_on_no_clip() -> None:
+    """--against runs the second bundle on the very clips the first heard, in order: the
+    shipped bundle against itself agrees clip by clip, on every set."""
+    results = evaluate(
+        DEFAULT_MODEL_DIR, DEFAULT_DATA, split="dev", limit=6, against=DEFAULT_MODEL_DIR
+    )
+    compared = {name: r["paired"] for name, r in results.items() if r["clips"]}
+    assert set(compared) == {"speech_commands", "an4", "false_accepts"}  # no FSDD dev speaker
+    for name, pair in compared.items():
+        assert (pair["only_model"], pair["only_against"], pair["mcnemar_p"]) == (0, 0, 1.0)
+        assert pair["against_accuracy"] == pytest.approx(results[name]["accuracy"])

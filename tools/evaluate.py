@@ -2,6 +2,7 @@
 confidence calibrator on held-out *train* speakers (never on test).
 
     python -m tools.evaluate --model models/home [--data ../shared/data] [--channel narrow|trimmed]
+        [--against OTHER_BUNDLE]
 
 Sets and what counts as right:
 - speech_commands: 10 keywords must give their intent; `_unknown_` words and `_silence_`
@@ -14,6 +15,12 @@ Sets and what counts as right:
 --channel narrow hears every clip as an 8 kHz microphone would pass it on (nothing above
 4 kHz), through the same resampling the runtime applies to 8 kHz input. --channel trimmed
 hears every clip cut tight to its speech (no quiet before or after), as FSDD's are.
+
+--against scores a second bundle on the same clips and compares the two clip by clip: how
+many each gets right that the other gets wrong, and the exact McNemar p-value of that split
+(a two-sided binomial test on the clips where they differ). On a dev split of a few hundred
+clips, a two-point gap may be noise or may be one model losing clips the other never does;
+this tells which.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import binomtest
 from tqdm import tqdm
 
 from assistant.edits import edit_distance
@@ -97,7 +105,10 @@ def _slots_match(expected: dict, got: dict) -> bool:
     return all(str(got.get(k)) == str(v) for k, v in expected.items())
 
 
-def run_set(recognizer: Recognizer, items: list[Item], desc: str) -> dict:
+def run_set(
+    recognizer: Recognizer, items: list[Item], desc: str, rights: list[bool] | None = None
+) -> dict:
+    """Scores one set; each item's right or wrong is appended to ``rights`` when given."""
     correct = errors = words = accepted = 0
     commands = wrong_accepted = must_reject = must_reject_accepted = 0
     times: list[float] = []
@@ -127,6 +138,8 @@ def run_set(recognizer: Recognizer, items: list[Item], desc: str) -> dict:
             commands += 1
             wrong_accepted += result.intent is not None and not right  # acted on, wrongly
         correct += right
+        if rights is not None:
+            rights.append(bool(right))
         if item.speaker:
             speakers.setdefault(item.speaker, np.zeros(4))[:] += (1, right, e, n)
     n = max(len(items), 1)
@@ -182,8 +195,28 @@ def through_channel(items: list[Item], channel: str) -> list[Item]:
     return [replace(item, audio=narrow_band(item.audio, MIC_8K_RATE)) for item in items]
 
 
+def paired(rights: list[bool], other_rights: list[bool]) -> dict:
+    """Clip by clip: how many only the model and only the other get right, and the exact
+    McNemar p-value (scipy's binomial test on the clips where they differ; 1 when none do)."""
+    only_model = sum(a and not b for a, b in zip(rights, other_rights, strict=True))
+    only_other = sum(b and not a for a, b in zip(rights, other_rights, strict=True))
+    differ = only_model + only_other
+    p = binomtest(only_model, differ, 0.5).pvalue if differ else 1.0
+    return {
+        "only_model": only_model,
+        "only_against": only_other,
+        "against_accuracy": sum(other_rights) / max(len(other_rights), 1),
+        "mcnemar_p": float(p),
+    }
+
+
 def evaluate(
-    model: Path, data: Path, split: str = "test", limit: int = 0, channel: str = "wide"
+    model: Path,
+    data: Path,
+    split: str = "test",
+    limit: int = 0,
+    channel: str = "wide",
+    against: Path | None = None,
 ) -> dict[str, dict]:
     results = {}
     for name, (grammar, items) in load_sets(data, split).items():
@@ -191,9 +224,15 @@ def evaluate(
             items = items[:limit]
         items = through_channel(items, channel)
         recognizer = Recognizer.load(model, grammar=grammar)
-        results[name] = run_set(recognizer, items, f"{name} ({split})")
+        rights: list[bool] = []
+        results[name] = run_set(recognizer, items, f"{name} ({split})", rights)
         if name == "false_accepts":
             results[name]["rate"] = results[name]["accepted"]
+        if against is not None and items:
+            other = Recognizer.load(against, grammar=grammar)
+            other_rights: list[bool] = []
+            run_set(other, items, f"{name} ({split}, against)", other_rights)
+            results[name]["paired"] = paired(rights, other_rights)
         print(name, json.dumps({k: _rounded(v) for k, v in results[name].items()}))
     return results
 
@@ -212,9 +251,12 @@ def main(argv: list[str] | None = None) -> None:
         default="wide",
         help="narrow: as through an 8 kHz mic; trimmed: every clip cut tight to its speech",
     )
+    parser.add_argument(
+        "--against", type=Path, help="another bundle, compared with --model clip by clip"
+    )
     parser.add_argument("--out", type=Path, help="write the metrics as JSON here")
     args = parser.parse_args(argv)
-    results = evaluate(args.model, args.data, args.split, args.limit, args.channel)
+    results = evaluate(args.model, args.data, args.split, args.limit, args.channel, args.against)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
 
