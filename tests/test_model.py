@@ -94,8 +94,34 @@ def test_exported_encoder_computes_the_keras_encoder(frames):
         feats = rng.standard_normal((1, length, CONFIG.n_mels)).astype(np.float32)
         got = exported.encode(feats)
         enc, keys = model.encode(feats)
-        np.testing.assert_allclose(got["enc"].numpy(), enc.numpy(), atol=1e-5)
+        # "enc" carries what the step graph reads: the states through the combine layer's
+        # context half (tools.export.attention_values)
+        values = enc.numpy() @ model.combine.kernel.numpy()[CONFIG.dec_units :]
+        np.testing.assert_allclose(got["enc"].numpy(), values, atol=1e-5)
         np.testing.assert_allclose(got["keys"].numpy(), keys.numpy(), atol=1e-5)
+
+
+def test_exported_step_computes_the_keras_step():
+    """The step graph's folded products (token inputs looked up, attention values from the
+    encoder graph) give Keras's decode_step, for every row of a beam and every token."""
+    from tools.export import EncoderExport, StepExport
+
+    rng = np.random.default_rng(4)
+    model = build_model(CONFIG)
+    frames = 40
+    steps = subsampled_length(frames)
+    feats = rng.standard_normal((1, frames, CONFIG.n_mels)).astype(np.float32)
+    enc, keys = model.encode(feats)
+    exported = EncoderExport(model, frames).encode(feats)
+    mask = np.zeros((1, steps), np.float32)
+    mask[0, : steps - 3] = 1.0
+    rows = CONFIG.vocab_size  # one row per token: every row of the folded table is used
+    tokens = np.arange(rows, dtype=np.int32)
+    state = rng.standard_normal((rows, CONFIG.dec_units)).astype(np.float32)
+    want_log_probs, want_state = model.decode_step(tokens, state, enc, keys, mask)
+    got = StepExport(model, steps, rows).step(tokens, state, exported["enc"], keys, mask)
+    np.testing.assert_allclose(got["log_probs"].numpy(), want_log_probs.numpy(), atol=1e-5)
+    np.testing.assert_allclose(got["state"].numpy(), want_state.numpy(), atol=1e-5)
 
 
 def test_dropout_acts_only_while_training():

@@ -93,3 +93,12 @@ def test_the_card_says_how_many_wrong_answers_were_acted_on(tmp_path: Path) -> N
         "Accepted but wrong (int8): speech_commands 4.7% of commands, fsdd 12.6% of commands, "
         "speech_commands 4.5% of the clips it must reject." in card
     )
+
+
+def test_the_cards_timing_names_the_machine_it_was_taken_on(tmp_path: Path) -> None:
+    test = {"speech_commands": {"clips": 823, "accuracy": 0.934, "ms_median": 9.5, "ms_p95": 10.9}}
+    card = _card_with(tmp_path, {"test_int8": test, "machine": "AMD EPYC, 2 cores"})
+    assert "one thread, ai-edge-litert, AMD EPYC, 2 cores): median 9.5 ms, p95 10.9 ms." in card
+    # a build from before the machine was recorded
+    older = _card_with(tmp_path, {"test_int8": test, "machine": None})
+    assert "(int8, one thread, ai-edge-litert): median 9.5 ms" in older

@@ -70,10 +70,13 @@ def test_tiny_build(tmp_path):
         np.testing.assert_array_equal(s, m)
     with pytest.raises(SystemExit, match="no such checkpoint"):
         average.main([str(run / "epoch9.weights.h5"), "--out", str(soup)])
+    (tmp_path / "bundle").mkdir()  # a bundle there already, exported again by tools.reexport
+    (tmp_path / "bundle" / "manifest.json").write_text(json.dumps({"reexported_from": "tiny -1"}))
     bundle_dir = write_bundle(
         checkpoint, tmp_path / "bundle", GRAMMAR, "tiny", "0", quantise=True, buckets=(100, 300)
     )
     bundle = load_bundle(bundle_dir)
+    assert "reexported_from" not in bundle.raw  # the new graphs are not the old ones
     assert [e.frames for e in bundle.encoders] == [100, 300]
     # One encoder and one step graph serve both buckets, sized to each by the runtime.
     assert {(e.file, e.decoder_step) for e in bundle.encoders} == {
@@ -125,6 +128,24 @@ def test_tiny_build(tmp_path):
 
 GARAGE = Path(__file__).resolve().parent.parent / "models" / "examples" / "garage.yaml"
 HOME = Path(__file__).resolve().parent.parent / "models" / "home"
+
+
+def test_weights_from_a_bundle_carry_its_training_to_the_card(tmp_path):
+    from tools.build import init_provenance
+
+    init = tmp_path / "home" / "checkpoint.weights.h5"
+    init.parent.mkdir()
+    init.write_bytes(b"")
+    assert init_provenance(init) is None  # bare weights: nothing known
+    shipped = json.loads((HOME / "manifest.json").read_text())
+    (init.parent / "manifest.json").write_text(json.dumps(shipped))
+    assert init_provenance(init) == {
+        "bundle": f"home {shipped['version']}",
+        "training": shipped["training"],
+    }
+    note = {"made_by": "tools.average", "mean_of": ["run/epoch10.weights.h5"]}
+    (init.parent / "provenance.json").write_text(json.dumps(note))
+    assert init_provenance(init) == note  # a mean's own note says more
 
 
 @needs_shared_data

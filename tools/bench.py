@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -35,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from tools.corpus import DEFAULT_DATA, load_audio, load_noises
+from tools.machine import machine
 from tools.peers import ENGINES, Hyp, make_engine, single_thread_env, text_variants
 from tools.sets import BenchSet, Item, load_set
 
@@ -349,21 +348,6 @@ def plot(bench: BenchSet, results: dict[str, dict], conditions: list[str], path:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from tools.corpus import DEFAULT_DATA, load_noises
 from tools.evaluate import evaluate
 from tools.export import BEAM
 from tools.heldout import accuracy_by_snr
+from tools.machine import machine
 from tools.model import ModelConfig
 from tools.package import update_manifest, write_bundle
 from tools.report import plot_snr, plot_training, write_card
@@ -67,6 +68,23 @@ def training_run(history: Path) -> dict[str, float]:
     with history.open() as f:
         seconds = [float(row["seconds"]) for row in csv.DictReader(f)]
     return {"epochs": len(seconds), "minutes": round(sum(seconds) / 60, 1)}
+
+
+def init_provenance(init: Path) -> dict | None:
+    """Where --init weights came from, for the card: the note tools.average leaves beside a
+    mean, or, for a bundle's own checkpoint, that bundle's name, version and training (a
+    calibration-only build would otherwise show only "epochs": 0)."""
+    note = init.parent / PROVENANCE
+    if note.exists():
+        return json.loads(note.read_text())
+    manifest = init.parent / "manifest.json"
+    if init.name == "checkpoint.weights.h5" and manifest.exists():
+        bundle = json.loads(manifest.read_text())
+        return {
+            "bundle": f"{bundle.get('name')} {bundle.get('version')}",
+            "training": bundle.get("training"),
+        }
+    return None
 
 
 def calibration_clips(args: argparse.Namespace, calib_dir: Path) -> Clips:
@@ -167,9 +185,9 @@ def build(args: argparse.Namespace) -> Path:
         "epochs": args.epochs,
         "averaged_epochs": args.average,
     }
-    provenance = init.parent / PROVENANCE if init is not None else None
-    if provenance is not None and provenance.exists():  # e.g. a tools.average mean
-        training_info["init_provenance"] = json.loads(provenance.read_text())
+    provenance = init_provenance(init) if init is not None else None
+    if provenance is not None:
+        training_info["init_provenance"] = provenance
     grammar_file = Path(args.grammar[0])
     float_dir = work / "float"
     for out, quantise in ((args.out, True), (float_dir, False)):
@@ -236,6 +254,7 @@ def build(args: argparse.Namespace) -> Path:
         metrics["test_narrow_int8"] = evaluate(args.out, args.data, "test", args.limit, "narrow")
         step("real test split cut tight to the speech")
         metrics["test_trimmed_int8"] = evaluate(args.out, args.data, "test", args.limit, "trimmed")
+    metrics["machine"] = machine()  # where the timings above were taken
     metrics["build_minutes"] = round((time.time() - started) / 60, 1)
     metrics["build_steps_minutes"] = step.finish()
     if (run / "history.csv").exists():  # all epochs, also those of an earlier, resumed run

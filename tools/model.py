@@ -84,11 +84,17 @@ class Recogniser(keras.Model):
         return x, self.attn_keys(x)
 
     # -- decoder -------------------------------------------------------------------------
-    def attend(self, dec_h, enc, keys, enc_mask, training=False):
-        """dec_h [B, U, H]; enc [B, T', D]; keys [B, T', H]; enc_mask [B, T'] (1 = real)."""
+    @staticmethod
+    def attention_weights(dec_h, keys, enc_mask):
+        """Each decoder state's weights over the encoder steps [B, U, T']: Luong scores
+        against the keys, padding masked out, softmax over time."""
         scores = tf.einsum("buh,bth->but", dec_h, keys)
         scores += (1.0 - enc_mask[:, None, :]) * -1e9
-        weights = tf.nn.softmax(scores, axis=-1)
+        return tf.nn.softmax(scores, axis=-1)
+
+    def attend(self, dec_h, enc, keys, enc_mask, training=False):
+        """dec_h [B, U, H]; enc [B, T', D]; keys [B, T', H]; enc_mask [B, T'] (1 = real)."""
+        weights = self.attention_weights(dec_h, keys, enc_mask)
         context = tf.einsum("but,btd->bud", weights, enc)
         combined = self.combine(tf.concat([dec_h, context], axis=-1))
         return self.out(self.drop(combined, training=training))

@@ -59,7 +59,9 @@ def write_bundle(
         "calibration": {},
         "metrics": {},
     }
-    update_manifest(out, manifest)
+    # A new manifest, not merged into one already there: a bundle built again in its own
+    # folder must not keep fields of the graphs it replaces (reexported_from, merges).
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 
 

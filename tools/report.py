@@ -168,8 +168,9 @@ def write_card(bundle: Path) -> None:
     if timing:
         lines += [
             "",
-            f"Time per 1 s command (int8, one thread, {m.get('runtime', 'ai-edge-litert')}): "
-            f"median {timing['ms_median']:.1f} ms, p95 {timing['ms_p95']:.1f} ms.",
+            f"Time per 1 s command (int8, one thread, {m.get('runtime', 'ai-edge-litert')}"
+            + (f", {metrics['machine']}" if metrics.get("machine") else "")
+            + f"): median {timing['ms_median']:.1f} ms, p95 {timing['ms_p95']:.1f} ms.",
         ]
     heldout = metrics.get("heldout", {})
     if heldout:
