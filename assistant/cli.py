@@ -98,7 +98,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from .daemon import DaemonError, load_recognizer
 
     _setup_logging(args.log_level or "warning")
-    settings = ModelSettings(args.model, args.min_confidence)
+    settings = ModelSettings(args.model, args.min_confidence, recheck=not args.no_recheck)
     for key, problem in settings.validate():
         _error(f"--{key.replace('_', '-')} {problem}")
         return EXIT_USAGE
@@ -305,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="P",
         help="confidence an intent needs (default: the bundle's own bar)",
+    )
+    transcribe.add_argument(
+        "--no-recheck",
+        action="store_true",
+        help="act on the first hearing alone: no second listen of answers near the bar",
     )
     transcribe.add_argument(
         "--free",

@@ -46,6 +46,10 @@ class ModelSettings:
     # bundle's own bar (fitted for the most right answers at 1% false accepts). A device that
     # would rather be asked again than act on a wrong command sets it higher (README).
     min_confidence: float | None = None
+    # Hear answers near the bar again at other speeds before acting on them (recheck.py),
+    # where the bundle was fitted for it: fewer wrong commands acted on, for two more decodes
+    # of ~1 command in 10. A device too slow for those turns it off.
+    recheck: bool = True
     # The model runs on recogniser workers elsewhere (`assistant worker`): this site only
     # sends its utterances (remote.py), for a Pi too weak to recognise, and loads no model.
     remote: bool = False

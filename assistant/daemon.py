@@ -64,6 +64,8 @@ def load_recognizer(settings: ModelSettings | None = None) -> Any:
             recognizer.threshold,
         )
         recognizer.threshold = settings.min_confidence
+    if not settings.recheck:
+        recognizer.recheck = None
     return recognizer
 
 

@@ -7,7 +7,8 @@ to the N-best). Rejection compares the chosen grammar path with what the audio s
 without any grammar: the best free attention decode and the best CTC path. Speech the grammar
 cannot explain (or noise) forces the grammar path far below those. A logistic calibrator
 fitted by tools/ on held-out speakers turns these numbers into the probability that the
-intent is right; below the bundle's threshold the intent is None.
+intent is right; below the bundle's threshold the intent is None. Answers near the bar are
+heard again at other speeds first (recheck.py), where the bundle's calibration says so.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .features import SAMPLE_RATE, log_mel_from_power, power_spectrum, to_float_
 from .grammar import Grammar, GrammarError, load_grammar
 from .lexicon import add_pronunciations, spellings_by_pronunciation
 from .model import Encoded, TfliteModel
+from .recheck import SPEED_FACTORS, Recheck, change_speed
 from .result import Result
 from .tonality import is_steady_tone
 
@@ -113,6 +115,11 @@ class Recognizer:
         self.weights = np.array(calibration["weights"], np.float64)
         self.bias = float(calibration["bias"])
         self.threshold = float(calibration["threshold"])
+        try:
+            recheck = calibration.get("recheck")
+            self.recheck = Recheck.from_dict(recheck) if recheck is not None else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{bundle.path}: calibration recheck unusable ({exc})") from exc
         self.ctc_weight = float(bundle.raw.get("decode", {}).get("ctc_weight", CTC_WEIGHT))
         # Audio cut mid-speech gets the lead-in and tail the model expects (edges.py);
         # tools turn it off to measure what it is worth.
@@ -156,12 +163,18 @@ class Recognizer:
         (intent None), never an exception."""
         t0 = time.perf_counter()
         decoded = self.decode(pcm)
-        timings = {**decoded.timings, "total": (time.perf_counter() - t0) * 1000}
+        # "recheck": a second listen's decodes (recheck.py), 0 when none was needed
+        timings = {**decoded.timings, "recheck": 0.0, "total": (time.perf_counter() - t0) * 1000}
         if decoded.intent is None or decoded.cropped:
             # A cropped recording holds more than one command's worth of audio: guessing an
             # intent from its first seconds would be a false accept.
             return Result(text=decoded.text, intent=None, confidence=0.0, timings=timings)
         confidence = self.confidence(decoded.features)
+        if self.recheck is not None and self.recheck.needed(confidence):
+            t_recheck = time.perf_counter()
+            confidence = self.recheck.confidence(self.rehearings_agree(pcm, decoded))
+            timings["recheck"] = (time.perf_counter() - t_recheck) * 1000
+            timings["total"] += timings["recheck"]
         if confidence < self.threshold:
             return Result(text=decoded.text, intent=None, confidence=confidence, timings=timings)
         return Result(
@@ -171,6 +184,29 @@ class Recognizer:
             confidence=confidence,
             timings=timings,
         )
+
+    def rehearings_agree(
+        self, pcm: np.ndarray, decoded: Decoded, factors: tuple[float, ...] | None = None
+    ) -> bool:
+        """Whether the audio played at each speed factor (by default the bundle's recheck's)
+        is heard with the same intent and slots as ``decoded`` (recheck.py: a guess tends to
+        change)."""
+        audio = to_float_pcm(np.asarray(pcm)).reshape(-1)
+        if factors is None:
+            factors = self.recheck.factors if self.recheck is not None else SPEED_FACTORS
+        # Slowed down, a command that fitted the shortest length bucket (3 s) may not: its
+        # middle is kept, so that it is heard by the same graphs (their padding moves the
+        # encoder's states, model.py) and needs no reload of the longer ones.
+        shortest = self.bundle.encoders[0].frames * self.bundle.features.hop_length
+        for factor in factors:
+            changed = change_speed(audio, factor)
+            if audio.size <= shortest < changed.size:
+                start = (changed.size - shortest) // 2
+                changed = changed[start : start + shortest]
+            again = self.decode(changed)
+            if again.cropped or (again.intent, again.slots) != (decoded.intent, decoded.slots):
+                return False
+        return True
 
     def settle(self) -> None:
         """Between utterances (the daemon, once a result is out): readies the model for the

@@ -12,7 +12,14 @@ pytest.importorskip("tensorflow")  # tools.calibrate writes manifests through to
 from assistant.bundle import BundleError
 from assistant.recognizer import DEFAULT_MODEL_DIR, Recognizer
 from tools.augment import speech_power
-from tools.calibrate import NOISY_SNRS, Clips, choose_threshold, collect, in_noise
+from tools.calibrate import (
+    NOISY_SNRS,
+    Clips,
+    choose_recheck,
+    choose_threshold,
+    collect,
+    in_noise,
+)
 from tools.evaluate import Item
 from tools.nonspeech import (
     KINDS,
@@ -97,13 +104,47 @@ def test_collect_adds_the_sounds_as_negatives(tmp_path: Path) -> None:
     data = tmp_path / "data"  # no real clips: only the synthetic sounds are collected
     data.mkdir()
     (data / "manifest.csv").write_text("path,corpus,split,speaker,text,label,seconds\n")
-    x, right, negative = collect(DEFAULT_MODEL_DIR, data, Clips(nonspeech=12))
+    x, right, negative, agreed = collect(DEFAULT_MODEL_DIR, data, Clips(nonspeech=12))
     # A grammar decoder reads most tones as some command: that is why they are needed.
     assert 6 <= len(x) <= 12
     assert x.shape[1] > 0 and np.all(np.isfinite(x))
     assert negative.all() and not right.any()
-    x0, _, _ = collect(DEFAULT_MODEL_DIR, data, Clips(nonspeech=0))
+    assert agreed.shape == right.shape  # each clip also heard at the recheck's speeds
+    x0, _, _, _ = collect(DEFAULT_MODEL_DIR, data, Clips(nonspeech=0))
     assert len(x0) == 0
+    _, _, _, unchecked = collect(DEFAULT_MODEL_DIR, data, Clips(nonspeech=4, recheck=False))
+    assert not unchecked.any()
+
+
+def _borderline_clips() -> tuple[np.ndarray, ...]:
+    """200 sure right answers (0.9), 100 borderline commands (0.3-0.7) of which the 60 right
+    ones are heard the same at other speeds and the 40 wrong ones are not, and 200
+    non-commands under the bar (0.1-0.45) that rehearing does not fool either."""
+    p = np.concatenate([np.full(200, 0.9), np.linspace(0.3, 0.7, 100), np.linspace(0.1, 0.45, 200)])
+    right = np.concatenate([np.ones(200), np.arange(100) % 5 < 3, np.zeros(200)]).astype(float)
+    negative = np.concatenate([np.zeros(300, bool), np.ones(200, bool)])
+    return p, right, negative
+
+
+def test_a_recheck_band_is_chosen_where_rehearing_tells_right_from_wrong() -> None:
+    p, right, negative = _borderline_clips()
+    agreed = right > 0
+    threshold = choose_threshold(p, right, negative)
+    recheck = choose_recheck(p, right, negative, agreed, threshold)
+    assert recheck is not None
+    assert recheck.low <= 0.3 and recheck.high > 0.7  # the whole borderline share
+    assert (recheck.agreed, recheck.disagreed) == (1.0, 0.0)
+    band = (p >= recheck.low) & (p < recheck.high)
+    final = np.where(band, np.where(agreed, recheck.agreed, recheck.disagreed), p)
+    assert np.mean(final[negative] >= threshold) <= 0.01
+    assert np.all((final >= threshold) == (right > 0))
+
+
+def test_no_recheck_where_rehearing_tells_nothing() -> None:
+    p, right, negative = _borderline_clips()
+    agreed = np.ones(len(p), bool)  # everything is heard the same: no information
+    threshold = choose_threshold(p, right, negative)
+    assert choose_recheck(p, right, negative, agreed, threshold) is None
 
 
 def test_noisy_copies_keep_labels_and_sit_at_the_calibration_snrs() -> None:

@@ -60,6 +60,7 @@ def test_example_loads_and_every_commented_key_is_valid(tmp_path: Path) -> None:
         ("[tts]\nenabled = 1\n", r"tts.enabled: expected true/false"),
         ("[model]\nmin_confidence = 1.5\n", r":2: model.min_confidence: must be between 0 and 1"),
         ("[model]\nmin_confidence = 'high'\n", r":2: model.min_confidence: expected number"),
+        ("[model]\nrecheck = 'no'\n", r":2: model.recheck: expected true/false"),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -80,7 +81,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "[audio]\nsource = 'mic'\n[mqtt]\nhost = 'broker.lan'\nsite = 'hall'\n"
-        "[model]\ndir = '/opt/m'\nmin_confidence = 0.8\n",
+        "[model]\ndir = '/opt/m'\nmin_confidence = 0.8\nrecheck = false\n",
     )
     config = load(path).with_overrides(
         source="x.wav", broker="127.0.0.1:1999", site="attic", model="/m2", realtime=True
@@ -89,6 +90,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     assert (config.mqtt.host, config.mqtt.port, config.mqtt.site) == ("127.0.0.1", 1999, "attic")
     assert config.model.dir == Path("/m2")
     assert config.model.min_confidence == 0.8  # --model replaces the folder, not the bar
+    assert not config.model.recheck
     untouched = load(path).with_overrides()
     assert untouched.mqtt.host == "broker.lan" and untouched.mqtt.site == "hall"
 

@@ -301,3 +301,12 @@ def test_min_confidence_replaces_the_bundle_bar(recognizer) -> None:
     strict = load_recognizer(ModelSettings(min_confidence=0.9))
     assert strict.threshold == 0.9
     assert recognizer.threshold == recognizer.bundle.calibration["threshold"] != 0.9
+
+
+def test_the_second_listen_follows_the_bundle_unless_turned_off(recognizer) -> None:
+    from assistant.config import ModelSettings
+    from assistant.daemon import load_recognizer
+
+    fitted = recognizer.bundle.calibration.get("recheck")
+    assert (recognizer.recheck is None) == (fitted is None)
+    assert load_recognizer(ModelSettings(recheck=False)).recheck is None

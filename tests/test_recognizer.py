@@ -283,3 +283,63 @@ def test_grammar_errors_are_bundle_errors(tmp_path):
     broken.write_text("intents: [unclosed\n")
     with pytest.raises(BundleError, match="broken.yaml"):
         Recognizer.load(DEFAULT_MODEL_DIR, grammar=broken)
+
+
+# -- the second listen (assistant/recheck.py) ------------------------------------------------
+
+
+def _with_recheck(bundle: Path, recheck: dict) -> Recognizer:
+    manifest = _manifest(bundle)
+    manifest["calibration"]["recheck"] = recheck
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return Recognizer.load(bundle, grammar=EVAL / "speech_commands.yaml")
+
+
+def test_an_answer_in_the_band_is_heard_again_and_kept_when_the_rehearings_agree(
+    bundle_copy, test_clips
+):
+    clip = load_audio(next(c for c in test_clips if c.label == "stop").path)
+    plain = Recognizer.load(bundle_copy, grammar=EVAL / "speech_commands.yaml").recognize(clip)
+    assert plain.intent == "stop" and plain.timings["recheck"] == 0.0
+    band = {"low": 0.0, "high": 1.0, "agreed": 0.97, "disagreed": 0.03}
+    result = _with_recheck(bundle_copy, band).recognize(clip)
+    assert (result.intent, result.confidence) == ("stop", 0.97)
+    # two more decodes, counted in the total
+    assert result.timings["recheck"] > result.timings["encoder"]
+    assert result.timings["total"] >= result.timings["recheck"]
+
+
+def test_an_answer_its_rehearings_disagree_with_is_rejected(bundle_copy, test_clips):
+    # "wow" (not a keyword) is heard as "left", sure enough to pass the bar alone; played 5%
+    # slower it is heard as "right": the first answer was a guess, and is not acted on.
+    clip = next(c for c in test_clips if c.path.name == "wow_3b4f8f24_nohash_0.opus")
+    audio = load_audio(clip.path)
+    plain = Recognizer.load(bundle_copy, grammar=EVAL / "speech_commands.yaml").recognize(audio)
+    assert plain.intent == "left"
+    band = {"low": 0.0, "high": 1.0, "agreed": 0.97, "disagreed": 0.03}
+    result = _with_recheck(bundle_copy, band).recognize(audio)
+    assert result.intent is None and result.confidence == 0.03
+    assert result.text == plain.text  # what was heard first is still reported
+
+
+def test_outside_the_band_an_answer_is_not_heard_again(bundle_copy, test_clips):
+    clip = load_audio(next(c for c in test_clips if c.label == "stop").path)
+    plain = Recognizer.load(bundle_copy, grammar=EVAL / "speech_commands.yaml").recognize(clip)
+    band = {"low": 0.0, "high": 0.0, "agreed": 0.97, "disagreed": 0.03}
+    result = _with_recheck(bundle_copy, band).recognize(clip)
+    assert (result.intent, result.confidence) == (plain.intent, plain.confidence)
+    assert result.timings["recheck"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "recheck",
+    [
+        {"low": 0.8, "high": 0.2, "agreed": 0.9, "disagreed": 0.1},
+        {"low": 0.2, "high": 0.8, "agreed": 0.9},
+        {"low": 0.2, "high": 0.8, "agreed": 0.9, "disagreed": 0.1, "factors": [0.0]},
+        "on",
+    ],
+)
+def test_a_recheck_the_runtime_cannot_use_is_a_bundle_error(bundle_copy, recheck):
+    with pytest.raises(BundleError, match="calibration recheck unusable"):
+        _with_recheck(bundle_copy, recheck)

@@ -75,6 +75,25 @@ def test_the_confidence_section_says_how_many_wrong_commands_pass_the_bar(tmp_pa
     assert "dev commands accepted but wrong 4.1%." in (tmp_path / "CARD.md").read_text()
 
 
+def test_the_confidence_section_gives_the_second_listens_band(tmp_path: Path) -> None:
+    shutil.copyfile(DEFAULT_MODEL_DIR / "manifest.json", tmp_path / "manifest.json")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["calibration"]["recheck"] = {
+        "low": 0.5,
+        "high": 0.85,
+        "agreed": 0.8059,
+        "disagreed": 0.3704,
+        "factors": [0.95, 1.05],
+        "dev_share": 0.0968,
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    write_card(tmp_path)
+    card = (tmp_path / "CARD.md").read_text()
+    assert "from 0.5 to under 0.85 are decoded again at speed x0.95 and x1.05" in card
+    assert "kept at confidence 0.8059 when every rehearing" in card
+    assert "9.7% of the calibration clips were heard again" in card
+
+
 def test_the_card_says_how_many_wrong_answers_were_acted_on(tmp_path: Path) -> None:
     test = {
         "speech_commands": {

@@ -10,6 +10,11 @@ also decoded mixed with noise (0-18 dB SNR), so that the bar suits a noisy kitch
 
 Logistic regression on the decoder's few confidence features is 20 lines of numpy: not
 worth scikit-learn as a training dependency.
+
+Then the second listen (assistant/recheck.py): every clip is also decoded at the recheck's
+speed factors, and a band of confidences around the bar is chosen, with the confidence its
+answers get when the rehearings agree or not, if one makes dev accuracy better under the same
+1% false-accept limit.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from assistant.grammar import normalise_text
+from assistant.recheck import SPEED_FACTORS, Recheck
 from assistant.recognizer import FEATURES, Recognizer
 from tools.augment import mix_noise
 from tools.corpus import DEFAULT_DATA, load_audio, load_noises
@@ -84,6 +90,7 @@ class Clips:
     nonspeech: int = NONSPEECH_CLIPS
     corpora: bool = True
     noisy: bool = True
+    recheck: bool = True  # also decode every clip at the recheck's speeds, to fit one
 
     def describe(self) -> str:
         text = "dev split (held-out train speakers)" if self.corpora else "dev non-commands"
@@ -98,9 +105,10 @@ class Clips:
 
 def collect(
     model: Path, data: Path, clips: Clips = Clips()
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features, right/wrong labels, and whether the clip was a non-command."""
-    feats, labels, negative = [], [], []
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Features, right/wrong labels, whether the clip was a non-command, and whether the
+    clip played at the recheck's speeds was heard the same (all False without ``recheck``)."""
+    feats, labels, negative, agreed = [], [], [], []
     noises = load_noises(data) if clips.noisy else []
     rng = np.random.default_rng(NOISE_SEED)
     sets = load_sets(data, "dev")
@@ -125,7 +133,16 @@ def collect(
                 feats.append([decoded.features[feature] for feature in FEATURE_NAMES])
                 labels.append(is_right(item, decoded.intent, decoded.text, decoded.slots))
                 negative.append(item.expected_intent is None)
-    return np.array(feats), np.array(labels, float), np.array(negative, bool)
+                agreed.append(
+                    clips.recheck
+                    and recognizer.rehearings_agree(item.audio, decoded, SPEED_FACTORS)
+                )
+    return (
+        np.array(feats),
+        np.array(labels, float),
+        np.array(negative, bool),
+        np.array(agreed, bool),
+    )
 
 
 def in_noise(
@@ -166,15 +183,62 @@ def choose_threshold(
     return best
 
 
+def _accuracy(accept: np.ndarray, right: np.ndarray) -> float:
+    return float(np.mean(np.where(accept, right, ~right.astype(bool))))
+
+
+RECHECK_EDGES = np.round(np.linspace(0.05, 0.95, 19), 2)
+
+
+def choose_recheck(
+    p: np.ndarray,
+    right: np.ndarray,
+    negative: np.ndarray,
+    agreed: np.ndarray,
+    threshold: float,
+    max_fa: float = 0.01,
+) -> Recheck | None:
+    """The band [low, high) around ``threshold`` whose answers are decoded again, and the
+    confidence an answer there gets when its rehearings agree or not (the share of such
+    calibration answers that were right): the band that makes accuracy best with false
+    accepts at or under ``max_fa``, the narrowest (fewest rechecks) of equals. None when no
+    band beats the bar alone."""
+    best: Recheck | None = None
+    best_key = (_accuracy(p >= threshold, right), 0.0)
+    for low in RECHECK_EDGES[RECHECK_EDGES <= threshold]:
+        for high in RECHECK_EDGES[RECHECK_EDGES > threshold]:
+            band = (p >= low) & (p < high)
+            if not band.any():
+                continue
+            rates = [
+                float(right[band & (agreed == a)].mean()) if (band & (agreed == a)).any() else 0.0
+                for a in (True, False)
+            ]
+            confidence = np.where(band, np.where(agreed, rates[0], rates[1]), p)
+            accept = confidence >= threshold
+            if negative.any() and accept[negative].mean() > max_fa:
+                continue
+            key = (_accuracy(accept, right), -float(band.mean()))
+            if key > best_key:
+                best_key = key
+                best = Recheck(float(low), float(high), round(rates[0], 4), round(rates[1], 4))
+    return best
+
+
 def calibrate(model: Path, data: Path, clips: Clips = Clips()) -> dict:
     """Fit and store the bundle's calibrator. ``Clips(corpora=False)`` is for weights never
     trained on the bundle's grammar: their attention decoder has learned the training
     sentences as a language model and scores a new grammar's right answers low, so commands
     of the corpora (grammars it knows) would teach the calibrator the wrong scale."""
-    x, y, negative = collect(model, data, clips)
+    x, y, negative, agreed = collect(model, data, clips)
     w, b = fit_logistic(x, y)
     p = 1 / (1 + np.exp(-(x @ w + b)))
     threshold = choose_threshold(p, y, negative)
+    recheck = choose_recheck(p, y, negative, agreed, threshold) if clips.recheck else None
+    rechecked = np.zeros(len(p), bool)
+    if recheck is not None:  # the confidences the runtime ends with
+        rechecked = (p >= recheck.low) & (p < recheck.high)
+        p = np.where(rechecked, np.where(agreed, recheck.agreed, recheck.disagreed), p)
     accept = p >= threshold
     summary = {
         "features": FEATURE_NAMES,
@@ -189,6 +253,8 @@ def calibrate(model: Path, data: Path, clips: Clips = Clips()) -> dict:
             round(float((accept & (y == 0))[~negative].mean()), 4) if (~negative).any() else None
         ),
     }
+    if recheck is not None:  # and the share of calibration clips heard again
+        summary["recheck"] = {**recheck.to_dict(), "dev_share": round(float(rechecked.mean()), 4)}
     update_manifest(model, {"calibration": summary})
     return summary
 
@@ -212,8 +278,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--clean-only", action="store_true", help="no noisy copies of the calibration clips"
     )
+    parser.add_argument(
+        "--no-recheck", action="store_true", help="fit no second listen (assistant/recheck.py)"
+    )
     args = parser.parse_args(argv)
-    clips = Clips(args.own, args.nonspeech, not args.no_corpora, not args.clean_only)
+    clips = Clips(
+        args.own, args.nonspeech, not args.no_corpora, not args.clean_only, not args.no_recheck
+    )
     print(calibrate(args.model, args.data, clips))
 
 

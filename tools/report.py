@@ -200,6 +200,17 @@ def write_card(bundle: Path) -> None:
                 else "."
             ),
         ]
+        recheck = cal.get("recheck")
+        if recheck:
+            lines += [
+                "",
+                f"Second listen (assistant/recheck.py): answers with a confidence from "
+                f"{recheck['low']} to under {recheck['high']} are decoded again at speed "
+                f"{' and '.join(f'x{f:g}' for f in recheck['factors'])}; kept at confidence "
+                f"{recheck['agreed']} when every rehearing gives the same intent and slots, else "
+                f"{recheck['disagreed']}. {_pct(recheck.get('dev_share'))} of the calibration "
+                "clips were heard again.",
+            ]
     build = metrics.get("build_minutes")
     if build:
         lines += ["", "## Build time (this 2-core machine)", ""]
