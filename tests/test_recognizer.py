@@ -288,6 +288,12 @@ def test_grammar_errors_are_bundle_errors(tmp_path):
 # -- the second listen (assistant/recheck.py) ------------------------------------------------
 
 
+def _first_hearing_only(bundle: Path) -> Recognizer:
+    recognizer = Recognizer.load(bundle, grammar=EVAL / "speech_commands.yaml")
+    recognizer.recheck = None  # as [model] recheck = false does
+    return recognizer
+
+
 def _with_recheck(bundle: Path, recheck: dict) -> Recognizer:
     manifest = _manifest(bundle)
     manifest["calibration"]["recheck"] = recheck
@@ -299,7 +305,7 @@ def test_an_answer_in_the_band_is_heard_again_and_kept_when_the_rehearings_agree
     bundle_copy, test_clips
 ):
     clip = load_audio(next(c for c in test_clips if c.label == "stop").path)
-    plain = Recognizer.load(bundle_copy, grammar=EVAL / "speech_commands.yaml").recognize(clip)
+    plain = _first_hearing_only(bundle_copy).recognize(clip)
     assert plain.intent == "stop" and plain.timings["recheck"] == 0.0
     band = {"low": 0.0, "high": 1.0, "agreed": 0.97, "disagreed": 0.03}
     result = _with_recheck(bundle_copy, band).recognize(clip)
@@ -314,7 +320,7 @@ def test_an_answer_its_rehearings_disagree_with_is_rejected(bundle_copy, test_cl
     # slower it is heard as "right": the first answer was a guess, and is not acted on.
     clip = next(c for c in test_clips if c.path.name == "wow_3b4f8f24_nohash_0.opus")
     audio = load_audio(clip.path)
-    plain = Recognizer.load(bundle_copy, grammar=EVAL / "speech_commands.yaml").recognize(audio)
+    plain = _first_hearing_only(bundle_copy).recognize(audio)
     assert plain.intent == "left"
     band = {"low": 0.0, "high": 1.0, "agreed": 0.97, "disagreed": 0.03}
     result = _with_recheck(bundle_copy, band).recognize(audio)
@@ -324,7 +330,7 @@ def test_an_answer_its_rehearings_disagree_with_is_rejected(bundle_copy, test_cl
 
 def test_outside_the_band_an_answer_is_not_heard_again(bundle_copy, test_clips):
     clip = load_audio(next(c for c in test_clips if c.label == "stop").path)
-    plain = Recognizer.load(bundle_copy, grammar=EVAL / "speech_commands.yaml").recognize(clip)
+    plain = _first_hearing_only(bundle_copy).recognize(clip)
     band = {"low": 0.0, "high": 0.0, "agreed": 0.97, "disagreed": 0.03}
     result = _with_recheck(bundle_copy, band).recognize(clip)
     assert (result.intent, result.confidence) == (plain.intent, plain.confidence)
