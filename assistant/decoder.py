@@ -50,6 +50,8 @@ class Hypothesis:
     log_prob: float  # sum over tokens, </s> included
     score: float  # length-normalised log-prob, what hypotheses are ranked by
     dfa_state: int = -1  # determinised graph state before </s>
+    # the determinisation dfa_state belongs to (the search's): the cache may have let it go
+    dfa: _LazyDfa | None = field(default=None, repr=False, compare=False)
     ctc_log_prob: float | None = None  # log P(tokens) under CTC, when the search used it
     graph: Graph | None = field(default=None, repr=False, compare=False)
     max_readings: int = 4
@@ -86,7 +88,7 @@ class Hypothesis:
         """The template sentences that end this hypothesis (empty when unknown)."""
         if self.graph is None or self.graph.end_sentence is None or self.dfa_state < 0:
             return []
-        ids = _dfa_for(self.graph).end_sentences(self.dfa_state)
+        ids = (self.dfa or _dfa_for(self.graph)).end_sentences(self.dfa_state)
         return [self.graph.sentences[i] for i in ids]
 
     @property
@@ -202,6 +204,18 @@ def _dfa_for(graph: Graph) -> _LazyDfa:
     if dfa is None:
         dfa = _DFAS[graph] = _LazyDfa(graph)
     return dfa
+
+
+def forget_search_states(graph: Graph, above: int) -> bool:
+    """Lets ``graph``'s determinisation go when it holds more than ``above`` states; it is
+    built again as searches need it. A state costs ~0.9 kB (its set of graph states, its
+    transitions and mask), and the states a daemon meets grow with every new command: with
+    the home grammar, 10k states and 12 MB more after 500 different commands (2026-12-06)."""
+    dfa = _DFAS.get(graph)
+    if dfa is None or len(dfa.sets) <= above:
+        return False
+    del _DFAS[graph]
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,6 +398,7 @@ def _select(
                     float(cand.att[i]),
                     norm,
                     dfa_state=live.dstates[row],
+                    dfa=dfa,
                     ctc_log_prob=ctc_log_prob,
                 )
             )

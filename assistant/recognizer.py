@@ -25,11 +25,18 @@ import numpy as np
 
 from .bundle import Bundle, BundleError, load_bundle
 from .ctc import CtcPrefixScorer, best_path_log_prob, best_path_tokens, ctc_log_likelihoods
-from .decoder import Hypothesis, confidence_features, constrained_and_free_search, free_search
+from .decoder import (
+    Hypothesis,
+    confidence_features,
+    constrained_and_free_search,
+    forget_search_states,
+    free_search,
+)
 from .edges import with_quiet_edges
 from .edits import edit_distance
 from .features import SAMPLE_RATE, log_mel_from_power, power_spectrum, to_float_pcm
 from .grammar import Grammar, GrammarError, load_grammar
+from .heap import return_freed_heap
 from .lexicon import add_pronunciations, spellings_by_pronunciation
 from .model import Encoded, TfliteModel
 from .recheck import SPEED_FACTORS, Recheck, change_speed
@@ -41,6 +48,11 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "home"
 MIN_SAMPLES = SAMPLE_RATE // 10  # 0.1 s: shorter than any word
 CTC_WEIGHT = 0.5  # share of the CTC score in the N-best ranking
+# The grammar search's cache of determinised states is let go between utterances past this
+# many (~3 MB): it grows with every new command heard, ~0.9 kB a state, and one utterance
+# with its second listen adds up to ~1000, so it stays under the next doubling of its masks
+# (4096 rows). Rebuilding costs the next few commands ~2 ms each (decoder.forget_search_states).
+MAX_SEARCH_STATES = 3072
 FEATURES = (
     "constrained_per_token",
     "free_per_token",
@@ -211,8 +223,11 @@ class Recognizer:
     def settle(self) -> None:
         """Between utterances (the daemon, once a result is out): readies the model for the
         next command, most likely a short one (TfliteModel.settle). A BundleError here is
-        the next short command's error too."""
+        the next short command's error too. The grammar search's cache of states is let
+        go here too once it is large (MAX_SEARCH_STATES)."""
         self.model.settle()
+        if forget_search_states(self.grammar.graph, MAX_SEARCH_STATES):
+            return_freed_heap()
 
     def decode(self, pcm: np.ndarray) -> Decoded:
         """Best grammar reading and its confidence features (what tools/ calibrates on)."""

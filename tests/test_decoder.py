@@ -18,6 +18,7 @@ from assistant.decoder import (
     confidence_features,
     constrained_and_free_search,
     constrained_search,
+    forget_search_states,
     free_search,
 )
 from assistant.grammar import Grammar, Graph, grammar_from_dict, load_grammar, slot_key
@@ -334,6 +335,24 @@ def test_decode_cost_does_not_grow_with_sentence_count(tmp_path: Path, home: Gra
         f"small {per_step_small * 1e3:.3f} ms"
     )
     assert per_step_big < 1e-3 and per_step_small < 1e-3  # 25 steps -> a few ms in all
+
+
+def test_a_large_search_cache_is_let_go_and_its_results_still_read(home: Grammar) -> None:
+    # A daemon meets new grammar states with every new command; past a size the cache of
+    # determinised states is dropped between utterances. Hypotheses already found keep
+    # reading their sentences from the states they were found in.
+    hyps = run(home, "turn on the kitchen lights")
+    best = hyps[0]
+    before = (best.sole_intent, best.sole_meaning, best.interpret(home))
+    states = len(_dfa_for(home.graph).sets)
+    assert states > 10
+    assert not forget_search_states(home.graph, above=states)  # not past the limit: kept
+    assert forget_search_states(home.graph, above=states - 1)
+    assert len(_dfa_for(home.graph).sets) == 1  # a fresh cache, built again on demand
+    best._readings = None
+    assert (best.sole_intent, best.sole_meaning, best.interpret(home)) == before
+    again = run(home, "turn on the kitchen lights")
+    assert [h.tokens for h in again] == [h.tokens for h in hyps]
 
 
 def test_the_beam_keeps_its_prefixes_best_first(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -349,3 +349,21 @@ def test_outside_the_band_an_answer_is_not_heard_again(bundle_copy, test_clips):
 def test_a_recheck_the_runtime_cannot_use_is_a_bundle_error(bundle_copy, recheck):
     with pytest.raises(BundleError, match="calibration recheck unusable"):
         _with_recheck(bundle_copy, recheck)
+
+
+def test_settling_lets_a_large_search_cache_go(monkeypatch, test_clips):
+    # The determinised grammar states a daemon meets grow with every new command (~0.9 kB
+    # each); between utterances, past MAX_SEARCH_STATES, they are let go.
+    from assistant import recognizer as recognizer_module
+    from assistant.decoder import _DFAS
+
+    recognizer = Recognizer.load(DEFAULT_MODEL_DIR, grammar=EVAL / "speech_commands.yaml")
+    clip = load_audio(next(c for c in test_clips if c.label == "stop").path)
+    first = recognizer.recognize(clip)
+    recognizer.settle()
+    assert recognizer.grammar.graph in _DFAS  # small: kept
+    monkeypatch.setattr(recognizer_module, "MAX_SEARCH_STATES", 1)
+    recognizer.settle()
+    assert recognizer.grammar.graph not in _DFAS
+    again = recognizer.recognize(clip)  # built again as the search needs it
+    assert (again.intent, again.confidence) == (first.intent, first.confidence)
