@@ -209,7 +209,8 @@ class Recognizer:
         # Slowed down, a command that fitted the shortest length bucket (3 s) may not: its
         # middle is kept, so that it is heard by the same graphs (their padding moves the
         # encoder's states, model.py) and needs no reload of the longer ones.
-        shortest = self.bundle.encoders[0].frames * self.bundle.features.hop_length
+        params = self.bundle.features  # the most samples that the shortest bucket's frames hold
+        shortest = params.win_length + (self.bundle.encoders[0].frames - 1) * params.hop_length
         for factor in factors:
             changed = change_speed(audio, factor)
             if audio.size <= shortest < changed.size:

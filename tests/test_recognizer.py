@@ -367,3 +367,20 @@ def test_settling_lets_a_large_search_cache_go(monkeypatch, test_clips):
     assert recognizer.grammar.graph not in _DFAS
     again = recognizer.recognize(clip)  # built again as the search needs it
     assert (again.intent, again.confidence) == (first.intent, first.confidence)
+
+
+def test_a_rehearing_is_heard_by_the_graphs_the_command_fitted(bundle_copy, test_clips):
+    # A command just under the 3 s graphs, slowed by 5%, would need the 8 s ones: its middle
+    # 3 s are heard instead, with no reload of the longer graphs.
+    from assistant.features import to_float_pcm
+
+    clip = to_float_pcm(load_audio(next(c for c in test_clips if c.label == "stop").path))
+    audio = np.zeros(48100, np.float32)  # 300 feature frames: the 3 s graphs' most
+    audio[16000 : 16000 + clip.size] = clip[: 48100 - 16000]
+    recognizer = _with_recheck(bundle_copy, {"low": 0.0, "high": 1.0, "agreed": 1, "disagreed": 0})
+    used = []
+    ready = recognizer.model._ready
+    recognizer.model._ready = lambda index: used.append(index) or ready(index)
+    result = recognizer.recognize(audio)
+    assert result.timings["recheck"] > 0
+    assert used and set(used) == {0}
