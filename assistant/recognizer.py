@@ -39,7 +39,7 @@ from .grammar import Grammar, GrammarError, load_grammar
 from .heap import return_freed_heap
 from .lexicon import add_pronunciations, spellings_by_pronunciation
 from .model import Encoded, TfliteModel
-from .recheck import SPEED_FACTORS, Recheck, change_speed
+from .recheck import Recheck, change_speed
 from .result import Result
 from .tonality import is_steady_tone
 
@@ -184,7 +184,8 @@ class Recognizer:
         confidence = self.confidence(decoded.features)
         if self.recheck is not None and self.recheck.needed(confidence):
             t_recheck = time.perf_counter()
-            confidence = self.recheck.confidence(self.rehearings_agree(pcm, decoded))
+            agreed = self.rehearings_agree(pcm, decoded, self.recheck.factors)
+            confidence = self.recheck.confidence(agreed)
             timings["recheck"] = (time.perf_counter() - t_recheck) * 1000
             timings["total"] += timings["recheck"]
         if confidence < self.threshold:
@@ -198,14 +199,11 @@ class Recognizer:
         )
 
     def rehearings_agree(
-        self, pcm: np.ndarray, decoded: Decoded, factors: tuple[float, ...] | None = None
+        self, pcm: np.ndarray, decoded: Decoded, factors: tuple[float, ...]
     ) -> bool:
-        """Whether the audio played at each speed factor (by default the bundle's recheck's)
-        is heard with the same intent and slots as ``decoded`` (recheck.py: a guess tends to
-        change)."""
+        """Whether the audio played at each speed factor is heard with the same intent and
+        slots as ``decoded`` (recheck.py: a guess tends to change)."""
         audio = to_float_pcm(np.asarray(pcm)).reshape(-1)
-        if factors is None:
-            factors = self.recheck.factors if self.recheck is not None else SPEED_FACTORS
         # Slowed down, a command that fitted the shortest length bucket (3 s) may not: its
         # middle is kept, so that it is heard by the same graphs (their padding moves the
         # encoder's states, model.py) and needs no reload of the longer ones.

@@ -170,6 +170,10 @@ def fit_logistic(
     return w / std, b - float(np.sum(w * mean / std))
 
 
+def _accuracy(accept: np.ndarray, right: np.ndarray) -> float:
+    return float(np.mean(np.where(accept, right, ~right.astype(bool))))
+
+
 def choose_threshold(
     p: np.ndarray, right: np.ndarray, negative: np.ndarray, max_fa: float = 0.01
 ) -> float:
@@ -177,14 +181,10 @@ def choose_threshold(
     for t in np.linspace(0.05, 0.95, 91):
         accept = p >= t
         fa = accept[negative].mean() if negative.any() else 0.0
-        acc = np.mean(np.where(accept, right, ~right.astype(bool)))
+        acc = _accuracy(accept, right)
         if fa <= max_fa and acc > best_acc:
             best, best_acc = float(t), float(acc)
     return best
-
-
-def _accuracy(accept: np.ndarray, right: np.ndarray) -> float:
-    return float(np.mean(np.where(accept, right, ~right.astype(bool))))
 
 
 RECHECK_EDGES = np.round(np.linspace(0.05, 0.95, 19), 2)
@@ -214,15 +214,23 @@ def choose_recheck(
                 float(right[band & (agreed == a)].mean()) if (band & (agreed == a)).any() else 0.0
                 for a in (True, False)
             ]
-            confidence = np.where(band, np.where(agreed, rates[0], rates[1]), p)
-            accept = confidence >= threshold
+            recheck = Recheck(float(low), float(high), round(rates[0], 4), round(rates[1], 4))
+            accept = rechecked_confidences(recheck, p, agreed)[0] >= threshold
             if negative.any() and accept[negative].mean() > max_fa:
                 continue
             key = (_accuracy(accept, right), -float(band.mean()))
             if key > best_key:
-                best_key = key
-                best = Recheck(float(low), float(high), round(rates[0], 4), round(rates[1], 4))
+                best_key, best = key, recheck
     return best
+
+
+def rechecked_confidences(
+    recheck: Recheck, p: np.ndarray, agreed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The confidences the runtime ends with under ``recheck`` (Recognizer.recognize), and
+    which of the clips it heard again."""
+    band = (p >= recheck.low) & (p < recheck.high)
+    return np.where(band, np.where(agreed, recheck.agreed, recheck.disagreed), p), band
 
 
 def calibrate(model: Path, data: Path, clips: Clips = Clips()) -> dict:
@@ -236,9 +244,8 @@ def calibrate(model: Path, data: Path, clips: Clips = Clips()) -> dict:
     threshold = choose_threshold(p, y, negative)
     recheck = choose_recheck(p, y, negative, agreed, threshold) if clips.recheck else None
     rechecked = np.zeros(len(p), bool)
-    if recheck is not None:  # the confidences the runtime ends with
-        rechecked = (p >= recheck.low) & (p < recheck.high)
-        p = np.where(rechecked, np.where(agreed, recheck.agreed, recheck.disagreed), p)
+    if recheck is not None:
+        p, rechecked = rechecked_confidences(recheck, p, agreed)
     accept = p >= threshold
     summary = {
         "features": FEATURE_NAMES,
