@@ -384,3 +384,24 @@ def test_a_rehearing_is_heard_by_the_graphs_the_command_fitted(bundle_copy, test
     result = recognizer.recognize(audio)
     assert result.timings["recheck"] > 0
     assert used and set(used) == {0}
+
+
+def test_a_rehearing_reads_the_meaning_a_full_decode_reads():
+    # heard_meaning skips the free decode and the confidence features: on the demo's four
+    # home commands (slots and numbers among them), at both speeds, it reads what decode()
+    # reads, and audio too long for one command reads as nothing.
+    from assistant.features import SAMPLE_RATE
+    from assistant.recheck import SPEED_FACTORS, change_speed
+
+    recognizer = Recognizer.load(DEFAULT_MODEL_DIR)
+    audio = load_audio(DEFAULT_MODEL_DIR / "demo.wav")
+    starts = [c["start"] for c in json.loads((DEFAULT_MODEL_DIR / "demo.json").read_text())]
+    ends = [*starts[1:], audio.size / SAMPLE_RATE]
+    for start, end in zip(starts, ends, strict=True):
+        command = audio[int((start - 0.3) * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
+        for factor in (1.0, *SPEED_FACTORS):
+            changed = change_speed(command, factor)
+            full = recognizer.decode(changed)
+            assert full.intent is not None
+            assert recognizer.heard_meaning(changed) == (full.intent, full.slots)
+    assert recognizer.heard_meaning(np.tile(audio, 2)) is None
