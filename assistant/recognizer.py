@@ -345,6 +345,9 @@ class Recognizer:
             longest = self.bundle.encoders[-1].frames * self.bundle.features.hop_length
             padded = with_quiet_edges(audio, SAMPLE_RATE, max_samples=longest)
             if padded is not audio:
+                # the unpadded spectrum goes first: over a long command, both at once were
+                # ~1 MB of a second listen's peak memory
+                del spectrum
                 spectrum = power_spectrum(padded, self.bundle.features)
         return log_mel_from_power(spectrum, self.bundle.features)
 

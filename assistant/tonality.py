@@ -22,6 +22,7 @@ PEAK_BINS = 2  # each side of the strongest bin: a Hann window spreads a tone ov
 MIN_HZ = 80.0  # below: mains hum and rumble, present under speech too
 DEFAULT_PARAMS = FeatureParams()
 ACTIVE_DB = 30.0  # frames within this of the loudest frame are the sound; the rest is pause
+_ROWS = 128  # frames whose strongest bin is found at a time
 
 
 def steady_tone_score(spectrum: np.ndarray, params: FeatureParams = DEFAULT_PARAMS) -> float:
@@ -29,16 +30,24 @@ def steady_tone_score(spectrum: np.ndarray, params: FeatureParams = DEFAULT_PARA
     frequency (5 FFT bins, 156 Hz) and (b) the share of frames whose strongest frequency is the
     sound's usual one. Speech is low on both; a steady tone is near 1 on both."""
     low = int(np.ceil(MIN_HZ * params.n_fft / params.sample_rate))
+    # Views and row indices, no copies of the band: two copies of a long command's spectrum
+    # (~1 MB each) were most of its second listen's peak memory (README "A second listen").
     band = spectrum[:, low:]
+    width = band.shape[1]
     energy = band.sum(axis=1)
     if band.size == 0 or energy.max() <= 0:
         return 0.0
-    band = band[energy > energy.max() * 10 ** (-ACTIVE_DB / 10)]
-    peak = band.argmax(axis=1)
-    padded = np.pad(band, ((0, 0), (PEAK_BINS, PEAK_BINS)))
-    rows = np.arange(len(band))
-    in_peak = sum(padded[rows, peak + offset] for offset in range(2 * PEAK_BINS + 1))
-    concentration = float(np.median(in_peak / band.sum(axis=1)))
+    rows = np.flatnonzero(energy > energy.max() * 10 ** (-ACTIVE_DB / 10))
+    # argmax copies a strided view whole first: in blocks of rows, that copy stays small
+    peak = np.concatenate(
+        [band[lo : lo + _ROWS].argmax(axis=1) for lo in range(0, len(band), _ROWS)]
+    )[rows]
+    # the strongest bin and PEAK_BINS each side of it, bins past the band's ends counting 0
+    in_peak = sum(
+        np.where((col >= 0) & (col < width), band[rows, np.clip(col, 0, width - 1)], 0.0)
+        for col in (peak + offset for offset in range(-PEAK_BINS, PEAK_BINS + 1))
+    )
+    concentration = float(np.median(in_peak / energy[rows]))
     usual = np.bincount(peak).argmax()
     steadiness = float(np.mean(np.abs(peak - usual) <= 1))
     return min(concentration, steadiness)

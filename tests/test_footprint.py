@@ -10,13 +10,16 @@ import json
 import os
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
+from assistant.edges import frame_levels_db
 from assistant.features import FeatureParams, power_spectrum
 from assistant.grammar import _TokenGraphBuilder
 from assistant.lexicon import EOS_ID, WORD_BOUNDARY_ID
+from assistant.tonality import steady_tone_score
 
 ROOT = Path(__file__).resolve().parents[1]
 # Loaded only by the paths that need them: speaking, file sources, resampling, free
@@ -76,6 +79,53 @@ def test_blockwise_power_spectrum_is_exactly_the_whole_one() -> None:
         want = _reference_power_spectrum(audio, params)
         assert got.dtype == want.dtype and got.shape == want.shape
         assert np.array_equal(got, want)
+
+
+def test_blockwise_frame_levels_are_exactly_the_whole_ones() -> None:
+    rng = np.random.default_rng(2)
+    for samples in (50, 160, 161, 64 * 160, 64 * 160 + 1, 16_000 * 5 + 33):
+        audio = rng.normal(0, 0.1, samples).astype(np.float32)
+        frames = np.pad(audio, (0, max(0, 160 - samples)))[: max(1, samples // 160) * 160]
+        power = (frames.reshape(-1, 160).astype(np.float64) ** 2).mean(axis=1)
+        assert np.array_equal(frame_levels_db(audio), 10.0 * np.log10(power + 1e-12))
+
+
+def _reference_steady_tone_score(spectrum: np.ndarray) -> float:
+    """The tone check as written before it stopped copying the spectrum (2026-12-06)."""
+    band = spectrum[:, 3:]  # from 80 Hz
+    energy = band.sum(axis=1)
+    band = band[energy > energy.max() * 10 ** (-30.0 / 10)]
+    peak = band.argmax(axis=1)
+    padded = np.pad(band, ((0, 0), (2, 2)))
+    rows = np.arange(len(band))
+    in_peak = sum(padded[rows, peak + offset] for offset in range(5))
+    concentration = float(np.median(in_peak / band.sum(axis=1)))
+    steadiness = float(np.mean(np.abs(peak - np.bincount(peak).argmax()) <= 1))
+    return min(concentration, steadiness)
+
+
+def test_the_tone_check_reads_a_long_spectrum_without_copying_it() -> None:
+    # A second listen checks a long command's spectrum while the longer graphs are loaded:
+    # copies of it there were most of the daemon's peak memory. Same scores, a fraction of
+    # the spectrum's size allocated, for speech-like noise, tones (at the band's edges too)
+    # and a sweep.
+    rng = np.random.default_rng(3)
+    t = np.arange(16_000 * 5) / 16_000
+    sounds = [
+        rng.normal(0, 0.1, t.size) * (1 + np.sin(2 * np.pi * 3 * t)),
+        0.3 * np.sin(2 * np.pi * 440 * t),
+        0.3 * np.sin(2 * np.pi * 7_990 * t),
+        0.3 * np.sin(2 * np.pi * 85 * t),
+        0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t),
+    ]
+    for sound in sounds:
+        spectrum = power_spectrum(sound.astype(np.float32))
+        tracemalloc.start()
+        score = steady_tone_score(spectrum)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert score == _reference_steady_tone_score(spectrum)
+        assert peak < spectrum.nbytes / 3  # copying it took 2x
 
 
 def test_token_graph_drops_dead_ends_and_keeps_arc_order() -> None:
