@@ -217,7 +217,7 @@ def _dfa_for(graph: Graph) -> _LazyDfa:
 
 def forget_search_states(graph: Graph, above: int) -> bool:
     """Lets ``graph``'s determinisation go when it holds more than ``above`` states; it is
-    built again as searches need it. A state costs ~0.9 kB (its set of graph states, its
+    built again as searches need it. A state costs ~0.7 kB (its tuple of graph states, its
     transitions and mask), and the states a daemon meets grow with every new command: with
     the home grammar, 10k states and 12 MB more after 500 different commands (2026-12-06)."""
     dfa = _DFAS.get(graph)
