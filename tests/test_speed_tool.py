@@ -37,6 +37,10 @@ def test_speed_reports_every_stage_for_every_recognition(
     for stage in ("features", "encoder", "decoder", "total"):
         assert 0 < report[stage]["median"] <= report[stage]["p95"]
     assert report["total"]["median"] >= report["decoder"]["median"]
+    # the sums are taken per recognition, so they lie between their parts and the total
+    aim, first = report["features_encoder_decoder"], report["first_hearing"]
+    assert report["decoder"]["median"] < aim["median"] <= first["median"]
+    assert first["p95"] <= report["total"]["p95"]
     assert report["longer_bucket"] == 0  # short clips: every recognition in the 3 s graphs
     assert report["total_in_shortest_bucket"] == report["total"]
     assert report["runtime"] in ("ai-edge-litert", "tflite-runtime", "tensorflow")
@@ -57,6 +61,6 @@ def test_speed_times_several_bundles_on_the_same_clips(tmp_path: Path) -> None:
     first, second = reports[str(DEFAULT_MODEL_DIR)], reports[str(other)]
     assert first["utterances"] == second["utterances"] == 2
     assert "ratio_to_first" not in first
-    for stage in ("decoder", "total"):
+    for stage in ("decoder", "features_encoder_decoder", "total"):
         ratio = second["ratio_to_first"][stage]["median"]
         assert ratio == pytest.approx(second[stage]["median"] / first[stage]["median"])

@@ -4,7 +4,9 @@ interpretation of the N-best list (meanings, confidence features).
     python -m tools.speed --model models/home [OTHER_BUNDLE...] [--clips DIR] [--repeat 3]
 
 Each held-out command is placed in a 3 s window (silence around it), recognised ``repeat``
-times on one thread, and the per-stage milliseconds are summarised (median, p95). Every
+times on one thread, and the per-stage milliseconds are summarised (median, p95), with
+features + encoder + decoder (``features_encoder_decoder``: what the speed aim counts) and
+the first hearing before any second listen (``first_hearing``) summed per recognition. Every
 recognition starts with the grammar's cache of interpreted texts emptied, so each one costs
 what a command heard for the first time costs. Between recognitions, untimed, the model
 settles as the daemon lets it once a result is published (a command cut at the window's
@@ -29,6 +31,8 @@ from tools.corpus import load_audio
 from tools.heldout import read_labels
 
 ROOT = Path(__file__).resolve().parent.parent
+AIM_STAGES = "features_encoder_decoder"
+FIRST_HEARING = "first_hearing"  # total less the second listen
 
 
 def three_seconds(audio: np.ndarray) -> np.ndarray:
@@ -55,8 +59,17 @@ def measure_many(models: list[Path], clips: Path, repeat: int) -> dict[str, dict
         for clip in audio:
             for recognizer, timings, short in zip(recognizers, stages, shortest, strict=True):
                 recognizer.grammar.forget_texts()
-                for stage, ms in recognizer.recognize(clip).timings.items():
+                stage_ms = recognizer.recognize(clip).timings
+                for stage, ms in stage_ms.items():
                     timings.setdefault(stage, []).append(ms)
+                # What the speed aim counts (features + encoder + constrained decode),
+                # and the first hearing before any second listen, per recognition.
+                timings.setdefault(AIM_STAGES, []).append(
+                    stage_ms["features"] + stage_ms["encoder"] + stage_ms["decoder"]
+                )
+                timings.setdefault(FIRST_HEARING, []).append(
+                    stage_ms["total"] - stage_ms.get("recheck", 0.0)
+                )
                 short.append(
                     recognizer.model.resident() == [recognizer.model.buckets[0].spec.frames]
                 )
@@ -77,7 +90,7 @@ def measure_many(models: list[Path], clips: Path, repeat: int) -> dict[str, dict
             first = next(iter(reports.values()))
             report["ratio_to_first"] = {
                 stage: {k: report[stage][k] / first[stage][k] for k in ("median", "p95")}
-                for stage in ("decoder", "total")
+                for stage in ("decoder", AIM_STAGES, "total")
             }
         reports[str(model)] = report
     return reports
