@@ -236,6 +236,28 @@ def test_meaning_margin_is_the_same_from_the_graph_or_from_hassil() -> None:
     assert confidence_features(hyps[2], free, hyps[3:], g).meaning_margin == pytest.approx(0.2)
 
 
+def test_a_rival_of_another_intent_is_one_without_reading_its_slots(monkeypatch) -> None:
+    # "volume up" fills a list, so its meaning needs hassil; but the graph names its intent,
+    # which is not the best's, so it is the meaning margin's rival as it stands.
+    g = grammar_from_dict(
+        {
+            "intents": {
+                "GetTime": {"data": [{"sentences": ["what time is it"]}]},
+                "Volume": {"data": [{"sentences": ["volume {step}"]}]},
+            },
+            "lists": {"step": {"values": ["up", "down"]}},
+        }
+    )
+    best, rival = _finished(g.graph, "what time is it", -0.1), _finished(g.graph, "volume up", -0.4)
+    read = []
+    recognize_text = g.recognize_text
+    monkeypatch.setattr(g, "recognize_text", lambda *a: read.append(a[0]) or recognize_text(*a))
+    free = free_search(FakeStepModel(lexicon.text_to_tokens("what time is it")))
+    feats = confidence_features(best, free, [rival], g)
+    assert feats.meaning_margin == pytest.approx(0.3) == feats.margin
+    assert read == []
+
+
 def test_homophones_share_one_beam_entry() -> None:
     g = grammar_from_dict(
         {"intents": {"A": {"data": [{"sentences": ["(for|four) (to|two|too)"]}]}}}
