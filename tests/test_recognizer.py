@@ -405,3 +405,29 @@ def test_a_rehearing_reads_the_meaning_a_full_decode_reads():
             assert full.intent is not None
             assert recognizer.heard_meaning(changed) == (full.intent, full.slots)
     assert recognizer.heard_meaning(np.tile(audio, 2)) is None
+
+
+def test_the_grammar_search_does_not_depend_on_the_free_decode_beside_it():
+    # What heard_meaning rests on: the step batch's rows are computed independently, so the
+    # grammar search alone finds the same N-best list, scores included, as beside the free
+    # decode (a graph that quantised its inputs across rows would break this).
+    from assistant.decoder import constrained_and_free_search, constrained_search
+
+    recognizer = Recognizer.load(DEFAULT_MODEL_DIR)
+    audio = load_audio(DEFAULT_MODEL_DIR / "demo.wav")[16000 * 2 : int(16000 * 5.2)]
+    encoded = recognizer._encode(recognizer._speech_features(audio))
+    options = {
+        "beam": recognizer.beam,
+        "max_steps": encoded.steps + 8,
+        "ctc_weight": recognizer.ctc_weight,
+    }
+    alone = constrained_search(
+        recognizer.model, recognizer.grammar, ctc=recognizer._ctc_scorer(encoded), **options
+    )
+    beside, _ = constrained_and_free_search(
+        recognizer.model, recognizer.grammar, ctc=recognizer._ctc_scorer(encoded), **options
+    )
+    assert len(alone) > 1
+    assert [(h.tokens, h.log_prob, h.score) for h in alone] == [
+        (h.tokens, h.log_prob, h.score) for h in beside
+    ]
