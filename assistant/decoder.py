@@ -594,7 +594,7 @@ def _margin(
     mine = key(best)
     # Another intent is another meaning too: where the graph names a rival's intent, its slots
     # need no reading (hassil on a long command with numbers, ~0.5 ms a hypothesis).
-    my_intent = (mine[0] if mine is not None else None) if meaning and grammar else None
+    my_intent = mine[0] if meaning and grammar is not None and mine is not None else None
     for other in others:
         if other is best:
             continue

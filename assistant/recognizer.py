@@ -99,6 +99,11 @@ def _spellings() -> dict[tuple[str, ...], list[str]]:
     return spellings_by_pronunciation()
 
 
+def _max_steps(encoded: Encoded) -> int:
+    """Decoder steps a search may take: about one token per 40 ms encoder step at most."""
+    return encoded.steps + 8
+
+
 @dataclass(frozen=True)
 class Decoded:
     """The best grammar reading of an utterance before the accept/reject decision."""
@@ -235,15 +240,20 @@ class Recognizer:
             self.model,
             self.grammar,
             beam=self.beam,
-            max_steps=encoded.steps + 8,
+            max_steps=_max_steps(encoded),
             ctc=self._ctc_scorer(encoded),
             ctc_weight=self.ctc_weight,
         )
-        for hyp in hyps:
+        found = self._first_meaning(hyps)
+        return (found[1][1], found[1][2]) if found is not None else (None, {})
+
+    def _first_meaning(self, hyps: list[Hypothesis]) -> tuple[int, tuple[str, str, dict]] | None:
+        """The first hypothesis (best first) the grammar reads, and its (text, intent, slots)."""
+        for i, hyp in enumerate(hyps):
             meaning = hyp.interpret(self.grammar)
             if meaning is not None:
-                return meaning[1], meaning[2]
-        return None, {}
+                return i, meaning
+        return None
 
     def settle(self) -> None:
         """Between utterances (the daemon, once a result is out): readies the model for the
@@ -263,12 +273,11 @@ class Recognizer:
         t_feat = time.perf_counter()
         encoded = self._encode(feats)
         t_enc = time.perf_counter()
-        max_steps = encoded.steps + 8  # about one token per 40 ms encoder step at most
         hyps, free = constrained_and_free_search(
             self.model,
             self.grammar,
             beam=self.beam,
-            max_steps=max_steps,
+            max_steps=_max_steps(encoded),
             ctc=self._ctc_scorer(encoded),
             ctc_weight=self.ctc_weight,
         )
@@ -282,15 +291,13 @@ class Recognizer:
             "encoder": (t_enc - t_feat) * 1000,
             "decoder": (t_dec - t_enc) * 1000,
         }
-        ctc_best = best_path_log_prob(encoded.ctc_log_probs)
-        heard_by_ctc = best_path_tokens(encoded.ctc_log_probs)
         text, intent, slots, features = "", None, {}, {}
-        for i, best in enumerate(ranked):
-            meaning = best.interpret(self.grammar)
-            if meaning is None:
-                continue
-            text, intent, slots = meaning
+        found = self._first_meaning(ranked)
+        if found is not None:
+            i, (text, intent, slots) = found
+            best = ranked[i]
             base = confidence_features(best, free, ranked[i + 1 :], self.grammar)
+            ctc_best = best_path_log_prob(encoded.ctc_log_probs)
             features = {
                 "constrained_per_token": base.constrained_per_token,
                 "free_per_token": base.free_per_token,
@@ -300,9 +307,8 @@ class Recognizer:
                 "ctc_gap": (ctc_best - self._ctc_score(best, encoded.ctc_log_probs))
                 / max(encoded.steps, 1),
                 "meaning_margin": base.meaning_margin,
-                **_ctc_agreement(best, heard_by_ctc),
+                **_ctc_agreement(best, best_path_tokens(encoded.ctc_log_probs)),
             }
-            break
         timings["interpret"] = (time.perf_counter() - t_dec) * 1000
         return Decoded(text, intent, slots, features, timings, encoded.cropped)
 
@@ -317,7 +323,7 @@ class Recognizer:
         free = free_search(
             self.model,
             beam=self.model.batch_size,
-            max_steps=encoded.steps + 8,
+            max_steps=_max_steps(encoded),
             phone_loop=True,
             ctc=self._ctc_scorer(encoded),
             ctc_weight=self.ctc_weight,
