@@ -1,10 +1,17 @@
-/* One beam-search step of the joint attention/CTC search, compiled.
+/* One step of the decoder's beam search, compiled: ranking the live prefixes' extensions
+ * (jointly with CTC, by attention alone, or the free decode's one best token), finishing the
+ * </s> ones and keeping the best others, and the CTC recursions of the kept ones.
  *
  * Why C and not numpy: a step of the grammar search is ~22 candidates over 12 prefixes and
  * 75 frames, so its numpy version spent most of its time in the fixed cost of some sixty small
  * array operations (~0.3 ms a step, ~1 step per phone token: the p95 of a 3 s command).
  * numba would remove that cost too, but it adds ~60 MB to a daemon held to 80 MB and has no
  * wheels for 32-bit Pi OS; this file needs only a C compiler (build-essential) at install.
+ * The beam's bookkeeping (which prefixes finish and which stay, their grammar states and
+ * tokens) was Python around the compiled ranking until 2026-12-06: ~0.12 ms a step on an
+ * older EPYC, as much as the ranking and the CTC recursions together; here it is a loop over
+ * two dozen candidates (search_step), and the finished hypotheses' tokens are read back
+ * once, at the end (spell).
  *
  * The CTC recursions (Watanabe et al., "Hybrid CTC/attention", 2017) run on probabilities,
  * not log-probabilities: a prefix g carries, per frame t, N[t] (its paths ending in its last
@@ -16,8 +23,8 @@
  * e^-708 below a prefix's largest flush to zero; such paths cannot change a sum of log-probs
  * at double precision, and a prefix with no path left scores NEG_INF as before.
  *
- * Arrays arrive through the buffer protocol as C-contiguous float64 / int64 (assistant/ctc.py
- * prepares them); every size is checked here too, so a wrong call is a ValueError, never a
+ * Arrays arrive through the buffer protocol as C-contiguous float64 / float32 / int64 / int32
+ * (assistant/ctc.py and assistant/decoder.py prepare them); every size is checked here too, so a wrong call is a ValueError, never a
  * crash. A state is [n, 2T + 1]: N, B, then k, per prefix. The scorer's tables are one array:
  * P [W, T] = exp(x[t, c] - s_t) (s_t: frame t's best log-prob), Q [W, T] = exp(S[t - 1] +
  * x[t, c]) (column 0 unused), x0 [W] = x[0, c], S [T]; the blank is token W - 1.
@@ -114,8 +121,8 @@ typedef struct {
     int held;
 } Arg;
 
-/* A C-contiguous buffer of ``count`` items of ``kind`` ('d' float64, 'f' float32, 'q'
- * int64). */
+/* A C-contiguous buffer of ``count`` items (any number if count < 0) of ``kind`` ('d'
+ * float64, 'f' float32, 'q' int64, 'i' int32). */
 static int take(PyObject *obj, Arg *arg, char kind, Py_ssize_t count, int writable,
                 const char *name) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
@@ -123,16 +130,20 @@ static int take(PyObject *obj, Arg *arg, char kind, Py_ssize_t count, int writab
     arg->held = 1;
     const char *fmt = arg->view.format ? arg->view.format : "B";
     if (*fmt == '<' || *fmt == '=' || *fmt == '@') fmt++;
-    const Py_ssize_t size = kind == 'f' ? 4 : 8;
+    const Py_ssize_t size = kind == 'f' || kind == 'i' ? 4 : 8;
     int ok = arg->view.itemsize == size &&
-             (kind == 'q' ? (strcmp(fmt, "q") == 0 || strcmp(fmt, "l") == 0)
-                          : fmt[0] == kind && fmt[1] == 0);
+             (kind == 'q'   ? (strcmp(fmt, "q") == 0 || strcmp(fmt, "l") == 0)
+              : kind == 'i' ? (strcmp(fmt, "i") == 0 || (size == sizeof(long) && *fmt == 'l'))
+                            : fmt[0] == kind && fmt[1] == 0);
     if (!ok) {
         PyErr_Format(PyExc_ValueError, "%s: expected %s", name,
-                     kind == 'd' ? "float64" : kind == 'f' ? "float32" : "int64");
+                     kind == 'd'   ? "float64"
+                     : kind == 'f' ? "float32"
+                     : kind == 'i' ? "int32"
+                                   : "int64");
         return -1;
     }
-    if (arg->view.len != count * size) {
+    if (count >= 0 && arg->view.len != count * size) {
         PyErr_Format(PyExc_ValueError, "%s: expected %zd items, got %zd", name, count,
                      arg->view.len / size);
         return -1;
@@ -170,91 +181,86 @@ static int check_rows(const int64_t *rows, Py_ssize_t m, Py_ssize_t n, const cha
     return 0;
 }
 
-/* ---- select ------------------------------------------------------------------------- */
+/* ---- one search step ------------------------------------------------------------------ */
 
-PyDoc_STRVAR(select_doc,
-"select(log_probs, prefix_att, masks, dstates, D, state, last, tables, n, V, T, W, beam,\n"
-"       weight, eos, out_index, out_score, out_state) -> (count, kept)\n\n"
-"Ranks the extensions (row, token) of n live prefixes by (1 - weight) * attention +\n"
-"weight * CTC prefix score. An extension's attention log-prob is its prefix's (prefix_att\n"
-"[n]) plus the step's (log_probs [n, V], float32) plus the mask of the prefix's grammar\n"
-"state (masks [D, V], float32: 0, or -inf where the grammar forbids the token; dstates\n"
-"[n]). Each prefix's candidates are its allowed tokens, or only those\n"
-"scoring at least its beam-th best when it allows more. </s> (eos) is scored by CTC with\n"
-"all the prefix's paths at the last frame. The best 2 * beam that CTC can align are\n"
-"written best first (ties in row-major order): rows and tokens to out_index [2, 2 * beam],\n"
-"joint, attention and CTC scores to out_score [3, 2 * beam]. The first beam of them that\n"
-"are not </s>, the prefixes a beam keeps, are advanced into out_state [beam, 2T + 1]:\n"
-"``kept`` of them.");
+PyDoc_STRVAR(step_doc,
+"search_step(mode, log_probs, at, next_ids, live_i, live_d, ctc_state, tables, T, W, step,\n"
+"            n_live, beam, length_penalty, weight, eos, back, fin_i, fin_d, n_fin, rows,\n"
+"            tokens) -> (n_live, n_fin, done, unexpanded)\n\n"
+"One step of one beam search over a grammar's determinised states, whose live prefixes\n"
+"are rows at .. at + n_live - 1 of the step graph's batch (log_probs [batch, V] float32).\n"
+"next_ids [D, V] int32 gives each grammar state's next state per token: -1 where the\n"
+"grammar forbids the token, -2 throughout for a state not expanded yet.\n\n"
+"mode 0 ranks the extensions (row, token) by (1 - weight) * attention + weight * CTC\n"
+"prefix score: each prefix's allowed tokens, or only those scoring at least its beam-th\n"
+"best by attention when it allows more; </s> (eos) is scored by CTC with all the prefix's\n"
+"paths at the last frame; the best 2 * beam that CTC can align, ties in row-major order.\n"
+"mode 1 ranks them by attention alone (the best 2 * beam), mode 2 takes the one best token\n"
+"of one prefix (the free decode). An extension's attention log-prob is its prefix's plus\n"
+"the step's.\n\n"
+"In rank order, a </s> extension finishes: fin_i [cap, 3] gets (step, row, grammar state),\n"
+"fin_d [cap, 3] (attention log-prob, joint score over the length to the power\n"
+"length_penalty, CTC log-prob or NaN). The first beam others stay live. The live beam is\n"
+"double-buffered by the step's parity p: live_i [2, 2, beam] (grammar state, last token)\n"
+"and live_d [2, 2, beam] (attention log-prob, score) are read from [p] and written to\n"
+"[1 - p], CTC states likewise (ctc_state [2, beam, 2T + 1]), and back [steps, 2, beam]\n"
+"records each kept prefix's row and token (what spell() reads). rows and tokens\n"
+"([batch], int64 and int32) get the next step's inputs of the live prefixes. done: no\n"
+"prefix is live, or a finished one beats what the best live one could reach by ending\n"
+"next; unexpanded: how many live prefixes are in grammar states not expanded yet.");
 
 typedef struct {
     double joint, att, ctc;
     int64_t row, tok;
 } Candidate;
 
-static PyObject *select_candidates(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 18) {
-        PyErr_SetString(PyExc_TypeError, "select takes 18 arguments");
-        return NULL;
+/* Holds the best ``out`` candidates in best[0 .. *count), best first; a tie goes after those
+ * already held, as a stable sort of candidates met in row-major order would place it. */
+static void hold(Candidate *best, Py_ssize_t *count, Py_ssize_t out, Candidate c) {
+    if (*count == out && !(c.joint > best[out - 1].joint)) return;
+    Py_ssize_t j = *count < out ? (*count)++ : out - 1;
+    while (j > 0 && best[j - 1].joint < c.joint) {
+        best[j] = best[j - 1];
+        j--;
     }
-    Py_ssize_t n_masks = PyLong_AsSsize_t(a[4]);
-    Py_ssize_t n = PyLong_AsSsize_t(a[8]), V = PyLong_AsSsize_t(a[9]);
-    Py_ssize_t T = PyLong_AsSsize_t(a[10]), W = PyLong_AsSsize_t(a[11]);
-    Py_ssize_t beam = PyLong_AsSsize_t(a[12]);
-    double weight = PyFloat_AsDouble(a[13]);
-    int64_t eos = PyLong_AsLongLong(a[14]);
-    if (PyErr_Occurred()) return NULL;
-    if (n < 0 || V < 1 || T < 1 || W < V + 1 || beam < 1 || beam > 64 || eos < 0 ||
-        eos >= V || n_masks < 1) {
-        PyErr_SetString(PyExc_ValueError, "select: bad sizes");
-        return NULL;
-    }
-    const Py_ssize_t out = 2 * beam, width = 2 * T + 1;
-    Arg args[10];
-    memset(args, 0, sizeof args);
-    PyObject *result = NULL;
-    double *phi = NULL;
-    Candidate *best = NULL;
-    if (take(a[0], &args[0], 'f', n * V, 0, "log_probs") ||
-        take(a[1], &args[1], 'd', n, 0, "prefix_att") ||
-        take(a[2], &args[2], 'f', n_masks * V, 0, "masks") ||
-        take(a[3], &args[3], 'q', n, 0, "dstates") ||
-        take(a[5], &args[4], 'd', n * width, 0, "state") ||
-        take(a[6], &args[5], 'q', n, 0, "last") ||
-        take(a[7], &args[6], 'd', tables_size(T, W), 0, "tables") ||
-        take(a[15], &args[7], 'q', 2 * out, 1, "out_index") ||
-        take(a[16], &args[8], 'd', 3 * out, 1, "out_score") ||
-        take(a[17], &args[9], 'd', beam * width, 1, "out_state"))
-        goto done;
-    if (check_rows(I(3), n, n_masks, "grammar state")) goto done;
-    const float *log_probs = F(0), *masks = F(2);
-    const double *prefix_att = D(1), *state = D(4);
-    const int64_t *dstates = I(3), *last = I(5);
-    const Tables tb = tables_of(D(6), T, W);
-    phi = malloc(sizeof(double) * (size_t)(n * T + T + V + 1));
-    best = malloc(sizeof(Candidate) * (size_t)(out + 1));
-    if (!phi || !best) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    double *repeat_phi = phi + n * T, *att_row = repeat_phi + T;
-    /* Each prefix's paths, which every candidate but a repeat of its last label follows. */
-    for (Py_ssize_t row = 0; row < n; row++) all_paths(state + row * width, T, phi + row * T);
+    best[j] = c;
+}
 
-    const Py_ssize_t k = beam < V ? beam : V;
+/* A prefix's attention log-probs of its next tokens into att_row [V]: its own plus the step's
+ * where the grammar allows the token, -inf elsewhere (numpy's (prefix + step) + mask, the
+ * float32 step made double first). */
+static void attention_row(double prefix_att, const float *lp, const int32_t *next,
+                          Py_ssize_t V, double *att_row) {
+    for (Py_ssize_t v = 0; v < V; v++)
+        att_row[v] = next[v] >= 0 ? prefix_att + (double)lp[v] : -INFINITY;
+}
+
+typedef struct {
+    Py_ssize_t V, n, beam;
+    const float *log_probs;    /* [n, V]: the live prefixes' rows */
+    const int32_t *next_ids;   /* [D, V] */
+    const int64_t *dstates, *last;
+    const double *att;         /* [n] */
+    double *att_row;           /* [V] scratch */
+} Live;
+
+/* Mode 0: the joint ranking. phi [n, T] gets each prefix's paths; repeat_phi [T] scratch. */
+static Py_ssize_t rank_joint(const Live *lv, const double *state, const Tables *tb,
+                             double weight, int64_t eos, double *phi, double *repeat_phi,
+                             Candidate *best) {
+    const Py_ssize_t T = tb->T, V = lv->V, width = 2 * T + 1, out = 2 * lv->beam;
+    for (Py_ssize_t row = 0; row < lv->n; row++) all_paths(state + row * width, T, phi + row * T);
+    const Py_ssize_t k = lv->beam < V ? lv->beam : V;
     Py_ssize_t count = 0;
     double top_k[64]; /* the row's k best, descending */
-    for (Py_ssize_t row = 0; row < n; row++) {
+    for (Py_ssize_t row = 0; row < lv->n; row++) {
         const double *g = state + row * width;
-        const float *lp = log_probs + row * V, *mask = masks + dstates[row] * V;
-        /* In numpy's order: (prefix + step) + mask, each float32 made double first. */
-        for (Py_ssize_t v = 0; v < V; v++)
-            att_row[v] = (prefix_att[row] + (double)lp[v]) + (double)mask[v];
+        attention_row(lv->att[row], lv->log_probs + row * V, lv->next_ids + lv->dstates[row] * V,
+                      V, lv->att_row);
         /* The threshold: the row's k-th best when more than k tokens are allowed. */
         Py_ssize_t allowed = 0, held = 0;
         for (Py_ssize_t v = 0; v < V; v++) {
-            const double x = att_row[v];
+            const double x = lv->att_row[v];
             if (!isfinite(x)) continue;
             allowed++;
             if (held < k || x > top_k[held - 1]) {
@@ -267,56 +273,260 @@ static PyObject *select_candidates(PyObject *self, PyObject *const *a, Py_ssize_
             }
         }
         const double bar = allowed > k ? top_k[k - 1] : -INFINITY;
+        const int64_t prev = lv->last[row];
         for (Py_ssize_t v = 0; v < V; v++) {
-            const double att = att_row[v];
+            const double att = lv->att_row[v];
             if (!isfinite(att) || att < bar) continue;
             double ctc;
-            if (v == eos) ctc = final_score(g, &tb);
-            else if (v == last[row]) {
-                paths_before(g, last[row], v, T, repeat_phi);
-                ctc = prefix_score(repeat_phi, g[2 * T], last[row], v, &tb);
-            } else ctc = prefix_score(phi + row * T, g[2 * T], last[row], v, &tb);
-            const double joint = (1 - weight) * att + weight * ctc;
-            /* Keep the best ``out`` in order; a tie goes after those already held, as a
-             * stable sort of the row-major candidates would place it. */
-            if (count == out && !(joint > best[out - 1].joint)) continue;
-            Py_ssize_t j = count < out ? count++ : out - 1;
-            while (j > 0 && best[j - 1].joint < joint) {
-                best[j] = best[j - 1];
-                j--;
-            }
-            best[j] = (Candidate){joint, att, ctc, row, v};
+            if (v == eos) ctc = final_score(g, tb);
+            else if (v == prev) {
+                paths_before(g, prev, v, T, repeat_phi);
+                ctc = prefix_score(repeat_phi, g[2 * T], prev, v, tb);
+            } else ctc = prefix_score(phi + row * T, g[2 * T], prev, v, tb);
+            hold(best, &count, out, (Candidate){(1 - weight) * att + weight * ctc, att, ctc, row, v});
         }
     }
-    int64_t *rows = I(7), *toks = I(7) + out;
-    double *joints = D(8), *atts = D(8) + out, *ctcs = D(8) + 2 * out;
-    Py_ssize_t ranked = 0, live = 0;
+    /* paths CTC cannot align are no candidates */
+    Py_ssize_t ranked = 0;
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (best[i].joint >= -1e29) best[ranked++] = best[i];
+    return ranked;
+}
+
+/* Mode 1: the best 2 * beam extensions of all prefixes by attention. */
+static Py_ssize_t rank_attention(const Live *lv, Candidate *best) {
+    const Py_ssize_t V = lv->V, out = 2 * lv->beam;
+    Py_ssize_t count = 0;
+    for (Py_ssize_t row = 0; row < lv->n; row++) {
+        attention_row(lv->att[row], lv->log_probs + row * V, lv->next_ids + lv->dstates[row] * V,
+                      V, lv->att_row);
+        for (Py_ssize_t v = 0; v < V; v++)
+            if (isfinite(lv->att_row[v]))
+                hold(best, &count, out, (Candidate){lv->att_row[v], lv->att_row[v], NAN, row, v});
+    }
+    return count;
+}
+
+/* Mode 2: one prefix's one best token (the first of equals), if the grammar allows any. A
+ * CTC score cannot change a choice among one candidate, so none is taken. */
+static Py_ssize_t rank_greedy(const Live *lv, Candidate *best) {
+    attention_row(lv->att[0], lv->log_probs, lv->next_ids + lv->dstates[0] * lv->V, lv->V,
+                  lv->att_row);
+    Py_ssize_t top = 0;
+    for (Py_ssize_t v = 1; v < lv->V; v++)
+        if (lv->att_row[v] > lv->att_row[top]) top = v;
+    if (!isfinite(lv->att_row[top])) return 0;
+    best[0] = (Candidate){lv->att_row[top], lv->att_row[top], NAN, 0, top};
+    return 1;
+}
+
+static PyObject *search_step(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 22) {
+        PyErr_SetString(PyExc_TypeError, "search_step takes 22 arguments");
+        return NULL;
+    }
+    const long mode = PyLong_AsLong(a[0]);
+    const Py_ssize_t at = PyLong_AsSsize_t(a[2]);
+    const Py_ssize_t T = PyLong_AsSsize_t(a[8]), W = PyLong_AsSsize_t(a[9]);
+    const Py_ssize_t step = PyLong_AsSsize_t(a[10]), n = PyLong_AsSsize_t(a[11]);
+    const Py_ssize_t beam = PyLong_AsSsize_t(a[12]);
+    const double length_penalty = PyFloat_AsDouble(a[13]), weight = PyFloat_AsDouble(a[14]);
+    const int64_t eos = PyLong_AsLongLong(a[15]);
+    Py_ssize_t n_fin = PyLong_AsSsize_t(a[19]);
+    if (PyErr_Occurred()) return NULL;
+    if (mode < 0 || mode > 2 || beam < 1 || beam > 32 || n < 1 || n > beam || step < 0 ||
+        n_fin < 0 || at < 0 || T < 1 || W < 2 || eos < 0 || (mode == 2 && (beam != 1))) {
+        PyErr_SetString(PyExc_ValueError, "search_step: bad sizes");
+        return NULL;
+    }
+    Arg args[10];
+    memset(args, 0, sizeof args);
+    PyObject *result = NULL;
+    double *scratch = NULL;
+    Candidate *best = NULL;
+    /* Sizes read from the arrays themselves, then checked against each other. */
+    if (take(a[1], &args[0], 'f', -1, 0, "log_probs") ||
+        take(a[3], &args[1], 'i', -1, 0, "next_ids") ||
+        take(a[16], &args[6], 'q', -1, 1, "back") ||
+        take(a[17], &args[7], 'q', -1, 1, "fin_i") ||
+        take(a[20], &args[8], 'q', -1, 1, "rows"))
+        goto done;
+    const Py_ssize_t batch = args[8].view.len / 8;
+    const Py_ssize_t V = batch > 0 ? args[0].view.len / 4 / batch : 0;
+    const Py_ssize_t n_states = V > 0 ? args[1].view.len / 4 / V : 0;
+    const Py_ssize_t steps = args[6].view.len / 8 / (2 * beam);
+    const Py_ssize_t cap = args[7].view.len / 8 / 3;
+    const Py_ssize_t width = mode == 0 ? 2 * T + 1 : 1;
+    if (V < 2 || eos >= V || V * batch * 4 != args[0].view.len ||
+        n_states * V * 4 != args[1].view.len || at + beam > batch || step >= steps ||
+        (mode == 0 && W < V + 1)) {
+        PyErr_SetString(PyExc_ValueError, "search_step: arrays do not fit each other");
+        goto done;
+    }
+    if (take(a[4], &args[2], 'q', 2 * 2 * beam, 1, "live_i") ||
+        take(a[5], &args[3], 'd', 2 * 2 * beam, 1, "live_d") ||
+        take(a[6], &args[4], 'd', 2 * beam * width, 1, "ctc_state") ||
+        take(a[7], &args[5], 'd', mode == 0 ? tables_size(T, W) : 1, 0, "tables") ||
+        take(a[18], &args[9], 'd', 3 * cap, 1, "fin_d"))
+        goto done;
+    Arg tokens_arg;
+    memset(&tokens_arg, 0, sizeof tokens_arg);
+    if (take(a[21], &tokens_arg, 'i', batch, 1, "tokens")) {
+        release(&tokens_arg, 1);
+        goto done;
+    }
+    const int32_t *next_ids = (const int32_t *)args[1].view.buf;
+    const Py_ssize_t p = step % 2;
+    int64_t *live_i = I(2);
+    const int64_t *dstates = live_i + p * 2 * beam, *last = dstates + beam;
+    int64_t *dstates_out = live_i + (1 - p) * 2 * beam, *last_out = dstates_out + beam;
+    const double *att = D(3) + p * 2 * beam;
+    double *att_out = D(3) + (1 - p) * 2 * beam, *score_out = att_out + beam;
+    const double *state = D(4) + p * beam * width;
+    double *state_out = D(4) + (1 - p) * beam * width;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (dstates[i] < 0 || dstates[i] >= n_states || next_ids[dstates[i] * V] == -2) {
+            PyErr_SetString(PyExc_ValueError, "search_step: a live prefix's grammar state is "
+                                              "unknown or not expanded");
+            release(&tokens_arg, 1);
+            goto done;
+        }
+    scratch = malloc(sizeof(double) * (size_t)(n * T + T + V));
+    best = malloc(sizeof(Candidate) * (size_t)(2 * beam));
+    if (!scratch || !best) {
+        PyErr_NoMemory();
+        release(&tokens_arg, 1);
+        goto done;
+    }
+    double *phi = scratch, *repeat_phi = phi + n * T;
+    const Live lv = {V, n, beam, F(0) + at * V, next_ids, dstates, last, att, repeat_phi + T};
+    const Tables tb = tables_of(D(5), T, W);
+    Py_ssize_t count;
+    if (mode == 0) count = rank_joint(&lv, state, &tb, weight, eos, phi, repeat_phi, best);
+    else if (mode == 1) count = rank_attention(&lv, best);
+    else count = rank_greedy(&lv, best);
+
+    int64_t *back_row = I(6) + step * 2 * beam, *back_tok = back_row + beam;
+    int64_t *fin_i = I(7);
+    double *fin_d = D(9);
+    int64_t *rows = I(8);
+    int32_t *tokens = (int32_t *)tokens_arg.view.buf;
+    Py_ssize_t live = 0, unexpanded = 0;
+    const double end_length = pow((double)(step + 1), length_penalty);
     for (Py_ssize_t i = 0; i < count; i++) {
-        const Candidate *cand = &best[i];
-        if (!(cand->joint >= -1e29)) continue; /* paths CTC cannot align */
-        rows[ranked] = cand->row;
-        toks[ranked] = cand->tok;
-        joints[ranked] = cand->joint;
-        atts[ranked] = cand->att;
-        ctcs[ranked] = cand->ctc;
-        ranked++;
-        if (cand->tok != eos && live < beam) {
-            const int64_t row = cand->row, c = cand->tok, prev = last[row];
-            const double *g = state + row * width;
-            const double *before = phi + row * T;
-            if (c == prev) {
-                paths_before(g, prev, c, T, repeat_phi);
-                before = repeat_phi;
+        const Candidate *c = &best[i];
+        if (c->tok == eos) {
+            if (n_fin == cap) {
+                PyErr_SetString(PyExc_ValueError, "search_step: fin_i is full");
+                release(&tokens_arg, 1);
+                goto done;
             }
-            advance_one(before, g[2 * T], prev, c, &tb, D(9) + live * width);
+            fin_i[3 * n_fin] = step;
+            fin_i[3 * n_fin + 1] = c->row;
+            fin_i[3 * n_fin + 2] = dstates[c->row];
+            fin_d[3 * n_fin] = c->att;
+            fin_d[3 * n_fin + 1] = c->joint / end_length;
+            fin_d[3 * n_fin + 2] = c->ctc;
+            n_fin++;
+        } else if (live < beam) {
+            const int64_t row = c->row, prev = last[row];
+            const int32_t nxt = next_ids[dstates[row] * V + c->tok];
+            dstates_out[live] = nxt;
+            last_out[live] = c->tok;
+            att_out[live] = c->att;
+            score_out[live] = c->joint;
+            back_row[live] = row;
+            back_tok[live] = c->tok;
+            if (next_ids[(Py_ssize_t)nxt * V] == -2) unexpanded++;
+            if (mode == 0) {
+                const double *g = state + row * width;
+                const double *before = phi + row * T;
+                if (c->tok == prev) {
+                    paths_before(g, prev, c->tok, T, repeat_phi);
+                    before = repeat_phi;
+                }
+                advance_one(before, g[2 * T], prev, c->tok, &tb, state_out + live * width);
+            }
             live++;
         }
     }
-    result = Py_BuildValue("(nn)", ranked, live);
+    /* Stop once a finished hypothesis beats what the best live one (the first: the beam is
+     * kept best first) could reach by ending now. */
+    int done = live == 0;
+    if (!done && n_fin > 0) {
+        double top = fin_d[1];
+        for (Py_ssize_t f = 1; f < n_fin; f++)
+            if (fin_d[3 * f + 1] > top) top = fin_d[3 * f + 1];
+        done = top > score_out[0] / pow((double)(step + 2), length_penalty);
+    }
+    if (!done)
+        for (Py_ssize_t i = 0; i < live; i++) {
+            rows[at + i] = at + back_row[i];
+            tokens[at + i] = (int32_t)back_tok[i];
+        }
+    release(&tokens_arg, 1);
+    result = Py_BuildValue("(nnin)", live, n_fin, done, unexpanded);
 done:
-    free(phi);
+    free(scratch);
     free(best);
     release(args, 10);
+    return result;
+}
+
+PyDoc_STRVAR(spell_doc,
+"spell(back, beam, fin_i, n_fin, eos, out)\n\n"
+"The tokens of the n_fin finished hypotheses (fin_i rows: step, row, grammar state), each\n"
+"its prefix's tokens read back through back [steps, 2, beam] (row, token of each kept\n"
+"prefix) and </s>, into out [n_fin, steps + 1] int64: hypothesis f has fin_i[f, 0] + 1.");
+
+static PyObject *spell(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "spell takes 6 arguments");
+        return NULL;
+    }
+    const Py_ssize_t beam = PyLong_AsSsize_t(a[1]), n_fin = PyLong_AsSsize_t(a[3]);
+    const int64_t eos = PyLong_AsLongLong(a[4]);
+    if (PyErr_Occurred()) return NULL;
+    if (beam < 1 || n_fin < 0) {
+        PyErr_SetString(PyExc_ValueError, "spell: bad sizes");
+        return NULL;
+    }
+    Arg args[3];
+    memset(args, 0, sizeof args);
+    PyObject *result = NULL;
+    if (take(a[0], &args[0], 'q', -1, 0, "back") || take(a[2], &args[1], 'q', -1, 0, "fin_i"))
+        goto done;
+    const Py_ssize_t steps = args[0].view.len / 8 / (2 * beam);
+    if (steps * 2 * beam * 8 != args[0].view.len || args[1].view.len < 3 * n_fin * 8) {
+        PyErr_SetString(PyExc_ValueError, "spell: arrays do not fit each other");
+        goto done;
+    }
+    if (take(a[5], &args[2], 'q', n_fin * (steps + 1), 1, "out")) goto done;
+    const int64_t *back = I(0), *fin_i = I(1);
+    int64_t *out = I(2);
+    for (Py_ssize_t f = 0; f < n_fin; f++) {
+        const int64_t end = fin_i[3 * f];
+        int64_t row = fin_i[3 * f + 1];
+        if (end < 0 || end >= steps) {
+            PyErr_SetString(PyExc_ValueError, "spell: a step outside back");
+            goto done;
+        }
+        int64_t *tokens = out + f * (steps + 1);
+        tokens[end] = eos;
+        for (int64_t s = end - 1; s >= 0; s--) {
+            if (row < 0 || row >= beam) {
+                PyErr_SetString(PyExc_ValueError, "spell: a row outside the beam");
+                goto done;
+            }
+            tokens[s] = back[(s * 2 + 1) * beam + row];
+            row = back[s * 2 * beam + row];
+        }
+    }
+    result = Py_NewRef(Py_None);
+done:
+    release(args, 3);
     return result;
 }
 
@@ -409,7 +619,8 @@ static PyObject *advance(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
 }
 
 static PyMethodDef methods[] = {
-    {"select", (PyCFunction)(void (*)(void))select_candidates, METH_FASTCALL, select_doc},
+    {"search_step", (PyCFunction)(void (*)(void))search_step, METH_FASTCALL, step_doc},
+    {"spell", (PyCFunction)(void (*)(void))spell, METH_FASTCALL, spell_doc},
     {"prefix_scores", (PyCFunction)(void (*)(void))prefix_scores, METH_FASTCALL, scores_doc},
     {"advance", (PyCFunction)(void (*)(void))advance, METH_FASTCALL, advance_doc},
     {NULL, NULL, 0, NULL},

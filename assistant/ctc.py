@@ -125,40 +125,6 @@ class CtcPrefixScorer:
         """The empty prefix: every path is blanks."""
         return self._empty
 
-    def select(
-        self,
-        log_probs: np.ndarray,
-        prefix_att: np.ndarray,
-        masks: np.ndarray,
-        dstates: list[int],
-        state: CtcState,
-        last: np.ndarray,
-        beam: int,
-        weight: float,
-        eos: int,
-    ) -> JointStep:
-        """One joint search step: the extensions (row, token) of n prefixes ranked by
-        (1 - weight) * attention + weight * CTC prefix score, the best 2 * beam that CTC can
-        align, best first. An extension's attention log-prob is its prefix's (prefix_att
-        [n]) plus the step's (log_probs [n, V], float32) plus the mask of the prefix's
-        grammar state (masks [D, V] float32, 0 or -inf; dstates [n]). A prefix's candidates
-        are its allowed tokens, or only those scoring at least its beam-th best by attention
-        when it allows more; </s> (``eos``) is scored with all the prefix's paths at the last
-        frame (``final``). The first ``beam`` candidates that are not </s>, the prefixes the
-        beam keeps, come advanced."""
-        n, vocab = log_probs.shape
-        last = self._check(state, last, n)
-        out = 2 * beam
-        index, score = np.empty((2, out), np.int64), np.empty((3, out))
-        kept = np.empty((beam, 2 * self.frames + 1))
-        count, live = _ctcstep.select(
-            np.ascontiguousarray(log_probs, dtype=np.float32),
-            np.ascontiguousarray(prefix_att, dtype=np.float64),
-            masks, np.array(dstates, dtype=np.int64), len(masks), state.data, last,
-            self.tables, n, vocab, *self._sizes, beam, float(weight), eos, index, score, kept,
-        )  # fmt: skip
-        return JointStep(index[:, :count], score[:, :count], CtcState(kept[:live]))
-
     def prefix_scores(self, state: CtcState, last, rows, tokens) -> np.ndarray:
         """log P(transcript starts with g + c) [M] for prefixes ``rows`` of ``state`` (last
         labels ``last``) extended by label ``tokens`` (not </s>): over the frame t at which
@@ -208,17 +174,6 @@ class CtcPrefixScorer:
                 f"last {last.shape}"
             )
         return last
-
-
-@dataclass(frozen=True)
-class JointStep:
-    """A joint step's candidates, best first: ``index`` [2, M] the prefix each extends and
-    its token; ``score`` [3, M] the joint score and its attention and CTC parts; and the CTC
-    state of the first ``beam`` that are not </s> (the ones a beam keeps), in that order."""
-
-    index: np.ndarray
-    score: np.ndarray
-    kept: CtcState
 
 
 def _int64(a) -> np.ndarray:

@@ -3,13 +3,13 @@
 Beam entries are token prefixes: the decoder state depends only on the tokens fed, so two
 grammar paths that spell the same phones (homophones, optional words that sound alike) share
 one entry and one model row. Each entry carries the *set* of graph states its prefix reaches,
-i.e. a state of the graph's determinisation, built lazily and cached per graph: after the
-first utterances, a step is one compiled call (ctc.py, _ctcstep.c) and a few dict lookups.
+i.e. a state of the graph's determinisation, built lazily and cached per graph. A step of a
+search is one compiled call (``_ctcstep.search_step``); Python only expands the grammar states
+the beam meets for the first time.
 """
 
 from __future__ import annotations
 
-import math
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .ctc import CtcPrefixScorer, CtcState
+from . import _ctcstep
+from .ctc import CtcPrefixScorer
 from .grammar import Graph, SentenceMeaning, any_token_graph, phone_loop_graph, slot_key
 from .lexicon import EOS_ID, PAD_ID
 from .units import Units
@@ -143,8 +144,11 @@ class FreeResult:
 
 class _LazyDfa:
     """Subset construction on demand. State d is a set of graph states, kept as a sorted tuple
-    (``sets[d]``; a tuple takes a fraction of a frozenset's memory); ``masks[d]`` is 0 for
-    allowed tokens and -inf elsewhere; ``trans[d]`` maps token -> next d."""
+    (``sets[d]``; a tuple takes a fraction of a frozenset's memory). ``next_ids[d, token]`` is
+    the state a token leads to, -1 where the grammar forbids it, and -2 throughout while d is
+    not expanded: the one table the compiled search step reads."""
+
+    UNEXPANDED = -2
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
@@ -155,8 +159,10 @@ class _LazyDfa:
         self._arc_next = memoryview(graph.arc_next)
         self.ids: dict[tuple[int, ...], int] = {}
         self.sets: list[tuple[int, ...]] = []
-        self.trans: list[dict[int, int] | None] = []
-        self.masks = np.zeros((0, graph.vocab_size), dtype=np.float32)
+        self.next_ids = np.zeros((0, graph.vocab_size), dtype=np.int32)
+        # 1 once a state's row is filled: what Python asks (a bytearray reads as a plain int,
+        # where next_ids would make a numpy scalar); next_ids's -2 is what C asks
+        self._expanded = bytearray()
         self.start = self.state((graph.start,))
         self._end_sentences: dict[int, frozenset[int]] = {}
 
@@ -168,17 +174,17 @@ class _LazyDfa:
         d = len(self.sets)
         self.ids[nfa_states] = d
         self.sets.append(nfa_states)
-        self.trans.append(None)
-        if d == len(self.masks):  # grow by doubling: one fancy-index per step reads them
-            grown = np.full((max(16, 2 * d), self.graph.vocab_size), -np.inf, dtype=np.float32)
-            grown[:d] = self.masks
-            self.masks = grown
+        self._expanded.append(0)
+        if d == len(self.next_ids):  # grow by doubling
+            grown = np.full((max(16, 2 * d), self.graph.vocab_size), self.UNEXPANDED, np.int32)
+            grown[:d] = self.next_ids
+            self.next_ids = grown
         return d
 
-    def expand(self, d: int) -> dict[int, int]:
-        known = self.trans[d]
-        if known is not None:
-            return known
+    def expand(self, d: int) -> None:
+        """Fills d's row of next_ids (once)."""
+        if self._expanded[d]:
+            return
         arc_start, arc_token, arc_next = self._arc_start, self._arc_token, self._arc_next
         by_token: dict[int, set[int]] = {}
         for s in self.sets[d]:
@@ -189,11 +195,16 @@ class _LazyDfa:
                 else:
                     nexts.add(arc_next[a])
         trans = {tok: self.state(tuple(sorted(nxt))) for tok, nxt in by_token.items()}
-        self.trans[d] = trans
-        row = self.masks[d]  # -inf since its rows were grown; most states allow 1-2 tokens
-        for tok in trans:
-            row[tok] = 0.0
-        return trans
+        row = self.next_ids[d]  # read after the new states: they may have grown the table
+        row[:] = -1
+        for tok, nxt in trans.items():
+            row[tok] = nxt
+        self._expanded[d] = 1
+
+    def next_state(self, d: int, token: int) -> int:
+        """The state ``token`` leads to from d, -1 where the grammar forbids it."""
+        self.expand(d)
+        return int(self.next_ids[d, token])
 
     def end_sentences(self, d: int) -> frozenset[int]:
         """Template sentences (indices into graph.sentences) that </s> ends from d."""
@@ -217,8 +228,8 @@ def _dfa_for(graph: Graph) -> _LazyDfa:
 
 def forget_search_states(graph: Graph, above: int) -> bool:
     """Lets ``graph``'s determinisation go when it holds more than ``above`` states; it is
-    built again as searches need it. A state costs ~0.7 kB (its tuple of graph states, its
-    transitions and mask), and the states a daemon meets grow with every new command: with
+    built again as searches need it. A state costs ~0.5 kB (its tuple of graph states and its
+    row of next states), and the states a daemon meets grow with every new command: with
     the home grammar, 10k states and 12 MB more after 500 different commands (2026-12-06)."""
     dfa = _DFAS.get(graph)
     if dfa is None or len(dfa.sets) <= above:
@@ -231,29 +242,83 @@ def forget_search_states(graph: Graph, above: int) -> bool:
 # Search
 
 
-@dataclass
-class _Beam:
-    prefixes: list[tuple[int, ...]]
-    dstates: list[int]
-    scores: np.ndarray  # float64 [n]: what prefixes are ranked by (joint with CTC if used)
-    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    att: np.ndarray = field(default_factory=lambda: np.zeros(0))  # attention log-prob [n]
-    # last token of each prefix [n], -1 for the empty one
-    last: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    ctc: CtcState | None = None  # the prefixes' CTC paths, when the search uses CTC
+_MODES = {"joint": 0, "attention": 1, "greedy": 2}  # how _ctcstep.search_step ranks
 
 
-@dataclass
 class _Search:
-    """One beam search's share of the step model's batch: rows offset .. offset + beam - 1."""
+    """One beam search's share of the step model's batch (rows offset .. offset + beam - 1)
+    and the arrays its compiled steps read and write: the live beam, double-buffered by the
+    step's parity; each step's kept prefixes (their row and token, read back to spell the
+    finished ones); and the finished hypotheses."""
 
-    dfa: _LazyDfa
-    beam: int
-    length_penalty: float
-    offset: int
-    live: _Beam
-    finished: list[Hypothesis] = field(default_factory=list)
-    done: bool = False
+    def __init__(
+        self,
+        dfa: _LazyDfa,
+        beam: int,
+        length_penalty: float,
+        offset: int,
+        max_steps: int,
+        ctc: CtcPrefixScorer | None,
+        ctc_weight: float,
+    ) -> None:
+        self.dfa, self.beam, self.length_penalty, self.offset = dfa, beam, length_penalty, offset
+        # beam 1 (the free decode) takes its one best token: a CTC score cannot change a
+        # choice among one candidate
+        self.ctc = ctc if beam > 1 else None
+        self.ctc_weight = ctc_weight
+        self.mode = _MODES["greedy" if beam == 1 else "joint" if self.ctc else "attention"]
+        self.live_i = np.zeros((2, 2, beam), np.int64)  # grammar state, last token
+        self.live_d = np.zeros((2, 2, beam))  # attention log-prob, score
+        self.live_i[0, :, 0] = dfa.start, -1  # the empty prefix
+        if self.ctc is not None:
+            frames, self._width = self.ctc.frames, self.ctc.x.shape[1]
+            self.ctc_state = np.zeros((2, beam, 2 * frames + 1))
+            self.ctc_state[0, 0] = self.ctc.initial().data[0]
+            self.tables = self.ctc.tables
+        else:
+            frames, self._width = 1, 2
+            self.ctc_state, self.tables = np.zeros(2 * beam), np.zeros(1)
+        self.frames = frames
+        self.back = np.zeros((max_steps, 2, beam), np.int64)
+        cap = max_steps * 2 * beam  # at most 2 * beam candidates a step finish
+        self.fin_i = np.zeros((cap, 3), np.int64)  # step, row, grammar state
+        self.fin_d = np.zeros((cap, 3))  # attention log-prob, score, CTC log-prob
+        self.n_live, self.n_fin, self.done = 1, 0, False
+
+    def step(self, step: int, log_probs: np.ndarray, rows: np.ndarray, tokens: np.ndarray):
+        """Ranks this step's extensions, finishes the </s> ones, keeps the best others, and
+        writes their rows and tokens for the next step; expands the grammar states met."""
+        self.n_live, self.n_fin, self.done, unexpanded = _ctcstep.search_step(
+            self.mode, log_probs, self.offset, self.dfa.next_ids, self.live_i, self.live_d,
+            self.ctc_state, self.tables, self.frames, self._width, step, self.n_live,
+            self.beam, float(self.length_penalty), float(self.ctc_weight), EOS_ID, self.back,
+            self.fin_i, self.fin_d, self.n_fin, rows, tokens,
+        )  # fmt: skip
+        if unexpanded:
+            for d in self.live_i[1 - step % 2, 0, : self.n_live].tolist():
+                self.dfa.expand(d)
+
+    def finished(self) -> list[Hypothesis]:
+        """The finished hypotheses, best first (ties in the order they finished)."""
+        n = self.n_fin
+        spelled = np.zeros((n, len(self.back) + 1), np.int64)
+        _ctcstep.spell(self.back, self.beam, self.fin_i, n, EOS_ID, spelled)
+        ctc_scored = self.mode == _MODES["joint"]
+        hyps = [
+            Hypothesis(
+                tuple(tokens[: end + 1]),
+                att,
+                score,
+                dfa_state=dstate,
+                dfa=self.dfa,
+                ctc_log_prob=ctc_log_prob if ctc_scored else None,
+            )
+            for tokens, (end, _, dstate), (att, score, ctc_log_prob) in zip(
+                spelled.tolist(), self.fin_i[:n].tolist(), self.fin_d[:n].tolist(), strict=True
+            )
+        ]
+        hyps.sort(key=lambda h: h.score, reverse=True)
+        return hyps
 
 
 def _search_many(
@@ -276,168 +341,23 @@ def _search_many(
         beam = max(1, min(beam, batch - offset))
         dfa = _dfa_for(graph)
         dfa.expand(dfa.start)
-        live = _Beam([()], [dfa.start], np.zeros(1), att=np.zeros(1), last=np.full(1, -1))
-        if ctc is not None and beam > 1:  # beam 1 takes its one best token without CTC
-            live.ctc = ctc.initial()
-        running.append(_Search(dfa, beam, length_penalty, offset, live))
+        running.append(_Search(dfa, beam, length_penalty, offset, max_steps, ctc, ctc_weight))
         offset += beam
     states = np.repeat(start[None], batch, axis=0)
     tokens = np.full(batch, PAD_ID, dtype=np.int32)
-    for _ in range(max_steps):
+    rows = np.zeros(batch, dtype=np.int64)
+    for step in range(max_steps):
         log_probs, new_states = model.step(tokens, states)
-        rows = np.zeros(batch, dtype=np.int64)
+        log_probs = np.ascontiguousarray(log_probs, dtype=np.float32)
+        rows[:] = 0
         tokens[:] = PAD_ID
         for search in running:
-            if search.done:
-                continue
-            live, dfa, at = search.live, search.dfa, search.offset
-            n = len(live.prefixes)
-            live = _select(
-                log_probs[at : at + n],
-                live,
-                dfa,
-                search.beam,
-                search.finished,
-                search.length_penalty,
-                ctc,
-                ctc_weight,
-            )
-            search.live = live
-            # Stop once a finished hypothesis beats what any live one could reach by ending now.
-            search.done = not live.prefixes or bool(
-                search.finished
-                and max(h.score for h in search.finished)
-                > _best_possible(live, search.length_penalty)
-            )
             if not search.done:
-                rows[at : at + len(live.rows)] = at + live.rows
-                tokens[at : at + len(live.last)] = live.last
+                search.step(step, log_probs, rows, tokens)
         if all(search.done for search in running):
             break
         states = new_states[rows]
-    for search in running:
-        search.finished.sort(key=lambda h: h.score, reverse=True)
-    return [search.finished for search in running]
-
-
-@dataclass
-class _Candidates:
-    """Extensions of live prefixes (row, token), best first by ``score``: what the search ranks
-    by; ``att`` is the attention log-prob, ``ctc`` the CTC prefix score when one is used."""
-
-    rows: np.ndarray
-    toks: np.ndarray
-    score: np.ndarray
-    att: np.ndarray
-    ctc: np.ndarray | None = None
-    # CTC state of the first ``beam`` candidates that are not </s>: those kept live
-    ctc_state: CtcState | None = None
-
-
-def _attention_candidates(total: np.ndarray, beam: int) -> _Candidates:
-    """The 2 * beam best extensions overall: enough, since at most ``beam`` end per step."""
-    vocab = total.shape[1]
-    flat = total.ravel()
-    k = min(2 * beam, flat.size)
-    top = np.argpartition(-flat, k - 1)[:k]
-    top = top[np.argsort(-flat[top], kind="stable")]
-    top = top[np.isfinite(flat[top])]
-    rows, toks = np.divmod(top, vocab)
-    return _Candidates(rows, toks, flat[top], flat[top])
-
-
-def _greedy_candidate(total: np.ndarray) -> _Candidates:
-    """Beam 1 (the free decode beside the grammar search): the one best token of its one
-    prefix (``total`` [V]). A CTC score cannot change a choice among one candidate, so it is
-    not computed (it would only end the decode where CTC finds no alignment; the free decode
-    reports attention scores)."""
-    tok = int(total.argmax())
-    score = total[tok : tok + 1]
-    if not math.isfinite(score[0]):
-        score = score[:0]
-    rows, toks = (np.array([i][: len(score)], dtype=np.int64) for i in (0, tok))
-    return _Candidates(rows, toks, score, score)
-
-
-def _joint_candidates(
-    log_probs: np.ndarray, live: _Beam, masks: np.ndarray, beam: int, ctc: CtcPrefixScorer,
-    weight: float,
-) -> _Candidates:  # fmt: skip
-    """Ranked by (1 - w) * attention + w * CTC prefix score. The attention scores pre-select
-    ``beam`` candidates per prefix (CtcPrefixScorer.select)."""
-    assert live.ctc is not None
-    step = ctc.select(
-        log_probs, live.att, masks, live.dstates, live.ctc, live.last, beam, weight, EOS_ID
-    )
-    (rows, toks), (joint, att, ctc_score) = step.index, step.score
-    return _Candidates(rows, toks, joint, att, ctc_score, step.kept)
-
-
-def _select(
-    log_probs: np.ndarray,
-    live: _Beam,
-    dfa: _LazyDfa,
-    beam: int,
-    finished: list[Hypothesis],
-    length_penalty: float,
-    ctc: CtcPrefixScorer | None = None,
-    ctc_weight: float = 0.0,
-) -> _Beam:
-    """Best extensions of all live prefixes (by attention, or jointly with CTC): </s> ones are
-    finished, the best ``beam`` others stay live. log_probs [n, V]: this step's attention
-    log-probs of the live prefixes' next tokens."""
-    if beam > 1 and ctc is not None:
-        cand = _joint_candidates(log_probs, live, dfa.masks, beam, ctc, ctc_weight)
-    elif beam == 1:  # one live prefix: its extensions' scores in all, -inf where forbidden
-        # (att[:1], an array: a float64 scalar would make the sum float32 under numpy 1's
-        # casting rules)
-        cand = _greedy_candidate(live.att[:1] + log_probs[0] + dfa.masks[live.dstates[0]])
-    else:
-        total = live.att[:, None] + log_probs + dfa.masks[live.dstates]
-        cand = _attention_candidates(total, beam)
-    prefixes, dstates, kept = [], [], []
-    for i, (row, tok) in enumerate(zip(cand.rows.tolist(), cand.toks.tolist(), strict=True)):
-        if tok == EOS_ID:
-            prefix = (*live.prefixes[row], tok)
-            norm = float(cand.score[i]) / len(prefix) ** length_penalty
-            ctc_log_prob = None if cand.ctc is None else float(cand.ctc[i])
-            finished.append(
-                Hypothesis(
-                    prefix,
-                    float(cand.att[i]),
-                    norm,
-                    dfa_state=live.dstates[row],
-                    dfa=dfa,
-                    ctc_log_prob=ctc_log_prob,
-                )
-            )
-        elif len(prefixes) < beam:
-            nxt = dfa.expand(live.dstates[row])[tok]
-            dfa.expand(nxt)
-            prefixes.append((*live.prefixes[row], tok))
-            dstates.append(nxt)
-            kept.append(i)
-    kept_at = np.array(kept, dtype=np.int64)
-    return _Beam(
-        prefixes,
-        dstates,
-        cand.score[kept_at],
-        cand.rows[kept_at],
-        att=cand.att[kept_at],
-        last=cand.toks[kept_at],
-        # the joint step advanced the CTC state of just these: its first ``beam``
-        # candidates that are not </s>, kept above in the same order
-        ctc=cand.ctc_state,
-    )
-
-
-def _best_possible(live: _Beam, length_penalty: float) -> float:
-    """Optimistic final score of the best live prefix if it ended at no cost on the next step.
-    Not a strict bound (later confident tokens raise a per-token average), but once a
-    finished hypothesis beats every live one by this measure, decoding on rarely helps.
-    The search runs in lockstep, so every live prefix has the same length, and the beam
-    keeps its prefixes best first, so the first scores highest."""
-    return float(live.scores[0]) / (len(live.prefixes[0]) + 1) ** length_penalty
+    return [search.finished() for search in running]
 
 
 def constrained_search(

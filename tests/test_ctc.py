@@ -170,16 +170,6 @@ def test_compiled_step_refuses_arrays_that_do_not_fit() -> None:
         scorer.prefix_scores(empty, [-1], [1], [2])
     with pytest.raises(ValueError, match="token"):
         scorer.advance(empty, [-1], [0], [5])  # the blank is not a label
-    masks = np.zeros((4, 5), np.float32)
-    step = np.zeros((1, 5), np.float32)
-    with pytest.raises(ValueError, match="prefixes of 10 frames expected"):
-        scorer.select(
-            np.zeros((2, 5), np.float32), np.zeros(2), masks, [0, 0], empty, [-1], 3, 0.5, 1
-        )
-    with pytest.raises(ValueError, match="grammar state 4 outside 0..3"):
-        scorer.select(step, np.zeros(1), masks, [4], empty, [-1], 3, 0.5, 1)
-    with pytest.raises(ValueError, match="masks: expected float32"):
-        scorer.select(step, np.zeros(1), masks.astype(np.float64), [0], empty, [-1], 3, 0.5, 1)
     out = np.empty(1)
     args = (np.array([-1]), np.array([0]), np.array([2]), scorer.tables, 1, 1, 10, 6, out)
     with pytest.raises(ValueError, match="state: expected float64"):

@@ -123,7 +123,7 @@ def _finished(graph: Graph, text: str, score: float = -0.1) -> Hypothesis:
     dfa = _dfa_for(graph)
     d = dfa.start
     for tok in tokens[:-1]:
-        d = dfa.expand(d)[tok]
+        d = dfa.next_state(d, tok)
     return Hypothesis(tokens, -2.0, score, dfa_state=d, graph=graph)
 
 
@@ -378,8 +378,8 @@ def test_a_large_search_cache_is_let_go_and_its_results_still_read(home: Grammar
 
 
 def test_the_beam_keeps_its_prefixes_best_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The stopping rule reads the best live prefix as the first one (_best_possible): every
-    # beam the joint search keeps must be ordered by score.
+    # The stopping rule reads the best live prefix as the first one: every beam the joint
+    # search keeps must be ordered by score.
     from assistant import decoder
     from assistant.ctc import CtcPrefixScorer
 
@@ -388,15 +388,21 @@ def test_the_beam_keeps_its_prefixes_best_first(monkeypatch: pytest.MonkeyPatch)
     logits = np.random.default_rng(11).normal(size=(60, len(lexicon.TOKENS) + 1))
     ctc = CtcPrefixScorer(logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))
     beams = []
-    select = decoder._select
-    monkeypatch.setattr(decoder, "_select", lambda *a: beams.append(select(*a)) or beams[-1])
+    step = decoder._Search.step
+
+    def recording(search: decoder._Search, at: int, *args: np.ndarray) -> None:
+        step(search, at, *args)
+        if search.beam > 1:  # the live scores just written
+            beams.append(search.live_d[1 - at % 2, 1, : search.n_live].copy())
+
+    monkeypatch.setattr(decoder._Search, "step", recording)
     hyps, _ = constrained_and_free_search(
         FakeStepModel(target, batch_size=9), home, beam=8, max_steps=60, ctc=ctc, ctc_weight=0.5
     )
     assert hyps and len(beams) > 20
-    assert any(len(b.scores) > 1 for b in beams)
+    assert any(len(b) > 1 for b in beams)
     for b in beams:
-        assert np.all(np.diff(b.scores) <= 0)
+        assert np.all(np.diff(b) <= 0)
 
 
 def test_greedy_free_decode_is_the_same_with_and_without_ctc() -> None:
@@ -415,39 +421,51 @@ def test_greedy_free_decode_is_the_same_with_and_without_ctc() -> None:
 
 
 @pytest.mark.parametrize("allowed_per_prefix", [3, 30])
-def test_joint_candidates_are_each_prefixs_top_k_by_attention_ranked_jointly(
+def test_a_joint_step_ranks_each_prefixs_top_k_by_attention_jointly(
     allowed_per_prefix: int,
 ) -> None:
     # Grammars mostly allow fewer tokens than the beam after a prefix (all are candidates);
     # at a word start they may allow more, and then only the beam's best by attention are.
+    # The best 2 * beam candidates: the </s> ones finish, the first `beam` others stay live.
+    from types import SimpleNamespace
+
     from assistant.ctc import CtcPrefixScorer
-    from assistant.decoder import _Beam, _joint_candidates
+    from assistant.decoder import _Search
 
     rng = np.random.default_rng(7)
     n, vocab, beam, weight = 4, len(lexicon.TOKENS), 6, 0.3
-    logits = rng.normal(size=(20, vocab + 1))
+    logits = rng.normal(size=(4, vocab + 1))  # few frames: </s> can be likely
     ctc = CtcPrefixScorer(logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))
     last = np.array([5, 9, 5, 12])
     state = ctc.advance(ctc.initial(), [-1], np.zeros(n), last)
-    # The step's log-probs, each prefix's own, and each prefix's grammar state (row of masks)
+    # The step's log-probs, each prefix's own, and each prefix's grammar state: grammar state
+    # d allows its chosen tokens, each leading back to d (next_ids -1 where forbidden).
     log_probs = rng.normal(size=(n, vocab)).astype(np.float32) - 3
-    log_probs[1, EOS_ID] = -2.0
+    # prefix 1 may end, and the attention is sure enough that it does, whatever CTC says
+    log_probs[1, EOS_ID] = 2.0
     prefix_att = rng.normal(size=n) - 5
-    masks = np.full((n, vocab), -np.inf, np.float32)
-    for row in range(n):
-        masks[row, rng.choice(np.arange(2, vocab), allowed_per_prefix, replace=False)] = 0
-    masks[1, EOS_ID] = 0
     dstates = [2, 1, 3, 0]
-    live = _Beam([(t,) for t in last], dstates, np.zeros(n), att=prefix_att, last=last)
-    live.ctc = state
-    got = _joint_candidates(log_probs, live, masks, beam, ctc, weight)
-    total = prefix_att[:, None] + log_probs + masks[dstates]
+    next_ids = np.full((n, vocab), -1, np.int32)
+    for d in dstates:
+        next_ids[d, rng.choice(np.arange(2, vocab), allowed_per_prefix, replace=False)] = d
+    next_ids[dstates[1], EOS_ID] = dstates[1]
+    dfa = SimpleNamespace(start=0, next_ids=next_ids, expand=lambda d: None)
+    search = _Search(dfa, beam, 1.0, 0, 10, ctc, weight)  # type: ignore[arg-type]
+    search.live_i[0, :, :n] = dstates, last
+    search.live_d[0, 0, :n] = prefix_att
+    search.ctc_state[0, :n] = state.data
+    search.n_live = n
+    # the step graph's batch holds the beam's rows; the live prefixes are its first n
+    rows, tokens = np.zeros(beam, np.int64), np.zeros(beam, np.int32)
+    batch = np.concatenate([log_probs, np.zeros((beam - n, vocab), np.float32)])
+    search.step(0, batch, rows, tokens)
+    allowed = next_ids[dstates] >= 0
+    total = np.where(allowed, prefix_att[:, None] + log_probs, -np.inf)
 
     # Reference: each prefix's best `beam` tokens by attention, scored one by one.
     expected = []
     for row in range(n):
-        allowed = np.isfinite(total[row]).sum()
-        for tok in np.argsort(-total[row])[: min(beam, allowed)]:
+        for tok in np.argsort(-total[row])[: min(beam, allowed[row].sum())]:
             if tok == EOS_ID:
                 ctc_score = ctc.final(state[[row]])[0]
             else:
@@ -456,11 +474,70 @@ def test_joint_candidates_are_each_prefixs_top_k_by_attention_ranked_jointly(
             expected.append((joint, row, int(tok)))
     expected.sort(reverse=True)
     expected = expected[: 2 * beam]
-    assert [(r, t) for _, r, t in expected] == list(
-        zip(got.rows.tolist(), got.toks.tolist(), strict=True)
+    ended = [(j, r) for j, r, t in expected if t == EOS_ID]
+    kept = [(j, r, t) for j, r, t in expected if t != EOS_ID][:beam]
+    assert search.n_fin == len(ended) == 1
+    assert search.fin_i[: search.n_fin, 1].tolist() == [r for _, r in ended]
+    # at step 0 a finished hypothesis is one token long: its score is the joint score
+    np.testing.assert_allclose(search.fin_d[: search.n_fin, 1], [j for j, _ in ended], rtol=1e-12)
+    assert search.n_live == len(kept)
+    assert search.back[0, 0, : len(kept)].tolist() == [r for _, r, _ in kept]
+    assert search.back[0, 1, : len(kept)].tolist() == [t for _, _, t in kept]
+    np.testing.assert_allclose(
+        search.live_d[1, 1, : len(kept)], [j for j, _, _ in kept], rtol=1e-12
     )
-    np.testing.assert_allclose(got.score, [j for j, _, _ in expected], rtol=1e-12)
-    # The prefixes the beam keeps (the first `beam` that do not end) come advanced.
-    kept = [(r, t) for _, r, t in expected if t != EOS_ID][:beam]
-    rows, toks = zip(*kept, strict=True)
-    np.testing.assert_array_equal(got.ctc_state.data, ctc.advance(state, last, rows, toks).data)
+    # the next step's inputs: each kept prefix's row and its new token
+    assert rows.tolist()[: len(kept)] == [r for _, r, _ in kept]
+    assert tokens.tolist()[: len(kept)] == [t for _, _, t in kept]
+    # The prefixes the beam keeps come advanced.
+    advanced = ctc.advance(state, last, [r for _, r, _ in kept], [t for _, _, t in kept])
+    np.testing.assert_array_equal(search.ctc_state[1, : len(kept)], advanced.data)
+
+
+def test_the_compiled_search_step_refuses_arrays_that_do_not_fit(home: Grammar) -> None:
+    # A wrong call is a ValueError naming what is wrong, never a read past the end of an array.
+    from assistant import _ctcstep
+    from assistant.decoder import _Search
+
+    dfa = _dfa_for(home.graph)
+    dfa.expand(dfa.start)
+    search = _Search(dfa, 4, 1.0, 0, 10, None, 0.0)
+    vocab = home.graph.vocab_size
+    log_probs = np.zeros((4, vocab), np.float32)
+    rows, tokens = np.zeros(4, np.int64), np.zeros(4, np.int32)
+
+    def call(**changed: object) -> None:
+        args = dict(
+            mode=1, log_probs=log_probs, at=0, next_ids=dfa.next_ids, live_i=search.live_i,
+            live_d=search.live_d, ctc_state=search.ctc_state, tables=search.tables, T=1, W=2,
+            step=0, n_live=1, beam=4, length_penalty=1.0, weight=0.0, eos=EOS_ID,
+            back=search.back, fin_i=search.fin_i, fin_d=search.fin_d, n_fin=0, rows=rows,
+            tokens=tokens,
+        )  # fmt: skip
+        args.update(changed)
+        _ctcstep.search_step(*args.values())
+
+    call()  # as the search calls it
+    with pytest.raises(ValueError, match="next_ids: expected int32"):
+        call(next_ids=dfa.next_ids.astype(np.int64))
+    with pytest.raises(ValueError, match="log_probs: expected float32"):
+        call(log_probs=log_probs.astype(np.float64))
+    with pytest.raises(ValueError, match="do not fit"):
+        call(log_probs=log_probs[:, :-1].copy())
+    with pytest.raises(ValueError, match="do not fit"):
+        call(at=1)  # the beam's rows past the batch
+    with pytest.raises(ValueError, match="do not fit"):
+        call(step=10)  # past the steps `back` has room for
+    with pytest.raises(ValueError, match="bad sizes"):
+        call(n_live=5)  # more live prefixes than the beam
+    search.live_i[0, 0, 0] = len(dfa.next_ids)
+    with pytest.raises(ValueError, match="grammar state is unknown or not expanded"):
+        call()
+    search.live_i[0, 0, 0] = len(dfa.sets)  # a row of the table no state has yet
+    with pytest.raises(ValueError, match="grammar state is unknown or not expanded"):
+        call()
+    out = np.zeros((1, 11), np.int64)
+    with pytest.raises(ValueError, match="a step outside back"):
+        _ctcstep.spell(search.back, 4, np.array([[10, 0, 0]]), 1, EOS_ID, out)
+    with pytest.raises(ValueError, match="a row outside the beam"):
+        _ctcstep.spell(search.back, 4, np.array([[2, 7, 0]]), 1, EOS_ID, out)
