@@ -181,16 +181,350 @@ static int check_rows(const int64_t *rows, Py_ssize_t m, Py_ssize_t n, const cha
     return 0;
 }
 
+/* ---- the grammar's determinisation ------------------------------------------------------ */
+
+/* Subset construction on demand, over a grammar's token graph in CSR form (arc_start,
+ * arc_token, arc_next, int32). State d of the determinisation is a sorted set of graph states;
+ * next_ids[d, token] is the state the token leads to, -1 where the grammar forbids it, -2
+ * throughout until d is expanded. Sets are kept in one pool and found again through an
+ * open-addressing hash table of their ids.
+ *
+ * Why C: the search meets states no earlier command did at every step of a new command, and
+ * expanding one in Python (grouping its arcs by token, a sorted tuple per successor, a dict
+ * lookup each) took 10-16 us on an older EPYC, ~3 ms of a slow decode's 17 (2026-12-06). */
+
+#define UNEXPANDED (-2)
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer arcs[3]; /* arc_start, arc_token, arc_next */
+    int held;
+    Py_ssize_t graph_states, n_arcs, V;
+    Py_ssize_t n, cap;        /* states, and room for them */
+    int64_t *set_off;         /* [cap + 1]: state d's set is pool[set_off[d] .. set_off[d + 1]) */
+    int32_t *pool;
+    Py_ssize_t pool_len, pool_cap;
+    int32_t *next_ids;        /* [cap, V] */
+    int32_t *slots;           /* [n_slots]: state ids by hash, -1 empty */
+    Py_ssize_t n_slots;
+    /* an expansion's scratch: (token's order << 32 | next state) per arc, a token's next
+     * states, and [3, V]: each token's order of appearance (-1: none yet), the token of each
+     * order, and the state each order leads to */
+    int64_t *pairs;
+    int32_t *members;
+    Py_ssize_t pairs_cap;
+    int32_t *scratch;
+} Determinized;
+
+static uint64_t set_hash(const int32_t *set, Py_ssize_t len) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a over the ints */
+    for (Py_ssize_t i = 0; i < len; i++) {
+        h ^= (uint32_t)set[i];
+        h *= 1099511628211ULL;
+    }
+    return h ^ (h >> 29);
+}
+
+static int det_rehash(Determinized *dt, Py_ssize_t n_slots) {
+    int32_t *slots = malloc(sizeof(int32_t) * (size_t)n_slots);
+    if (!slots) return -1;
+    for (Py_ssize_t i = 0; i < n_slots; i++) slots[i] = -1;
+    for (Py_ssize_t d = 0; d < dt->n; d++) {
+        const int64_t off = dt->set_off[d];
+        size_t i = set_hash(dt->pool + off, dt->set_off[d + 1] - off) & (size_t)(n_slots - 1);
+        while (slots[i] >= 0) i = (i + 1) & (size_t)(n_slots - 1);
+        slots[i] = (int32_t)d;
+    }
+    free(dt->slots);
+    dt->slots = slots;
+    dt->n_slots = n_slots;
+    return 0;
+}
+
+/* The id of a sorted set of graph states, a new state if it is not known yet; -1 on no
+ * memory (the error set). */
+static Py_ssize_t det_intern(Determinized *dt, const int32_t *set, Py_ssize_t len) {
+    size_t mask = (size_t)(dt->n_slots - 1), i = set_hash(set, len) & mask;
+    for (; dt->slots[i] >= 0; i = (i + 1) & mask) {
+        const int32_t d = dt->slots[i];
+        const int64_t off = dt->set_off[d];
+        if (dt->set_off[d + 1] - off == len &&
+            memcmp(dt->pool + off, set, sizeof(int32_t) * (size_t)len) == 0)
+            return d;
+    }
+    if (dt->n == INT32_MAX - 1) {
+        PyErr_SetString(PyExc_OverflowError, "determinisation: too many states");
+        return -1;
+    }
+    if (dt->n == dt->cap) { /* grow by doubling */
+        const Py_ssize_t cap = dt->cap ? 2 * dt->cap : 16;
+        int64_t *set_off = realloc(dt->set_off, sizeof(int64_t) * (size_t)(cap + 1));
+        if (!set_off) goto no_memory;
+        dt->set_off = set_off;
+        int32_t *next_ids = realloc(dt->next_ids, sizeof(int32_t) * (size_t)(cap * dt->V));
+        if (!next_ids) goto no_memory;
+        dt->next_ids = next_ids;
+        dt->cap = cap;
+    }
+    if (dt->pool_len + len > dt->pool_cap) {
+        Py_ssize_t cap = dt->pool_cap ? 2 * dt->pool_cap : 64;
+        while (cap < dt->pool_len + len) cap *= 2;
+        int32_t *pool = realloc(dt->pool, sizeof(int32_t) * (size_t)cap);
+        if (!pool) goto no_memory;
+        dt->pool = pool;
+        dt->pool_cap = cap;
+    }
+    const Py_ssize_t d = dt->n;
+    memcpy(dt->pool + dt->pool_len, set, sizeof(int32_t) * (size_t)len);
+    dt->set_off[d] = dt->pool_len;
+    dt->pool_len += len;
+    dt->set_off[d + 1] = dt->pool_len;
+    for (Py_ssize_t v = 0; v < dt->V; v++) dt->next_ids[d * dt->V + v] = UNEXPANDED;
+    dt->n++;
+    dt->slots[i] = (int32_t)d;
+    if (2 * dt->n > dt->n_slots && det_rehash(dt, 2 * dt->n_slots)) goto no_memory;
+    return d;
+no_memory:
+    PyErr_NoMemory();
+    return -1;
+}
+
+static int cmp_int64(const void *a, const void *b) {
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Fills d's row of next_ids, once. Successors are numbered in the order their tokens first
+ * appear among d's arcs (graph states ascending, each one's arcs in order), as the Python
+ * construction before this one numbered them. 0, or -1 with an error set. */
+static int det_expand(Determinized *dt, Py_ssize_t d) {
+    if (dt->next_ids[d * dt->V] != UNEXPANDED) return 0;
+    const int32_t *arc_start = dt->arcs[0].buf, *arc_token = dt->arcs[1].buf,
+                  *arc_next = dt->arcs[2].buf;
+    Py_ssize_t m = 0, order = 0;
+    for (int64_t k = dt->set_off[d]; k < dt->set_off[d + 1]; k++) {
+        const int32_t s = dt->pool[k];
+        m += arc_start[s + 1] - arc_start[s];
+    }
+    if (m > dt->pairs_cap) {
+        int64_t *pairs = realloc(dt->pairs, sizeof(int64_t) * (size_t)m);
+        if (!pairs) goto no_memory;
+        dt->pairs = pairs;
+        int32_t *members = realloc(dt->members, sizeof(int32_t) * (size_t)m);
+        if (!members) goto no_memory;
+        dt->members = members;
+        dt->pairs_cap = m;
+    }
+    int32_t *first_seen = dt->scratch, *token_of = first_seen + dt->V, *found = token_of + dt->V;
+    m = 0;
+    for (int64_t k = dt->set_off[d]; k < dt->set_off[d + 1]; k++) {
+        const int32_t s = dt->pool[k];
+        for (int32_t a = arc_start[s]; a < arc_start[s + 1]; a++) {
+            const int32_t tok = arc_token[a];
+            if (first_seen[tok] < 0) {
+                token_of[order] = tok;
+                first_seen[tok] = (int32_t)order++;
+            }
+            dt->pairs[m++] = ((int64_t)first_seen[tok] << 32) | (int64_t)arc_next[a];
+        }
+    }
+    for (Py_ssize_t g = 0; g < order; g++) first_seen[token_of[g]] = -1;
+    /* by token (in order of appearance), then by next state: each token's successors, a
+     * sorted run, deduplicated into members */
+    qsort(dt->pairs, (size_t)m, sizeof(int64_t), cmp_int64);
+    for (Py_ssize_t i = 0; i < m;) {
+        const int64_t group = dt->pairs[i] >> 32;
+        Py_ssize_t len = 0;
+        for (; i < m && dt->pairs[i] >> 32 == group; i++) {
+            const int32_t nxt = (int32_t)(dt->pairs[i] & 0xffffffff);
+            if (len == 0 || dt->members[len - 1] != nxt) dt->members[len++] = nxt;
+        }
+        const Py_ssize_t id = det_intern(dt, dt->members, len);
+        if (id < 0) return -1;
+        found[group] = (int32_t)id;
+    }
+    int32_t *row = dt->next_ids + d * dt->V; /* after interning: the table may have moved */
+    for (Py_ssize_t v = 0; v < dt->V; v++) row[v] = -1;
+    for (Py_ssize_t g = 0; g < order; g++) row[token_of[g]] = found[g];
+    return 0;
+no_memory:
+    PyErr_NoMemory();
+    return -1;
+}
+
+static void det_dealloc(Determinized *dt) {
+    if (dt->held)
+        for (int i = 0; i < 3; i++) PyBuffer_Release(&dt->arcs[i]);
+    free(dt->set_off);
+    free(dt->pool);
+    free(dt->next_ids);
+    free(dt->slots);
+    free(dt->pairs);
+    free(dt->members);
+    free(dt->scratch);
+    Py_TYPE(dt)->tp_free((PyObject *)dt);
+}
+
+static int det_init(Determinized *dt, PyObject *args, PyObject *kwds) {
+    static char *names[] = {"arc_start", "arc_token", "arc_next", "vocab_size", "start", NULL};
+    PyObject *objs[3];
+    Py_ssize_t V, start;
+    if (dt->held) {
+        PyErr_SetString(PyExc_TypeError, "Determinized is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOnn", names, &objs[0], &objs[1], &objs[2],
+                                     &V, &start))
+        return -1;
+    static const char *arc_names[] = {"arc_start", "arc_token", "arc_next"};
+    Arg taken[3];
+    memset(taken, 0, sizeof taken);
+    for (int i = 0; i < 3; i++)
+        if (take(objs[i], &taken[i], 'i', -1, 0, arc_names[i])) {
+            release(taken, 3);
+            return -1;
+        }
+    for (int i = 0; i < 3; i++) dt->arcs[i] = taken[i].view;
+    dt->held = 1;
+    const int32_t *arc_start = dt->arcs[0].buf, *arc_token = dt->arcs[1].buf,
+                  *arc_next = dt->arcs[2].buf;
+    dt->graph_states = dt->arcs[0].len / 4 - 1;
+    dt->n_arcs = dt->arcs[1].len / 4;
+    dt->V = V;
+    /* Checked once here, so that no expansion reads outside the arrays. */
+    if (V < 1 || dt->graph_states < 1 || dt->arcs[2].len / 4 != dt->n_arcs || start < 0 ||
+        start >= dt->graph_states || arc_start[0] != 0 ||
+        arc_start[dt->graph_states] != dt->n_arcs) {
+        PyErr_SetString(PyExc_ValueError, "Determinized: arcs that are no CSR graph");
+        return -1;
+    }
+    for (Py_ssize_t s = 0; s < dt->graph_states; s++)
+        if (arc_start[s + 1] < arc_start[s]) {
+            PyErr_SetString(PyExc_ValueError, "Determinized: arc_start goes down");
+            return -1;
+        }
+    for (Py_ssize_t a = 0; a < dt->n_arcs; a++)
+        if (arc_token[a] < 0 || arc_token[a] >= V || arc_next[a] < 0 ||
+            arc_next[a] >= dt->graph_states) {
+            PyErr_Format(PyExc_ValueError, "Determinized: arc %zd leads outside the graph", a);
+            return -1;
+        }
+    dt->scratch = malloc(sizeof(int32_t) * (size_t)(3 * V));
+    if (!dt->scratch || det_rehash(dt, 64)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t v = 0; v < V; v++) dt->scratch[v] = -1;
+    const int32_t first = (int32_t)start;
+    return det_intern(dt, &first, 1) < 0 ? -1 : 0;
+}
+
+static int det_state_arg(Determinized *dt, PyObject *arg, Py_ssize_t *d) {
+    *d = PyLong_AsSsize_t(arg);
+    if (*d == -1 && PyErr_Occurred()) return -1;
+    if (*d < 0 || *d >= dt->n) {
+        PyErr_Format(PyExc_IndexError, "no state %zd (of %zd)", *d, dt->n);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *det_expand_py(Determinized *dt, PyObject *arg) {
+    Py_ssize_t d;
+    if (det_state_arg(dt, arg, &d) || det_expand(dt, d)) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *det_next_state(Determinized *dt, PyObject *const *a, Py_ssize_t nargs) {
+    Py_ssize_t d;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "next_state(state, token)");
+        return NULL;
+    }
+    if (det_state_arg(dt, a[0], &d)) return NULL;
+    const Py_ssize_t tok = PyLong_AsSsize_t(a[1]);
+    if (tok == -1 && PyErr_Occurred()) return NULL;
+    if (tok < 0 || tok >= dt->V) {
+        PyErr_Format(PyExc_IndexError, "no token %zd", tok);
+        return NULL;
+    }
+    if (det_expand(dt, d)) return NULL;
+    return PyLong_FromLong(dt->next_ids[d * dt->V + tok]);
+}
+
+static PyObject *det_expanded(Determinized *dt, PyObject *arg) {
+    Py_ssize_t d;
+    if (det_state_arg(dt, arg, &d)) return NULL;
+    return PyBool_FromLong(dt->next_ids[d * dt->V] != UNEXPANDED);
+}
+
+static PyObject *det_states(Determinized *dt, PyObject *arg) {
+    Py_ssize_t d;
+    if (det_state_arg(dt, arg, &d)) return NULL;
+    const int64_t off = dt->set_off[d], len = dt->set_off[d + 1] - off;
+    PyObject *out = PyTuple_New((Py_ssize_t)len);
+    if (!out) return NULL;
+    for (int64_t i = 0; i < len; i++) {
+        PyObject *s = PyLong_FromLong(dt->pool[off + i]);
+        if (!s) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, (Py_ssize_t)i, s);
+    }
+    return out;
+}
+
+static PyObject *det_nbytes(Determinized *dt, void *closure) {
+    (void)closure;
+    const Py_ssize_t bytes = sizeof(int64_t) * (dt->cap + 1) + sizeof(int32_t) * dt->pool_cap +
+                             sizeof(int32_t) * dt->cap * dt->V + sizeof(int32_t) * dt->n_slots +
+                             12 * dt->pairs_cap + sizeof(int32_t) * 3 * dt->V;
+    return PyLong_FromSsize_t(bytes);
+}
+
+static Py_ssize_t det_len(Determinized *dt) { return dt->n; }
+
+static PyMethodDef det_methods[] = {
+    {"expand", (PyCFunction)det_expand_py, METH_O, "expand(state): fills its next states, once."},
+    {"next_state", (PyCFunction)(void (*)(void))det_next_state, METH_FASTCALL,
+     "next_state(state, token) -> the state it leads to, -1 where the grammar forbids it."},
+    {"expanded", (PyCFunction)det_expanded, METH_O, "expanded(state) -> bool"},
+    {"states", (PyCFunction)det_states, METH_O,
+     "states(state) -> the graph states it stands for, ascending."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef det_getset[] = {
+    {"nbytes", (getter)det_nbytes, NULL, "memory held, in bytes", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods det_sequence = {.sq_length = (lenfunc)det_len};
+
+static PyTypeObject DeterminizedType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "assistant._ctcstep.Determinized",
+    .tp_basicsize = sizeof(Determinized),
+    .tp_dealloc = (destructor)det_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Determinized(arc_start, arc_token, arc_next, vocab_size, start): a grammar "
+              "graph's determinisation, built on demand; state 0 is {start}.",
+    .tp_methods = det_methods,
+    .tp_getset = det_getset,
+    .tp_as_sequence = &det_sequence,
+    .tp_init = (initproc)det_init,
+    .tp_new = PyType_GenericNew,
+};
+
 /* ---- one search step ------------------------------------------------------------------ */
 
 PyDoc_STRVAR(step_doc,
-"search_step(mode, log_probs, at, next_ids, live_i, live_d, ctc_state, tables, T, W, step,\n"
+"search_step(mode, log_probs, at, dfa, live_i, live_d, ctc_state, tables, T, W, step,\n"
 "            n_live, beam, length_penalty, weight, eos, back, fin_i, fin_d, n_fin, rows,\n"
-"            tokens) -> (n_live, n_fin, done, unexpanded)\n\n"
-"One step of one beam search over a grammar's determinised states, whose live prefixes\n"
-"are rows at .. at + n_live - 1 of the step graph's batch (log_probs [batch, V] float32).\n"
-"next_ids [D, V] int32 gives each grammar state's next state per token: -1 where the\n"
-"grammar forbids the token, -2 throughout for a state not expanded yet.\n\n"
+"            tokens) -> (n_live, n_fin, done)\n\n"
+"One step of one beam search over a grammar's determinised states (dfa, a Determinized),\n"
+"whose live prefixes are rows at .. at + n_live - 1 of the step graph's batch (log_probs\n"
+"[batch, V] float32).\n\n"
 "mode 0 ranks the extensions (row, token) by (1 - weight) * attention + weight * CTC\n"
 "prefix score: each prefix's allowed tokens, or only those scoring at least its beam-th\n"
 "best by attention when it allows more; </s> (eos) is scored by CTC with all the prefix's\n"
@@ -200,14 +534,14 @@ PyDoc_STRVAR(step_doc,
 "the step's.\n\n"
 "In rank order, a </s> extension finishes: fin_i [cap, 3] gets (step, row, grammar state),\n"
 "fin_d [cap, 3] (attention log-prob, joint score over the length to the power\n"
-"length_penalty, CTC log-prob or NaN). The first beam others stay live. The live beam is\n"
-"double-buffered by the step's parity p: live_i [2, 2, beam] (grammar state, last token)\n"
-"and live_d [2, 2, beam] (attention log-prob, score) are read from [p] and written to\n"
-"[1 - p], CTC states likewise (ctc_state [2, beam, 2T + 1]), and back [steps, 2, beam]\n"
-"records each kept prefix's row and token (what spell() reads). rows and tokens\n"
-"([batch], int64 and int32) get the next step's inputs of the live prefixes. done: no\n"
-"prefix is live, or a finished one beats what the best live one could reach by ending\n"
-"next; unexpanded: how many live prefixes are in grammar states not expanded yet.");
+"length_penalty, CTC log-prob or NaN). The first beam others stay live, their grammar\n"
+"states expanded. The live beam is double-buffered by the step's parity p: live_i\n"
+"[2, 2, beam] (grammar state, last token) and live_d [2, 2, beam] (attention log-prob,\n"
+"score) are read from [p] and written to [1 - p], CTC states likewise (ctc_state\n"
+"[2, beam, 2T + 1]), and back [steps, 2, beam] records each kept prefix's row and token\n"
+"(what spell() reads). rows and tokens ([batch], int64 and int32) get the next step's\n"
+"inputs of the live prefixes. done: no prefix is live, or a finished one beats what the\n"
+"best live one could reach by ending next.");
 
 typedef struct {
     double joint, att, ctc;
@@ -346,20 +680,23 @@ static PyObject *search_step(PyObject *self, PyObject *const *a, Py_ssize_t narg
     double *scratch = NULL;
     Candidate *best = NULL;
     /* Sizes read from the arrays themselves, then checked against each other. */
+    if (!PyObject_TypeCheck(a[3], &DeterminizedType)) {
+        PyErr_SetString(PyExc_TypeError, "search_step: grammar states must be a Determinized");
+        return NULL;
+    }
+    Determinized *dt = (Determinized *)a[3];
     if (take(a[1], &args[0], 'f', -1, 0, "log_probs") ||
-        take(a[3], &args[1], 'i', -1, 0, "next_ids") ||
         take(a[16], &args[6], 'q', -1, 1, "back") ||
         take(a[17], &args[7], 'q', -1, 1, "fin_i") ||
         take(a[20], &args[8], 'q', -1, 1, "rows"))
         goto done;
     const Py_ssize_t batch = args[8].view.len / 8;
     const Py_ssize_t V = batch > 0 ? args[0].view.len / 4 / batch : 0;
-    const Py_ssize_t n_states = V > 0 ? args[1].view.len / 4 / V : 0;
     const Py_ssize_t steps = args[6].view.len / 8 / (2 * beam);
     const Py_ssize_t cap = args[7].view.len / 8 / 3;
     const Py_ssize_t width = mode == 0 ? 2 * T + 1 : 1;
-    if (V < 2 || eos >= V || V * batch * 4 != args[0].view.len ||
-        n_states * V * 4 != args[1].view.len || at + beam > batch || step >= steps ||
+    if (V < 2 || eos >= V || V * batch * 4 != args[0].view.len || V != dt->V ||
+        at + beam > batch || step >= steps ||
         (mode == 0 && W < V + 1)) {
         PyErr_SetString(PyExc_ValueError, "search_step: arrays do not fit each other");
         goto done;
@@ -376,7 +713,6 @@ static PyObject *search_step(PyObject *self, PyObject *const *a, Py_ssize_t narg
         release(&tokens_arg, 1);
         goto done;
     }
-    const int32_t *next_ids = (const int32_t *)args[1].view.buf;
     const Py_ssize_t p = step % 2;
     int64_t *live_i = I(2);
     const int64_t *dstates = live_i + p * 2 * beam, *last = dstates + beam;
@@ -386,7 +722,7 @@ static PyObject *search_step(PyObject *self, PyObject *const *a, Py_ssize_t narg
     const double *state = D(4) + p * beam * width;
     double *state_out = D(4) + (1 - p) * beam * width;
     for (Py_ssize_t i = 0; i < n; i++)
-        if (dstates[i] < 0 || dstates[i] >= n_states || next_ids[dstates[i] * V] == -2) {
+        if (dstates[i] < 0 || dstates[i] >= dt->n || dt->next_ids[dstates[i] * V] == UNEXPANDED) {
             PyErr_SetString(PyExc_ValueError, "search_step: a live prefix's grammar state is "
                                               "unknown or not expanded");
             release(&tokens_arg, 1);
@@ -400,7 +736,8 @@ static PyObject *search_step(PyObject *self, PyObject *const *a, Py_ssize_t narg
         goto done;
     }
     double *phi = scratch, *repeat_phi = phi + n * T;
-    const Live lv = {V, n, beam, F(0) + at * V, next_ids, dstates, last, att, repeat_phi + T};
+    /* (no state is expanded while ranking: next_ids stays where it is) */
+    const Live lv = {V, n, beam, F(0) + at * V, dt->next_ids, dstates, last, att, repeat_phi + T};
     const Tables tb = tables_of(D(5), T, W);
     Py_ssize_t count;
     if (mode == 0) count = rank_joint(&lv, state, &tb, weight, eos, phi, repeat_phi, best);
@@ -412,7 +749,7 @@ static PyObject *search_step(PyObject *self, PyObject *const *a, Py_ssize_t narg
     double *fin_d = D(9);
     int64_t *rows = I(8);
     int32_t *tokens = (int32_t *)tokens_arg.view.buf;
-    Py_ssize_t live = 0, unexpanded = 0;
+    Py_ssize_t live = 0;
     const double end_length = pow((double)(step + 1), length_penalty);
     for (Py_ssize_t i = 0; i < count; i++) {
         const Candidate *c = &best[i];
@@ -431,14 +768,19 @@ static PyObject *search_step(PyObject *self, PyObject *const *a, Py_ssize_t narg
             n_fin++;
         } else if (live < beam) {
             const int64_t row = c->row, prev = last[row];
-            const int32_t nxt = next_ids[dstates[row] * V + c->tok];
+            const int32_t nxt = dt->next_ids[dstates[row] * V + c->tok];
+            /* its next states now, as the next step will read them (expanding may move
+             * next_ids) */
+            if (det_expand(dt, nxt)) {
+                release(&tokens_arg, 1);
+                goto done;
+            }
             dstates_out[live] = nxt;
             last_out[live] = c->tok;
             att_out[live] = c->att;
             score_out[live] = c->joint;
             back_row[live] = row;
             back_tok[live] = c->tok;
-            if (next_ids[(Py_ssize_t)nxt * V] == -2) unexpanded++;
             if (mode == 0) {
                 const double *g = state + row * width;
                 const double *before = phi + row * T;
@@ -466,7 +808,7 @@ static PyObject *search_step(PyObject *self, PyObject *const *a, Py_ssize_t narg
             tokens[at + i] = (int32_t)back_tok[i];
         }
     release(&tokens_arg, 1);
-    result = Py_BuildValue("(nnin)", live, n_fin, done, unexpanded);
+    result = Py_BuildValue("(nni)", live, n_fin, done);
 done:
     free(scratch);
     free(best);
@@ -634,4 +976,15 @@ static struct PyModuleDef module = {
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__ctcstep(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__ctcstep(void) {
+    if (PyType_Ready(&DeterminizedType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&DeterminizedType);
+    if (PyModule_AddObject(m, "Determinized", (PyObject *)&DeterminizedType) < 0) {
+        Py_DECREF(&DeterminizedType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

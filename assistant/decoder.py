@@ -4,8 +4,7 @@ Beam entries are token prefixes: the decoder state depends only on the tokens fe
 grammar paths that spell the same phones (homophones, optional words that sound alike) share
 one entry and one model row. Each entry carries the *set* of graph states its prefix reaches,
 i.e. a state of the graph's determinisation, built lazily and cached per graph. A step of a
-search is one compiled call (``_ctcstep.search_step``); Python only expands the grammar states
-the beam meets for the first time.
+search is one compiled call (``_ctcstep.search_step``), grammar states included.
 """
 
 from __future__ import annotations
@@ -143,75 +142,37 @@ class FreeResult:
 
 
 class _LazyDfa:
-    """Subset construction on demand. State d is a set of graph states, kept as a sorted tuple
-    (``sets[d]``; a tuple takes a fraction of a frozenset's memory). ``next_ids[d, token]`` is
-    the state a token leads to, -1 where the grammar forbids it, and -2 throughout while d is
-    not expanded: the one table the compiled search step reads."""
-
-    UNEXPANDED = -2
+    """A graph's determinisation, built on demand (``_ctcstep.Determinized``: subset
+    construction in C, where the search step expands the states it keeps). State d is a set
+    of graph states; ``next_state(d, token)`` is where a token leads, -1 where the grammar
+    forbids it."""
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        # The arcs read through memoryviews: a Python int per read, where indexing the numpy
-        # arrays makes a numpy scalar (expansion 2.7x faster, 2026-12-06).
-        self._arc_start = memoryview(graph.arc_start)
-        self._arc_token = memoryview(graph.arc_token)
-        self._arc_next = memoryview(graph.arc_next)
-        self.ids: dict[tuple[int, ...], int] = {}
-        self.sets: list[tuple[int, ...]] = []
-        self.next_ids = np.zeros((0, graph.vocab_size), dtype=np.int32)
-        # 1 once a state's row is filled: what Python asks (a bytearray reads as a plain int,
-        # where next_ids would make a numpy scalar); next_ids's -2 is what C asks
-        self._expanded = bytearray()
-        self.start = self.state((graph.start,))
+        self.states = _ctcstep.Determinized(
+            *(np.ascontiguousarray(a, np.int32) for a in (graph.arc_start, graph.arc_token)),
+            np.ascontiguousarray(graph.arc_next, np.int32),
+            graph.vocab_size,
+            graph.start,
+        )
+        self.start = 0  # {graph.start}
         self._end_sentences: dict[int, frozenset[int]] = {}
 
-    def state(self, nfa_states: tuple[int, ...]) -> int:
-        """The id of a set of graph states, given sorted."""
-        found = self.ids.get(nfa_states)
-        if found is not None:
-            return found
-        d = len(self.sets)
-        self.ids[nfa_states] = d
-        self.sets.append(nfa_states)
-        self._expanded.append(0)
-        if d == len(self.next_ids):  # grow by doubling
-            grown = np.full((max(16, 2 * d), self.graph.vocab_size), self.UNEXPANDED, np.int32)
-            grown[:d] = self.next_ids
-            self.next_ids = grown
-        return d
+    def __len__(self) -> int:
+        return len(self.states)
 
     def expand(self, d: int) -> None:
-        """Fills d's row of next_ids (once)."""
-        if self._expanded[d]:
-            return
-        arc_start, arc_token, arc_next = self._arc_start, self._arc_token, self._arc_next
-        by_token: dict[int, set[int]] = {}
-        for s in self.sets[d]:
-            for a in range(arc_start[s], arc_start[s + 1]):
-                nexts = by_token.get(arc_token[a])
-                if nexts is None:
-                    by_token[arc_token[a]] = {arc_next[a]}
-                else:
-                    nexts.add(arc_next[a])
-        trans = {tok: self.state(tuple(sorted(nxt))) for tok, nxt in by_token.items()}
-        row = self.next_ids[d]  # read after the new states: they may have grown the table
-        row[:] = -1
-        for tok, nxt in trans.items():
-            row[tok] = nxt
-        self._expanded[d] = 1
+        self.states.expand(d)
 
     def next_state(self, d: int, token: int) -> int:
-        """The state ``token`` leads to from d, -1 where the grammar forbids it."""
-        self.expand(d)
-        return int(self.next_ids[d, token])
+        return self.states.next_state(d, token)
 
     def end_sentences(self, d: int) -> frozenset[int]:
         """Template sentences (indices into graph.sentences) that </s> ends from d."""
         found = self._end_sentences.get(d)
         if found is None:
             assert self.graph.end_sentence is not None
-            labels = self.graph.end_sentence[np.fromiter(self.sets[d], dtype=np.int64)]
+            labels = self.graph.end_sentence[np.array(self.states.states(d), dtype=np.int64)]
             found = self._end_sentences[d] = frozenset(labels[labels >= 0].tolist())
         return found
 
@@ -228,11 +189,11 @@ def _dfa_for(graph: Graph) -> _LazyDfa:
 
 def forget_search_states(graph: Graph, above: int) -> bool:
     """Lets ``graph``'s determinisation go when it holds more than ``above`` states; it is
-    built again as searches need it. A state costs ~0.5 kB (its tuple of graph states and its
-    row of next states), and the states a daemon meets grow with every new command: with
+    built again as searches need it. A state costs ~0.2 kB (its graph states, its row of next
+    states and its hash slots), and the states a daemon meets grow with every new command: with
     the home grammar, 10k states and 12 MB more after 500 different commands (2026-12-06)."""
     dfa = _DFAS.get(graph)
-    if dfa is None or len(dfa.sets) <= above:
+    if dfa is None or len(dfa) <= above:
         return False
     del _DFAS[graph]
     return True
@@ -287,16 +248,13 @@ class _Search:
 
     def step(self, step: int, log_probs: np.ndarray, rows: np.ndarray, tokens: np.ndarray):
         """Ranks this step's extensions, finishes the </s> ones, keeps the best others, and
-        writes their rows and tokens for the next step; expands the grammar states met."""
-        self.n_live, self.n_fin, self.done, unexpanded = _ctcstep.search_step(
-            self.mode, log_probs, self.offset, self.dfa.next_ids, self.live_i, self.live_d,
+        writes their rows and tokens for the next step."""
+        self.n_live, self.n_fin, self.done = _ctcstep.search_step(
+            self.mode, log_probs, self.offset, self.dfa.states, self.live_i, self.live_d,
             self.ctc_state, self.tables, self.frames, self._width, step, self.n_live,
             self.beam, float(self.length_penalty), float(self.ctc_weight), EOS_ID, self.back,
             self.fin_i, self.fin_d, self.n_fin, rows, tokens,
         )  # fmt: skip
-        if unexpanded:
-            for d in self.live_i[1 - step % 2, 0, : self.n_live].tolist():
-                self.dfa.expand(d)
 
     def finished(self) -> list[Hypothesis]:
         """The finished hypotheses, best first (ties in the order they finished)."""

@@ -366,11 +366,11 @@ def test_a_large_search_cache_is_let_go_and_its_results_still_read(home: Grammar
     hyps = run(home, "turn on the kitchen lights")
     best = hyps[0]
     before = (best.sole_intent, best.sole_meaning, best.interpret(home))
-    states = len(_dfa_for(home.graph).sets)
+    states = len(_dfa_for(home.graph))
     assert states > 10
     assert not forget_search_states(home.graph, above=states)  # not past the limit: kept
     assert forget_search_states(home.graph, above=states - 1)
-    assert len(_dfa_for(home.graph).sets) == 1  # a fresh cache, built again on demand
+    assert len(_dfa_for(home.graph)) == 1  # a fresh cache, built again on demand
     best._readings = None
     assert (best.sole_intent, best.sole_meaning, best.interpret(home)) == before
     again = run(home, "turn on the kitchen lights")
@@ -427,7 +427,6 @@ def test_a_joint_step_ranks_each_prefixs_top_k_by_attention_jointly(
     # Grammars mostly allow fewer tokens than the beam after a prefix (all are candidates);
     # at a word start they may allow more, and then only the beam's best by attention are.
     # The best 2 * beam candidates: the </s> ones finish, the first `beam` others stay live.
-    from types import SimpleNamespace
 
     from assistant.ctc import CtcPrefixScorer
     from assistant.decoder import _Search
@@ -438,18 +437,36 @@ def test_a_joint_step_ranks_each_prefixs_top_k_by_attention_jointly(
     ctc = CtcPrefixScorer(logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))
     last = np.array([5, 9, 5, 12])
     state = ctc.advance(ctc.initial(), [-1], np.zeros(n), last)
-    # The step's log-probs, each prefix's own, and each prefix's grammar state: grammar state
-    # d allows its chosen tokens, each leading back to d (next_ids -1 where forbidden).
+    # The step's log-probs, each prefix's own, and each prefix's grammar state: graph state g
+    # allows its chosen tokens, each a loop back to g, and the start leads to g by token g + 2
+    # (the determinisation's state g + 1 is then {g}).
     log_probs = rng.normal(size=(n, vocab)).astype(np.float32) - 3
     # prefix 1 may end, and the attention is sure enough that it does, whatever CTC says
     log_probs[1, EOS_ID] = 2.0
     prefix_att = rng.normal(size=n) - 5
-    dstates = [2, 1, 3, 0]
-    next_ids = np.full((n, vocab), -1, np.int32)
+    allowed = np.zeros((n, vocab), bool)
+    for g in range(n):
+        allowed[g, rng.choice(np.arange(2, vocab), allowed_per_prefix, replace=False)] = True
+    allowed[1, EOS_ID] = True
+    arcs = [[(int(t), g) for t in np.flatnonzero(allowed[g])] for g in range(n)]
+    arcs.append([(g + 2, g) for g in range(n)])  # the start, graph state n
+    tokens_, nexts = zip(*(arc for state in arcs for arc in state), strict=True)
+    graph = Graph(
+        arc_start=np.cumsum([0] + [len(state) for state in arcs]).astype(np.int32),
+        arc_token=np.array(tokens_, np.int32),
+        arc_next=np.array(nexts, np.int32),
+        arc_word=np.full(len(tokens_), -1, np.int32),
+        words=(),
+        start=n,
+        final=n,
+        vocab_size=vocab,
+    )
+    dfa = _dfa_for(graph)
+    grammar_states = [2, 1, 3, 0]  # each prefix's
+    dstates = [dfa.next_state(dfa.start, g + 2) for g in grammar_states]
     for d in dstates:
-        next_ids[d, rng.choice(np.arange(2, vocab), allowed_per_prefix, replace=False)] = d
-    next_ids[dstates[1], EOS_ID] = dstates[1]
-    dfa = SimpleNamespace(start=0, next_ids=next_ids, expand=lambda d: None)
+        dfa.expand(d)  # as the search leaves its live prefixes' states
+    allowed = allowed[grammar_states]
     search = _Search(dfa, beam, 1.0, 0, 10, ctc, weight)  # type: ignore[arg-type]
     search.live_i[0, :, :n] = dstates, last
     search.live_d[0, 0, :n] = prefix_att
@@ -459,7 +476,6 @@ def test_a_joint_step_ranks_each_prefixs_top_k_by_attention_jointly(
     rows, tokens = np.zeros(beam, np.int64), np.zeros(beam, np.int32)
     batch = np.concatenate([log_probs, np.zeros((beam - n, vocab), np.float32)])
     search.step(0, batch, rows, tokens)
-    allowed = next_ids[dstates] >= 0
     total = np.where(allowed, prefix_att[:, None] + log_probs, -np.inf)
 
     # Reference: each prefix's best `beam` tokens by attention, scored one by one.
@@ -504,11 +520,12 @@ def test_the_compiled_search_step_refuses_arrays_that_do_not_fit(home: Grammar) 
     search = _Search(dfa, 4, 1.0, 0, 10, None, 0.0)
     vocab = home.graph.vocab_size
     log_probs = np.zeros((4, vocab), np.float32)
+    states = dfa.states
     rows, tokens = np.zeros(4, np.int64), np.zeros(4, np.int32)
 
     def call(**changed: object) -> None:
         args = dict(
-            mode=1, log_probs=log_probs, at=0, next_ids=dfa.next_ids, live_i=search.live_i,
+            mode=1, log_probs=log_probs, at=0, dfa=states, live_i=search.live_i,
             live_d=search.live_d, ctc_state=search.ctc_state, tables=search.tables, T=1, W=2,
             step=0, n_live=1, beam=4, length_penalty=1.0, weight=0.0, eos=EOS_ID,
             back=search.back, fin_i=search.fin_i, fin_d=search.fin_d, n_fin=0, rows=rows,
@@ -518,8 +535,8 @@ def test_the_compiled_search_step_refuses_arrays_that_do_not_fit(home: Grammar) 
         _ctcstep.search_step(*args.values())
 
     call()  # as the search calls it
-    with pytest.raises(ValueError, match="next_ids: expected int32"):
-        call(next_ids=dfa.next_ids.astype(np.int64))
+    with pytest.raises(TypeError, match="must be a Determinized"):
+        call(dfa=dfa)
     with pytest.raises(ValueError, match="log_probs: expected float32"):
         call(log_probs=log_probs.astype(np.float64))
     with pytest.raises(ValueError, match="do not fit"):
@@ -530,10 +547,11 @@ def test_the_compiled_search_step_refuses_arrays_that_do_not_fit(home: Grammar) 
         call(step=10)  # past the steps `back` has room for
     with pytest.raises(ValueError, match="bad sizes"):
         call(n_live=5)  # more live prefixes than the beam
-    search.live_i[0, 0, 0] = len(dfa.next_ids)
+    search.live_i[0, 0, 0] = len(dfa)  # no such state
     with pytest.raises(ValueError, match="grammar state is unknown or not expanded"):
         call()
-    search.live_i[0, 0, 0] = len(dfa.sets)  # a row of the table no state has yet
+    unexpanded = next(d for d in range(len(dfa)) if not states.expanded(d))
+    search.live_i[0, 0, 0] = unexpanded
     with pytest.raises(ValueError, match="grammar state is unknown or not expanded"):
         call()
     out = np.zeros((1, 11), np.int64)
@@ -541,3 +559,48 @@ def test_the_compiled_search_step_refuses_arrays_that_do_not_fit(home: Grammar) 
         _ctcstep.spell(search.back, 4, np.array([[10, 0, 0]]), 1, EOS_ID, out)
     with pytest.raises(ValueError, match="a row outside the beam"):
         _ctcstep.spell(search.back, 4, np.array([[2, 7, 0]]), 1, EOS_ID, out)
+
+
+def test_the_determinisation_follows_the_graph() -> None:
+    # Each determinised state stands for the set of graph states its tokens reach, found here
+    # again by walking the graph's arcs directly.
+    home = load_grammar(ROOT / "models" / "home" / "grammar.yaml")
+    graph = home.graph
+    dfa = _dfa_for(graph)
+    for sample in home.sentences_sample(200, seed=5):
+        d, states = dfa.start, {graph.start}
+        for tok in lexicon.text_to_tokens(sample.text)[:-1]:
+            allowed = {int(graph.arc_token[a]) for s in states for a in graph.arcs(s)}
+            forbidden = next(t for t in range(graph.vocab_size) if t not in allowed)
+            assert dfa.next_state(d, forbidden) == -1
+            d = dfa.next_state(d, tok)
+            states = {int(graph.arc_next[a]) for s in states for a in graph.arcs(s)
+                      if graph.arc_token[a] == tok}  # fmt: skip
+            assert d >= 0 and dfa.states.states(d) == tuple(sorted(states))
+        assert dfa.next_state(d, EOS_ID) >= 0  # a whole sentence may end
+
+
+def test_a_graph_that_is_no_graph_is_refused() -> None:
+    from assistant._ctcstep import Determinized
+
+    def arcs(*values: list[int]) -> list[np.ndarray]:
+        return [np.array(v, np.int32) for v in values]
+
+    Determinized(*arcs([0, 1, 1], [3], [1]), 5, 0)  # 0 -(3)-> 1
+    with pytest.raises(ValueError, match="leads outside the graph"):
+        Determinized(*arcs([0, 1, 1], [3], [2]), 5, 0)
+    with pytest.raises(ValueError, match="leads outside the graph"):
+        Determinized(*arcs([0, 1, 1], [7], [1]), 5, 0)  # a token past the vocabulary
+    with pytest.raises(ValueError, match="arc_start goes down"):
+        Determinized(*arcs([0, 2, 1], [3], [1]), 5, 0)
+    with pytest.raises(ValueError, match="no CSR graph"):
+        Determinized(*arcs([0, 1, 2], [3], [1]), 5, 0)  # more arcs than there are
+    with pytest.raises(ValueError, match="no CSR graph"):
+        Determinized(*arcs([0, 1, 1], [3], [1]), 5, 2)  # no start state 2
+    with pytest.raises(ValueError, match="arc_start: expected int32"):
+        Determinized(np.array([0, 1, 1]), *arcs([3], [1]), 5, 0)
+    dfa = Determinized(*arcs([0, 1, 1], [3], [1]), 5, 0)
+    with pytest.raises(IndexError, match="no state 1"):
+        dfa.expand(1)  # not reached yet
+    assert dfa.next_state(0, 3) == 1 and dfa.next_state(0, 2) == -1
+    assert dfa.states(1) == (1,) and not dfa.expanded(1)
