@@ -50,9 +50,10 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "home"
 MIN_SAMPLES = SAMPLE_RATE // 10  # 0.1 s: shorter than any word
 CTC_WEIGHT = 0.5  # share of the CTC score in the N-best ranking
 # The grammar search's cache of determinised states is let go between utterances past this
-# many (~2 MB): it grows with every new command heard, ~0.7 kB a state, and one utterance
-# with its second listen adds up to ~1000, so it stays under the next doubling of its masks
-# (4096 rows). Rebuilding costs the next few commands ~2 ms each (decoder.forget_search_states).
+# many (~0.9 MB): it grows with every new command heard, ~0.27 kB a state, and one utterance
+# with its second listen adds up to ~1000, so it stays under the next doubling of its table
+# (4096 rows). Rebuilding costs the next few commands ~0.5 ms each
+# (decoder.forget_search_states).
 MAX_SEARCH_STATES = 3072
 FEATURES = (
     "constrained_per_token",
