@@ -43,6 +43,9 @@ def test_speed_reports_every_stage_for_every_recognition(
     assert first["p95"] <= report["total"]["p95"]
     assert report["longer_bucket"] == 0  # short clips: every recognition in the 3 s graphs
     assert report["total_in_shortest_bucket"] == report["total"]
+    assert (
+        report["features_encoder_decoder_in_shortest_bucket"] == report["features_encoder_decoder"]
+    )
     assert report["runtime"] in ("ai-edge-litert", "tflite-runtime", "tensorflow")
 
 

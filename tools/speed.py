@@ -83,9 +83,10 @@ def measure_many(models: list[Path], clips: Path, repeat: int) -> dict[str, dict
         # bucket's graphs (one bucket is resident at a time): their share, and the totals of
         # the recognitions that stayed in the 3 s graphs.
         report["longer_bucket"] = short.count(False)
-        in_short = [ms for ms, s in zip(timings["total"], short, strict=True) if s]
-        if in_short:
-            report["total_in_shortest_bucket"] = _summary(in_short)
+        for stage in ("total", AIM_STAGES):
+            in_short = [ms for ms, s in zip(timings[stage], short, strict=True) if s]
+            if in_short:
+                report[f"{stage}_in_shortest_bucket"] = _summary(in_short)
         if reports:  # the same clips, interleaved with the first model's
             first = next(iter(reports.values()))
             report["ratio_to_first"] = {
