@@ -67,7 +67,7 @@ from hassil import (
 from hassil import Sequence as Seq
 from hassil.numbers import get_rbnf_engine
 
-from . import lexicon
+from . import _ctcstep, lexicon
 from .lexicon import EOS_ID
 from .units import Units
 
@@ -175,35 +175,19 @@ class Graph:
     def word_paths(self, tokens: Sequence[int], limit: int = 8) -> list[tuple[str, ...]]:
         """Word sequences of up to ``limit`` accepting paths that spell ``tokens`` (homophones
         such as "for"/"four" give several)."""
-        dead: set[tuple[int, int]] = set()
-        found: list[tuple[str, ...]] = []
-        # Memoryviews give Python ints per element, fast, without copying the arrays: a Python
-        # list per state of the whole graph (~9 MB for the home grammar) would stay resident.
-        bounds, arc_token, arc_next, arc_word = (
-            memoryview(np.ascontiguousarray(a))
-            for a in (self.arc_start, self.arc_token, self.arc_next, self.arc_word)
+        # Depth first, arcs in order, a (state, position) that led nowhere remembered: in C
+        # (_ctcstep.word_paths), where the Python walk took up to ~1.5 ms on long commands.
+        paths = _ctcstep.word_paths(
+            *(
+                np.ascontiguousarray(a, np.int32)
+                for a in (self.arc_start, self.arc_token, self.arc_next, self.arc_word)
+            ),
+            self.start,
+            self.final,
+            np.ascontiguousarray(tokens, np.int64),
+            limit,
         )
-
-        def walk(state: int, pos: int, words: tuple[str, ...]) -> bool:
-            if len(found) >= limit or (state, pos) in dead:
-                return False
-            if pos == len(tokens):
-                if state == self.final:
-                    found.append(words)
-                    return True
-                return False
-            ok = False
-            for a in range(bounds[state], bounds[state + 1]):
-                if arc_token[a] == tokens[pos]:
-                    w = arc_word[a]
-                    more = words + (self.words[w],) if w >= 0 else words
-                    ok |= walk(arc_next[a], pos + 1, more)
-            if not ok:
-                dead.add((state, pos))
-            return ok
-
-        walk(self.start, 0, ())
-        return list(dict.fromkeys(found))
+        return list(dict.fromkeys(tuple(self.words[w] for w in path) for path in paths))
 
     def random_path(self, rng: random.Random, max_len: int = 400) -> list[int]:
         """A uniformly-branching random walk from start to final (for tests and debugging)."""

@@ -7,6 +7,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from assistant import lexicon
@@ -274,3 +275,55 @@ def test_wildcards_can_be_skipped(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(GrammarError, match="cannot read"):
         load_grammar(tmp_path / "nope.yaml")
+
+
+def _reference_word_paths(graph, tokens: list[int], limit: int) -> list[tuple[str, ...]]:
+    """The walk written plainly: every path that spells the tokens, arcs in order."""
+    found: list[tuple[str, ...]] = []
+
+    def walk(state: int, pos: int, words: tuple[str, ...]) -> None:
+        if len(found) >= limit:
+            return
+        if pos == len(tokens):
+            if state == graph.final:
+                found.append(words)
+            return
+        for a in graph.arcs(state):
+            if graph.arc_token[a] == tokens[pos]:
+                w = int(graph.arc_word[a])
+                walk(int(graph.arc_next[a]), pos + 1, words + ((graph.words[w],) if w >= 0 else ()))
+
+    walk(graph.start, 0, ())
+    return list(dict.fromkeys(found))
+
+
+def test_the_compiled_walk_reads_what_a_plain_walk_reads(small: Grammar) -> None:
+    # Homophones ("for"/"four") give several readings, a limit cuts them, and a token
+    # sequence off the graph has none.
+    rng = random.Random(3)
+    graph = small.graph
+    for _ in range(100):
+        tokens = graph.random_path(rng)
+        for limit in (1, 2, 8):
+            assert graph.word_paths(tokens, limit) == _reference_word_paths(graph, tokens, limit)
+        changed = list(tokens)
+        changed[rng.randrange(len(changed))] = rng.randrange(2, graph.vocab_size)
+        assert graph.word_paths(changed) == _reference_word_paths(graph, changed, 8)
+
+
+def test_the_compiled_walk_refuses_a_graph_it_would_read_past() -> None:
+    from assistant._ctcstep import word_paths
+
+    def arcs(*values: list[int]) -> list[np.ndarray]:
+        return [np.array(v, np.int32) for v in values]
+
+    tokens = np.array([3], np.int64)
+    assert word_paths(*arcs([0, 1, 1], [3], [1], [0]), 0, 1, tokens, 8) == [(0,)]
+    with pytest.raises(ValueError, match="leads outside the graph"):
+        word_paths(*arcs([0, 1, 1], [3], [5], [0]), 0, 1, tokens, 8)
+    with pytest.raises(ValueError, match="outside the graph"):
+        word_paths(*arcs([0, 9, 1], [3], [1], [0]), 0, 1, tokens, 8)
+    with pytest.raises(ValueError, match="no CSR graph"):
+        word_paths(*arcs([0, 1, 1], [3], [1], [0]), 0, 7, tokens, 8)  # no final state 7
+    with pytest.raises(ValueError, match="tokens: expected int64"):
+        word_paths(*arcs([0, 1, 1], [3], [1], [0]), 0, 1, tokens.astype(np.int32), 8)
