@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 try:
-    from . import _ctcstep
+    from . import _searchc
 except ImportError as exc:  # a source tree used without installing it
     raise ImportError(
-        "assistant._ctcstep (assistant/_ctcstep.c) is not built: install the package "
+        "assistant._searchc (assistant/_searchc.c) is not built: install the package "
         "(pip install -e . in the source tree; it needs a C compiler and the Python headers)"
     ) from exc
 
@@ -92,7 +92,7 @@ class CtcPrefixScorer:
     the probability that the audio's transcript *starts with* a prefix. Each prefix carries
     its paths over time (CtcState) and its last label (-1: the empty prefix).
 
-    The recursions run in C (``assistant/_ctcstep.c``, where the why is), on probabilities
+    The recursions run in C (``assistant/_searchc.c``, where the why is), on probabilities
     scaled per frame by the best path, so that a frame costs a few multiply-adds. The tables
     it reads are laid out once per utterance.
     """
@@ -132,7 +132,7 @@ class CtcPrefixScorer:
         is empty."""
         last, rows, tokens = self._check(state, last), _int64(rows), _int64(tokens)
         out = np.empty(len(rows))
-        _ctcstep.prefix_scores(
+        _searchc.prefix_scores(
             state.data, last, rows, tokens, self.tables, len(last), len(rows), *self._sizes, out
         )
         return out
@@ -142,7 +142,7 @@ class CtcPrefixScorer:
         of the few prefixes it lets live (the ranking needs only prefix_scores)."""
         last, rows, tokens = self._check(state, last), _int64(rows), _int64(tokens)
         out = np.empty((len(rows), 2 * self.frames + 1))
-        _ctcstep.advance(
+        _searchc.advance(
             state.data, last, rows, tokens, self.tables, len(last), len(rows), *self._sizes, out
         )
         return CtcState(out)

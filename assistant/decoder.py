@@ -4,7 +4,7 @@ Beam entries are token prefixes: the decoder state depends only on the tokens fe
 grammar paths that spell the same phones (homophones, optional words that sound alike) share
 one entry and one model row. Each entry carries the *set* of graph states its prefix reaches,
 i.e. a state of the graph's determinisation, built lazily and cached per graph. A step of a
-search is one compiled call (``_ctcstep.search_step``), grammar states included.
+search is one compiled call (``_searchc.search_step``), grammar states included.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from . import _ctcstep
+from . import _searchc
 from .ctc import CtcPrefixScorer
 from .grammar import Graph, SentenceMeaning, any_token_graph, phone_loop_graph, slot_key
 from .lexicon import EOS_ID, PAD_ID
@@ -142,14 +142,14 @@ class FreeResult:
 
 
 class _LazyDfa:
-    """A graph's determinisation, built on demand (``_ctcstep.Determinized``: subset
+    """A graph's determinisation, built on demand (``_searchc.Determinized``: subset
     construction in C, where the search step expands the states it keeps). State d is a set
     of graph states; ``next_state(d, token)`` is where a token leads, -1 where the grammar
     forbids it."""
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.states = _ctcstep.Determinized(
+        self.states = _searchc.Determinized(
             *(np.ascontiguousarray(a, np.int32) for a in (graph.arc_start, graph.arc_token)),
             np.ascontiguousarray(graph.arc_next, np.int32),
             graph.vocab_size,
@@ -203,7 +203,7 @@ def forget_search_states(graph: Graph, above: int) -> bool:
 # Search
 
 
-_MODES = {"joint": 0, "attention": 1, "greedy": 2}  # how _ctcstep.search_step ranks
+_MODES = {"joint": 0, "attention": 1, "greedy": 2}  # how _searchc.search_step ranks
 
 
 class _Search:
@@ -249,7 +249,7 @@ class _Search:
     def step(self, step: int, log_probs: np.ndarray, rows: np.ndarray, tokens: np.ndarray):
         """Ranks this step's extensions, finishes the </s> ones, keeps the best others, and
         writes their rows and tokens for the next step."""
-        self.n_live, self.n_fin, self.done = _ctcstep.search_step(
+        self.n_live, self.n_fin, self.done = _searchc.search_step(
             self.mode, log_probs, self.offset, self.dfa.states, self.live_i, self.live_d,
             self.ctc_state, self.tables, self.frames, self._width, step, self.n_live,
             self.beam, float(self.length_penalty), float(self.ctc_weight), EOS_ID, self.back,
@@ -260,7 +260,7 @@ class _Search:
         """The finished hypotheses, best first (ties in the order they finished)."""
         n = self.n_fin
         spelled = np.zeros((n, len(self.back) + 1), np.int64)
-        _ctcstep.spell(self.back, self.beam, self.fin_i, n, EOS_ID, spelled)
+        _searchc.spell(self.back, self.beam, self.fin_i, n, EOS_ID, spelled)
         ctc_scored = self.mode == _MODES["joint"]
         hyps = [
             Hypothesis(

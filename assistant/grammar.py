@@ -67,7 +67,7 @@ from hassil import (
 from hassil import Sequence as Seq
 from hassil.numbers import get_rbnf_engine
 
-from . import _ctcstep, lexicon
+from . import _searchc, lexicon
 from .lexicon import EOS_ID
 from .units import Units
 
@@ -176,8 +176,8 @@ class Graph:
         """Word sequences of up to ``limit`` accepting paths that spell ``tokens`` (homophones
         such as "for"/"four" give several)."""
         # Depth first, arcs in order, a (state, position) that led nowhere remembered: in C
-        # (_ctcstep.word_paths), where the Python walk took up to ~1.5 ms on long commands.
-        paths = _ctcstep.word_paths(
+        # (_searchc.word_paths), where the Python walk took up to ~1.5 ms on long commands.
+        paths = _searchc.word_paths(
             *(
                 np.ascontiguousarray(a, np.int32)
                 for a in (self.arc_start, self.arc_token, self.arc_next, self.arc_word)

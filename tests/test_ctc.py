@@ -162,7 +162,7 @@ def test_an_impossible_prefix_scores_neg_inf() -> None:
 
 def test_compiled_step_refuses_arrays_that_do_not_fit() -> None:
     # A wrong call is a ValueError naming the array, never a read past the end of one.
-    from assistant import _ctcstep
+    from assistant import _searchc
 
     _, scorer = _scorer(2, 10, 6)
     empty = scorer.initial()
@@ -173,11 +173,11 @@ def test_compiled_step_refuses_arrays_that_do_not_fit() -> None:
     out = np.empty(1)
     args = (np.array([-1]), np.array([0]), np.array([2]), scorer.tables, 1, 1, 10, 6, out)
     with pytest.raises(ValueError, match="state: expected float64"):
-        _ctcstep.prefix_scores(empty.data.astype(np.float32), *args)
+        _searchc.prefix_scores(empty.data.astype(np.float32), *args)
     with pytest.raises(ValueError, match="state: expected 21 items, got 42"):
-        _ctcstep.prefix_scores(np.concatenate([empty.data] * 2), *args)
+        _searchc.prefix_scores(np.concatenate([empty.data] * 2), *args)
     with pytest.raises(ValueError, match="tables: expected"):
-        _ctcstep.prefix_scores(empty.data, *args[:3], scorer.tables[:-1], *args[4:])
+        _searchc.prefix_scores(empty.data, *args[:3], scorer.tables[:-1], *args[4:])
 
 
 def test_best_path_tokens_merge_repeats_and_drop_blanks() -> None:

@@ -512,7 +512,7 @@ def test_a_joint_step_ranks_each_prefixs_top_k_by_attention_jointly(
 
 def test_the_compiled_search_step_refuses_arrays_that_do_not_fit(home: Grammar) -> None:
     # A wrong call is a ValueError naming what is wrong, never a read past the end of an array.
-    from assistant import _ctcstep
+    from assistant import _searchc
     from assistant.decoder import _Search
 
     dfa = _dfa_for(home.graph)
@@ -532,7 +532,7 @@ def test_the_compiled_search_step_refuses_arrays_that_do_not_fit(home: Grammar) 
             tokens=tokens,
         )  # fmt: skip
         args.update(changed)
-        _ctcstep.search_step(*args.values())
+        _searchc.search_step(*args.values())
 
     call()  # as the search calls it
     with pytest.raises(TypeError, match="must be a Determinized"):
@@ -556,9 +556,9 @@ def test_the_compiled_search_step_refuses_arrays_that_do_not_fit(home: Grammar) 
         call()
     out = np.zeros((1, 11), np.int64)
     with pytest.raises(ValueError, match="a step outside back"):
-        _ctcstep.spell(search.back, 4, np.array([[10, 0, 0]]), 1, EOS_ID, out)
+        _searchc.spell(search.back, 4, np.array([[10, 0, 0]]), 1, EOS_ID, out)
     with pytest.raises(ValueError, match="a row outside the beam"):
-        _ctcstep.spell(search.back, 4, np.array([[2, 7, 0]]), 1, EOS_ID, out)
+        _searchc.spell(search.back, 4, np.array([[2, 7, 0]]), 1, EOS_ID, out)
 
 
 def test_the_determinisation_follows_the_graph() -> None:
@@ -581,7 +581,7 @@ def test_the_determinisation_follows_the_graph() -> None:
 
 
 def test_a_graph_that_is_no_graph_is_refused() -> None:
-    from assistant._ctcstep import Determinized
+    from assistant._searchc import Determinized
 
     def arcs(*values: list[int]) -> list[np.ndarray]:
         return [np.array(v, np.int32) for v in values]

@@ -312,7 +312,7 @@ def test_the_compiled_walk_reads_what_a_plain_walk_reads(small: Grammar) -> None
 
 
 def test_the_compiled_walk_refuses_a_graph_it_would_read_past() -> None:
-    from assistant._ctcstep import word_paths
+    from assistant._searchc import word_paths
 
     def arcs(*values: list[int]) -> list[np.ndarray]:
         return [np.array(v, np.int32) for v in values]

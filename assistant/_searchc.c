@@ -1,6 +1,9 @@
-/* One step of the decoder's beam search, compiled: ranking the live prefixes' extensions
+/* The decoder's beam search, compiled: one step of it, ranking the live prefixes' extensions
  * (jointly with CTC, by attention alone, or the free decode's one best token), finishing the
- * </s> ones and keeping the best others, and the CTC recursions of the kept ones.
+ * </s> ones and keeping the best others, and the CTC recursions of the kept ones; the
+ * grammar's determinisation the step walks (Determinized); and the word readings of a
+ * token sequence (word_paths). Named _ctcstep.c until 2026-12-06, when it held the CTC
+ * part alone.
  *
  * Why C and not numpy: a step of the grammar search is ~22 candidates over 12 prefixes and
  * 75 frames, so its numpy version spent most of its time in the fixed cost of some sixty small
@@ -503,7 +506,7 @@ static PyGetSetDef det_getset[] = {
 static PySequenceMethods det_sequence = {.sq_length = (lenfunc)det_len};
 
 static PyTypeObject DeterminizedType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "assistant._ctcstep.Determinized",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "assistant._searchc.Determinized",
     .tp_basicsize = sizeof(Determinized),
     .tp_dealloc = (destructor)det_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -1124,13 +1127,15 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "_ctcstep",
-    .m_doc = "One step of the joint attention/CTC beam search, compiled (see assistant/ctc.py).",
+    .m_name = "_searchc",
+    .m_doc = "The decoder's beam search, compiled: its step (with the CTC prefix scores), the "
+             "grammar's determinisation and a token sequence's word readings (see "
+             "assistant/decoder.py, assistant/ctc.py, assistant/grammar.py).",
     .m_size = -1,
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__ctcstep(void) {
+PyMODINIT_FUNC PyInit__searchc(void) {
     if (PyType_Ready(&DeterminizedType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
