@@ -830,7 +830,7 @@ static PyObject *search_step(PyObject *self, PyObject *const *a, Py_ssize_t narg
         PyErr_SetString(PyExc_ValueError, "search_step: bad sizes");
         return NULL;
     }
-    Arg args[10];
+    Arg args[11];
     memset(args, 0, sizeof args);
     PyObject *result = NULL;
     double *scratch = NULL;
@@ -861,14 +861,9 @@ static PyObject *search_step(PyObject *self, PyObject *const *a, Py_ssize_t narg
         take(a[5], &args[3], 'd', 2 * 2 * beam, 1, "live_d") ||
         take(a[6], &args[4], 'd', 2 * beam * width, 1, "ctc_state") ||
         take(a[7], &args[5], 'd', mode == 0 ? tables_size(T, W) : 1, 0, "tables") ||
-        take(a[18], &args[9], 'd', 3 * cap, 1, "fin_d"))
+        take(a[18], &args[9], 'd', 3 * cap, 1, "fin_d") ||
+        take(a[21], &args[10], 'i', batch, 1, "tokens"))
         goto done;
-    Arg tokens_arg;
-    memset(&tokens_arg, 0, sizeof tokens_arg);
-    if (take(a[21], &tokens_arg, 'i', batch, 1, "tokens")) {
-        release(&tokens_arg, 1);
-        goto done;
-    }
     const Py_ssize_t p = step % 2;
     int64_t *live_i = I(2);
     const int64_t *dstates = live_i + p * 2 * beam, *last = dstates + beam;
@@ -881,14 +876,12 @@ static PyObject *search_step(PyObject *self, PyObject *const *a, Py_ssize_t narg
         if (dstates[i] < 0 || dstates[i] >= dt->n || dt->next_ids[dstates[i] * V] == UNEXPANDED) {
             PyErr_SetString(PyExc_ValueError, "search_step: a live prefix's grammar state is "
                                               "unknown or not expanded");
-            release(&tokens_arg, 1);
             goto done;
         }
     scratch = malloc(sizeof(double) * (size_t)(n * T + T + V));
     best = malloc(sizeof(Candidate) * (size_t)(2 * beam));
     if (!scratch || !best) {
         PyErr_NoMemory();
-        release(&tokens_arg, 1);
         goto done;
     }
     double *phi = scratch, *repeat_phi = phi + n * T;
@@ -904,7 +897,7 @@ static PyObject *search_step(PyObject *self, PyObject *const *a, Py_ssize_t narg
     int64_t *fin_i = I(7);
     double *fin_d = D(9);
     int64_t *rows = I(8);
-    int32_t *tokens = (int32_t *)tokens_arg.view.buf;
+    int32_t *tokens = (int32_t *)args[10].view.buf;
     Py_ssize_t live = 0;
     const double end_length = pow((double)(step + 1), length_penalty);
     for (Py_ssize_t i = 0; i < count; i++) {
@@ -912,7 +905,6 @@ static PyObject *search_step(PyObject *self, PyObject *const *a, Py_ssize_t narg
         if (c->tok == eos) {
             if (n_fin == cap) {
                 PyErr_SetString(PyExc_ValueError, "search_step: fin_i is full");
-                release(&tokens_arg, 1);
                 goto done;
             }
             fin_i[3 * n_fin] = step;
@@ -928,7 +920,6 @@ static PyObject *search_step(PyObject *self, PyObject *const *a, Py_ssize_t narg
             /* its next states now, as the next step will read them (expanding may move
              * next_ids) */
             if (det_expand(dt, nxt)) {
-                release(&tokens_arg, 1);
                 goto done;
             }
             dstates_out[live] = nxt;
@@ -963,12 +954,11 @@ static PyObject *search_step(PyObject *self, PyObject *const *a, Py_ssize_t narg
             rows[at + i] = at + back_row[i];
             tokens[at + i] = (int32_t)back_tok[i];
         }
-    release(&tokens_arg, 1);
     result = Py_BuildValue("(nni)", live, n_fin, done);
 done:
     free(scratch);
     free(best);
-    release(args, 10);
+    release(args, 11);
     return result;
 }
 

@@ -118,7 +118,8 @@ class CtcPrefixScorer:
         return len(self.x)
 
     @property
-    def _sizes(self) -> tuple[int, int]:
+    def sizes(self) -> tuple[int, int]:
+        """(frames, token rows with the blank): the tables' shape the compiled calls take."""
         return self.frames, self.x.shape[1]
 
     def initial(self) -> CtcState:
@@ -133,7 +134,7 @@ class CtcPrefixScorer:
         last, rows, tokens = self._check(state, last), _int64(rows), _int64(tokens)
         out = np.empty(len(rows))
         _searchc.prefix_scores(
-            state.data, last, rows, tokens, self.tables, len(last), len(rows), *self._sizes, out
+            state.data, last, rows, tokens, self.tables, len(last), len(rows), *self.sizes, out
         )
         return out
 
@@ -143,7 +144,7 @@ class CtcPrefixScorer:
         last, rows, tokens = self._check(state, last), _int64(rows), _int64(tokens)
         out = np.empty((len(rows), 2 * self.frames + 1))
         _searchc.advance(
-            state.data, last, rows, tokens, self.tables, len(last), len(rows), *self._sizes, out
+            state.data, last, rows, tokens, self.tables, len(last), len(rows), *self.sizes, out
         )
         return CtcState(out)
 

@@ -231,14 +231,13 @@ class _Search:
         self.live_d = np.zeros((2, 2, beam))  # attention log-prob, score
         self.live_i[0, :, 0] = dfa.start, -1  # the empty prefix
         if self.ctc is not None:
-            frames, self._width = self.ctc.frames, self.ctc.x.shape[1]
-            self.ctc_state = np.zeros((2, beam, 2 * frames + 1))
+            self.frames, self._width = self.ctc.sizes
+            self.ctc_state = np.zeros((2, beam, 2 * self.frames + 1))
             self.ctc_state[0, 0] = self.ctc.initial().data[0]
             self.tables = self.ctc.tables
-        else:
-            frames, self._width = 1, 2
+        else:  # sizes the step does not read
+            self.frames, self._width = 1, 2
             self.ctc_state, self.tables = np.zeros(2 * beam), np.zeros(1)
-        self.frames = frames
         self.back = np.zeros((max_steps, 2, beam), np.int64)
         cap = max_steps * 2 * beam  # at most 2 * beam candidates a step finish
         self.fin_i = np.zeros((cap, 3), np.int64)  # step, row, grammar state
