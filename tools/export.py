@@ -196,7 +196,7 @@ def folded_decode_step(model: Recogniser, token_inputs, tokens, state, values, k
     weights = model.attention_weights(h[None], keys, mask)
     # Reshaped, not indexed: XNNPACK takes a reshape but not that slice, and the slice split
     # the graph into three delegate partitions instead of two (a step 229-242 against 250 µs,
-    # 13 rows, the older EPYC; 2026-12-06, after version 2.11 was exported).
+    # 13 rows, the older EPYC; 2026-12-06). Version 2.12 is the first bundle exported so.
     context = tf.reshape(tf.einsum("but,btd->bud", weights, values), [-1, values.shape[-1]])
     state_kernel = model.combine.kernel[: model.config.dec_units]
     combined = tf.tanh(tf.matmul(h, state_kernel) + context + model.combine.bias)
