@@ -17,6 +17,8 @@ others) and at random within a group. Each clip gets:
   - leading/trailing silence, shared noise at SNR 0-25 dB for ~80% of clips, random gain.
 With --clean only the engine-native tempo/pitch change and the silence padding are applied
 (held-out benchmark sets, to which a caller adds noise at the SNRs it wants).
+The same --seed gives the same clips, whatever the workers' order: every choice of a clip
+comes from its own seed, the noise that piper and hibari sample included (engine_seed).
 """
 
 from __future__ import annotations
@@ -153,6 +155,12 @@ def reverb(audio: np.ndarray, rir: np.ndarray) -> np.ndarray:
 # One clip
 
 
+def engine_seed(rng: np.random.Generator) -> int:
+    """The seed of a clip's TTS noise (piper, hibari), from the clip's generator without
+    drawing from it (a spawned child), so that the clip's other choices stay as they were."""
+    return int(rng.spawn(1)[0].integers(2**31))
+
+
 def render(
     text: str,
     voice: Voice,
@@ -161,14 +169,16 @@ def render(
     noises: list[np.ndarray],
     rirs: list[np.ndarray],
 ) -> np.ndarray:
+    seed = engine_seed(rng)
     if cfg.clean:
-        audio = voice.speak(text, speed=rng.uniform(0.9, 1.1), pitch=rng.uniform(0.9, 1.1))
+        speed, pitch = rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.1)
+        audio = voice.speak(text, speed=speed, pitch=pitch, seed=seed)
         audio = augment.pad_silence(audio, rng)
         return (audio * min(1.0, 0.9 / (np.abs(audio).max() + 1e-9))).astype(np.float32)
     tempo = rng.uniform(*cfg.tempo)
     tract = rng.uniform(*cfg.vocal_tract)
     # Resampling by ``tract`` also speeds up by ``tract``: ask the engine for tempo / tract.
-    audio = voice.speak(text, speed=tempo / tract, pitch=rng.uniform(*cfg.pitch))
+    audio = voice.speak(text, speed=tempo / tract, pitch=rng.uniform(*cfg.pitch), seed=seed)
     audio = augment.change_speed(audio, tract)
     if rirs and rng.random() < cfg.room_p:
         audio = reverb(audio, rirs[int(rng.integers(len(rirs)))])

