@@ -126,6 +126,13 @@ typedef struct {
 
 /* A C-contiguous buffer of ``count`` items (any number if count < 0) of ``kind`` ('d'
  * float64, 'f' float32, 'q' int64, 'i' int32). */
+/* The argument count of a fastcall function: -1 with a TypeError when it is not ``want``. */
+static int check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t want) {
+    if (nargs == want) return 0;
+    PyErr_Format(PyExc_TypeError, "%s takes %zd arguments", name, want);
+    return -1;
+}
+
 static int take(PyObject *obj, Arg *arg, char kind, Py_ssize_t count, int writable,
                 const char *name) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
@@ -623,10 +630,7 @@ PyDoc_STRVAR(word_paths_doc,
 
 static PyObject *word_paths(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "word_paths takes 8 arguments");
-        return NULL;
-    }
+    if (check_nargs("word_paths", nargs, 8)) return NULL;
     const Py_ssize_t start = PyLong_AsSsize_t(a[4]), final = PyLong_AsSsize_t(a[5]);
     const Py_ssize_t limit = PyLong_AsSsize_t(a[7]);
     if (PyErr_Occurred()) return NULL;
@@ -812,10 +816,7 @@ static Py_ssize_t rank_greedy(const Live *lv, Candidate *best) {
 
 static PyObject *search_step(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 22) {
-        PyErr_SetString(PyExc_TypeError, "search_step takes 22 arguments");
-        return NULL;
-    }
+    if (check_nargs("search_step", nargs, 22)) return NULL;
     const long mode = PyLong_AsLong(a[0]);
     const Py_ssize_t at = PyLong_AsSsize_t(a[2]);
     const Py_ssize_t T = PyLong_AsSsize_t(a[8]), W = PyLong_AsSsize_t(a[9]);
@@ -970,10 +971,7 @@ PyDoc_STRVAR(spell_doc,
 
 static PyObject *spell(PyObject *self, PyObject *const *a, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "spell takes 6 arguments");
-        return NULL;
-    }
+    if (check_nargs("spell", nargs, 6)) return NULL;
     const Py_ssize_t beam = PyLong_AsSsize_t(a[1]), n_fin = PyLong_AsSsize_t(a[3]);
     const int64_t eos = PyLong_AsLongLong(a[4]);
     if (PyErr_Occurred()) return NULL;
@@ -1030,10 +1028,7 @@ typedef struct {
 static int take_extensions(PyObject *const *a, Py_ssize_t nargs, const char *name,
                            Py_ssize_t out_width, Extensions *e) {
     memset(e, 0, sizeof *e);
-    if (nargs != 10) {
-        PyErr_Format(PyExc_TypeError, "%s takes 10 arguments", name);
-        return -1;
-    }
+    if (check_nargs(name, nargs, 10)) return -1;
     e->n = PyLong_AsSsize_t(a[5]);
     e->m = PyLong_AsSsize_t(a[6]);
     e->T = PyLong_AsSsize_t(a[7]);
