@@ -2,7 +2,7 @@
 confidence calibrator on held-out *train* speakers (never on test).
 
     python -m tools.evaluate --model models/home [--data ../shared/data] [--channel narrow|trimmed]
-        [--against OTHER_BUNDLE]
+        [--against OTHER_BUNDLE] [--answers FILE.jsonl]
 
 Sets and what counts as right:
 - speech_commands: 10 keywords must give their intent; `_unknown_` words and `_silence_`
@@ -21,6 +21,10 @@ many each gets right that the other gets wrong, and the exact McNemar p-value of
 (a two-sided binomial test on the clips where they differ). On a dev split of a few hundred
 clips, a two-point gap may be noise or may be one model losing clips the other never does;
 this tells which.
+
+--answers writes what the recogniser answered to every clip (set, place in the set, text,
+intent, slots, confidence), so that two runs of the same bundle, on two machines or two
+runtimes, can be compared clip by clip (tools.compare_answers; tools/emulated_pi.sh).
 """
 
 from __future__ import annotations
@@ -106,9 +110,14 @@ def _slots_match(expected: dict, got: dict) -> bool:
 
 
 def run_set(
-    recognizer: Recognizer, items: list[Item], desc: str, rights: list[bool] | None = None
+    recognizer: Recognizer,
+    items: list[Item],
+    desc: str,
+    rights: list[bool] | None = None,
+    answers: list[dict] | None = None,
 ) -> dict:
-    """Scores one set; each item's right or wrong is appended to ``rights`` when given."""
+    """Scores one set; each item's right or wrong is appended to ``rights`` when given, and
+    what the recogniser answered to ``answers``."""
     correct = errors = words = accepted = 0
     commands = wrong_accepted = must_reject = must_reject_accepted = 0
     times: list[float] = []
@@ -119,6 +128,15 @@ def run_set(
         result = recognizer.recognize(item.audio)
         times.append((time.perf_counter() - t0) * 1000)
         accepted += result.intent is not None
+        if answers is not None:
+            answers.append(
+                {
+                    "text": result.text,
+                    "intent": result.intent,
+                    "slots": result.slots,
+                    "confidence": float(result.confidence),
+                }
+            )
         e = n = 0
         if item.expected_intent == "*":  # transcript task (AN4): score the words
             # The text is published for rejected utterances too, so it is what a listener
@@ -217,7 +235,10 @@ def evaluate(
     limit: int = 0,
     channel: str = "wide",
     against: Path | None = None,
+    answers: list[dict] | None = None,
 ) -> dict[str, dict]:
+    """Each set's metrics; each clip's answer, with its set's name and its place in the set,
+    is appended to ``answers`` when given (``--answers``: tools.compare_answers reads them)."""
     results = {}
     for name, (grammar, items) in load_sets(data, split).items():
         if limit:
@@ -225,7 +246,10 @@ def evaluate(
         items = through_channel(items, channel)
         recognizer = Recognizer.load(model, grammar=grammar)
         rights: list[bool] = []
-        results[name] = run_set(recognizer, items, f"{name} ({split})", rights)
+        set_answers: list[dict] = []
+        results[name] = run_set(recognizer, items, f"{name} ({split})", rights, set_answers)
+        if answers is not None:
+            answers.extend({"set": name, "clip": i, **a} for i, a in enumerate(set_answers))
         if name == "false_accepts":
             results[name]["rate"] = results[name]["accepted"]
         if against is not None and items:
@@ -255,10 +279,18 @@ def main(argv: list[str] | None = None) -> None:
         "--against", type=Path, help="another bundle, compared with --model clip by clip"
     )
     parser.add_argument("--out", type=Path, help="write the metrics as JSON here")
+    parser.add_argument(
+        "--answers", type=Path, help="write every clip's answer here, one JSON object a line"
+    )
     args = parser.parse_args(argv)
-    results = evaluate(args.model, args.data, args.split, args.limit, args.channel, args.against)
+    answers: list[dict] | None = [] if args.answers else None
+    results = evaluate(
+        args.model, args.data, args.split, args.limit, args.channel, args.against, answers
+    )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
+    if args.answers and answers is not None:
+        args.answers.write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers))
 
 
 if __name__ == "__main__":
