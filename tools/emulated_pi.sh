@@ -60,7 +60,10 @@ bind() {  # bind SOURCE TARGET [ro]
 }
 cleanup() { for m in "${mounts[@]}"; do umount "$m" || true; done; }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 mount -t proc proc "$ROOT/proc" && mounts=("$ROOT/proc" "${mounts[@]}")
+# XNNPACK reads the CPU's features from /sys; without it, it warns and picks other kernels.
+bind /sys "$ROOT/sys"
 bind /dev "$ROOT/dev"
 bind /dev/pts "$ROOT/dev/pts"
 bind "$DATA" "$ROOT/opt/shared/data" ro
