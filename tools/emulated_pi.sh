@@ -17,6 +17,9 @@
 #   3.13);
 # - ROOT: the userland, kept between runs (default /var/tmp/assistant-arm64-SUITE);
 # - DATA: the shared data (default ../shared/data), mounted read-only at /opt/shared/data;
+# - CPU: the processor qemu emulates, cortex-a72 (default: Raspberry Pi 4, Pi 400, CM4;
+#   no int8 dot-product instructions) or cortex-a76 (Raspberry Pi 5, which has them), so
+#   that ai-edge-litert picks the kernels such a Pi would;
 # - LIMIT: clips per set (default 0: all); EVAL=0 runs README's first command only;
 # - PYTHON: runs the host's side (default .venv/bin/python).
 # OUT_DIR gets log.txt, what each side answered (arm64.jsonl, x86.jsonl), their metrics and
@@ -27,6 +30,7 @@ OUT=$(realpath -m "${1:?usage: tools/emulated_pi.sh OUT_DIR}")
 SUITE=${SUITE:-bookworm}
 ROOT=${ROOT:-/var/tmp/assistant-arm64-$SUITE}
 DATA=$(realpath "${DATA:-../shared/data}")
+CPU=${CPU:-cortex-a72}
 LIMIT=${LIMIT:-0}
 EVAL=${EVAL:-1}
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -70,13 +74,13 @@ bind "$DATA" "$ROOT/opt/shared/data" ro
 bind "$OUT" "$ROOT/out"
 
 in_arm64() {
-    chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
+    chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 QEMU_CPU="$CPU" \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         PIP_CERT=/etc/ssl/host-ca.crt PIP_DISABLE_PIP_VERSION_CHECK=1 \
         bash -euo pipefail -c "cd /opt/assistant && $1"
 }
 
-stamp "arm64: $(in_arm64 'uname -m; python3 --version' | tr '\n' ' ')"
+stamp "arm64 ($CPU): $(in_arm64 'uname -m; python3 --version; grep -m1 Features /proc/cpuinfo' | tr '\n' ' ')"
 stamp "arm64: README's first command"
 SECONDS=0
 in_arm64 'EXTRAS= bash .ci/setup'
