@@ -66,8 +66,24 @@ cleanup() { for m in "${mounts[@]}"; do umount "$m" || true; done; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 mount -t proc proc "$ROOT/proc" && mounts=("$ROOT/proc" "${mounts[@]}")
-# XNNPACK reads the CPU's features from /sys; without it, it warns and picks other kernels.
+# XNNPACK's cpuinfo reads the processor list from /sys and each processor from
+# /proc/cpuinfo, which qemu-user leaves as the host's x86 one: the two disagreed and
+# ai-edge-litert crashed (SIGSEGV) loading a graph. So /proc/cpuinfo shows what the emulated
+# Pi's would, one entry per processor /sys lists.
 bind /sys "$ROOT/sys"
+case "$CPU" in
+    cortex-a72) part=0xd08 variant=0x0 revision=3 features="fp asimd evtstrm crc32 cpuid" ;;
+    cortex-a76) part=0xd0b variant=0x4 revision=1
+        features="fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid"
+        features+=" asimdrdm lrcpc dcpop asimddp" ;;
+    *) echo "CPU must be cortex-a72 or cortex-a76, not $CPU" >&2; exit 2 ;;
+esac
+for ((i = 0; i < $(nproc --all); i++)); do
+    printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: %s\n' "$i" "$features"
+    printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: %s\n' "$variant"
+    printf 'CPU part\t: %s\nCPU revision\t: %s\n\n' "$part" "$revision"
+done > "$OUT/cpuinfo"
+bind "$OUT/cpuinfo" "$ROOT/proc/cpuinfo"
 bind /dev "$ROOT/dev"
 bind /dev/pts "$ROOT/dev/pts"
 bind "$DATA" "$ROOT/opt/shared/data" ro
@@ -80,7 +96,7 @@ in_arm64() {
         bash -euo pipefail -c "cd /opt/assistant && $1"
 }
 
-stamp "arm64 ($CPU): $(in_arm64 'uname -m; python3 --version; grep -m1 Features /proc/cpuinfo' | tr '\n' ' ')"
+stamp "arm64 ($CPU): $(in_arm64 'uname -m; python3 --version' | tr '\n' ' ')"
 stamp "arm64: README's first command"
 SECONDS=0
 in_arm64 'EXTRAS= bash .ci/setup'
