@@ -57,7 +57,7 @@ stamp "installing commit $(git -C "$ROOT/opt/assistant" rev-parse --short HEAD)"
 
 mounts=()
 bind() {  # bind SOURCE TARGET [ro]
-    mkdir -p "$2"
+    if [ -d "$1" ]; then mkdir -p "$2"; fi
     mount --bind "$1" "$2"
     mounts=("$2" "${mounts[@]}")
     if [ "${3:-}" = ro ]; then mount -o remount,bind,ro "$2"; fi
