@@ -20,7 +20,9 @@
 # - CPU: the processor qemu emulates, cortex-a72 (default: Raspberry Pi 4, Pi 400, CM4;
 #   no int8 dot-product instructions) or cortex-a76 (Raspberry Pi 5, which has them), so
 #   that ai-edge-litert picks the kernels such a Pi would;
-# - LIMIT: clips per set (default 0: all); EVAL=0 runs README's first command only;
+# - LIMIT: clips per set (default 0: all); EVAL=0 skips the evaluation;
+# - TESTS: pytest arguments to run there as well, with the tests' extras (EXTRAS=dev), e.g.
+#   "tests/test_recognizer.py tests/test_cli.py"; none by default;
 # - PYTHON: runs the host's side (default .venv/bin/python).
 # OUT_DIR gets log.txt, what each side answered (arm64.jsonl, x86.jsonl), their metrics and
 # comparison.json (tools.compare_answers).
@@ -105,7 +107,7 @@ in_arm64 '.venv/bin/assistant run --source models/home/demo.wav'
 in_arm64 '.venv/bin/pip freeze' > "$OUT/arm64-packages.txt"
 
 if [ "$EVAL" = 1 ]; then
-    # tools.evaluate's own needs beyond the daemon's (the tests' extras are x86 only).
+    # tools.evaluate's own needs beyond the daemon's.
     in_arm64 '.venv/bin/pip install -q scipy tqdm'
     stamp "arm64: tools.evaluate --split test (emulated: slow)"
     SECONDS=0
@@ -119,5 +121,12 @@ if [ "$EVAL" = 1 ]; then
     stamp "x86 against arm64, clip by clip"
     "$PYTHON" -m tools.compare_answers "$OUT/x86.jsonl" "$OUT/arm64.jsonl" \
         --out "$OUT/comparison.json"
+fi
+if [ -n "${TESTS:-}" ]; then
+    in_arm64 'EXTRAS=dev bash .ci/setup'
+    stamp "arm64: pytest $TESTS (emulated: slow)"
+    SECONDS=0
+    in_arm64 ".venv/bin/python -m pytest -q -p no:cacheprovider $TESTS"
+    stamp "arm64: tests took ${SECONDS} s"
 fi
 stamp done
