@@ -106,9 +106,11 @@ stamp "arm64: .ci/setup took ${SECONDS} s"
 in_arm64 '.venv/bin/assistant run --source models/home/demo.wav'
 in_arm64 '.venv/bin/pip freeze' > "$OUT/arm64-packages.txt"
 
-if [ "$EVAL" = 1 ]; then
-    # tools.evaluate's own needs beyond the daemon's.
+if [ "$EVAL" = 1 ] || [ -n "${TESTS:-}" ]; then
+    # tools.evaluate's own needs beyond the daemon's (some tests import it as well).
     in_arm64 '.venv/bin/pip install -q scipy tqdm'
+fi
+if [ "$EVAL" = 1 ]; then
     stamp "arm64: tools.evaluate --split test (emulated: slow)"
     SECONDS=0
     in_arm64 ".venv/bin/python -m tools.evaluate --model models/home --split test \
