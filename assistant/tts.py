@@ -27,6 +27,9 @@ import numpy as np
 
 from .result import Result
 
+# The longest a reply's synthesis may take before it counts as failed (a slow Pi, a long reply).
+SYNTHESIS_TIMEOUT_S = 20.0
+
 log = logging.getLogger(__name__)
 
 
@@ -236,8 +239,18 @@ class Speaker:
     def _synthesise(self, text: str, path: Path) -> None:
         engine = self._engine_ready()
         path.unlink(missing_ok=True)
-        engine.save_to_file(text, str(path))
-        engine.runAndWait()
+        finished = threading.Event()
+        token = engine.connect("finished-utterance", lambda **_: finished.set())
+        try:
+            engine.save_to_file(text, str(path))
+            engine.runAndWait()
+            # pyttsx3's espeak driver synthesises on espeak-ng's own thread, writes the file
+            # when that thread ends the utterance and only then says "finished-utterance";
+            # runAndWait can return before (seen on a slow CPU: an emulated Pi, where every
+            # first reply came out empty). So wait for the engine's own word.
+            finished.wait(SYNTHESIS_TIMEOUT_S)
+        finally:
+            engine.disconnect(token)
         if not path.exists() or path.stat().st_size <= 44:
             raise RuntimeError("the TTS engine produced no audio")
 
