@@ -37,7 +37,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import binomtest
 from tqdm import tqdm
 
 from assistant.edits import edit_distance
@@ -216,6 +215,9 @@ def through_channel(items: list[Item], channel: str) -> list[Item]:
 def paired(rights: list[bool], other_rights: list[bool]) -> dict:
     """Clip by clip: how many only the model and only the other get right, and the exact
     McNemar p-value (scipy's binomial test on the clips where they differ; 1 when none do)."""
+    # Imported here: only --against needs scipy, which has no wheel for a 32-bit Pi.
+    from scipy.stats import binomtest
+
     only_model = sum(a and not b for a, b in zip(rights, other_rights, strict=True))
     only_other = sum(b and not a for a, b in zip(rights, other_rights, strict=True))
     differ = only_model + only_other
