@@ -124,8 +124,6 @@ typedef struct {
     int held;
 } Arg;
 
-/* A C-contiguous buffer of ``count`` items (any number if count < 0) of ``kind`` ('d'
- * float64, 'f' float32, 'q' int64, 'i' int32). */
 /* The argument count of a fastcall function: -1 with a TypeError when it is not ``want``. */
 static int check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t want) {
     if (nargs == want) return 0;
@@ -133,6 +131,8 @@ static int check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t want) {
     return -1;
 }
 
+/* A C-contiguous buffer of ``count`` items (any number if count < 0) of ``kind`` ('d'
+ * float64, 'f' float32, 'q' int64, 'i' int32). */
 static int take(PyObject *obj, Arg *arg, char kind, Py_ssize_t count, int writable,
                 const char *name) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);

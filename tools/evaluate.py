@@ -249,7 +249,8 @@ def evaluate(
         recognizer = Recognizer.load(model, grammar=grammar)
         rights: list[bool] = []
         set_answers: list[dict] = []
-        results[name] = run_set(recognizer, items, f"{name} ({split})", rights, set_answers)
+        kept = set_answers if answers is not None else None  # collected only when asked for
+        results[name] = run_set(recognizer, items, f"{name} ({split})", rights, kept)
         if answers is not None:
             answers.extend({"set": name, "clip": i, **a} for i, a in enumerate(set_answers))
         if name == "false_accepts":
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
-    if args.answers and answers is not None:
+    if answers is not None:
         args.answers.write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers))
 
 
