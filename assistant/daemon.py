@@ -123,6 +123,9 @@ class Daemon:
             target=self._recognise_loop, name="recognise", daemon=True
         )
         recognise_thread.start()
+        # The stall limit counts from here: loading the model and reaching the broker can
+        # outlast it on a slow Pi, before the audio loop has had a frame to wait for.
+        self._beat()
         audio_thread.start()
         self._notifier.ready(f"listening on {self.source.name}")  # type: ignore[union-attr]
         log.info("ready: %s -> %s", self.source.name, self._recognised_by)  # type: ignore[union-attr]

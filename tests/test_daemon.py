@@ -294,6 +294,50 @@ def test_watchdog_stops_when_the_audio_loop_stalls(
     assert not daemon.healthy()
 
 
+def test_a_slow_start_is_not_a_stalled_audio_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mosquitto_broker, caplog
+) -> None:
+    """A Pi Zero 2 loads the model and reaches the broker slower than the stall limit; the
+    audio loop has not started then, so it has not stalled, and systemd hears from us."""
+    from assistant import daemon as daemon_mod
+    from assistant.config import Config
+    from assistant.notify import Notifier
+
+    notify = NotifySocket(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    stall_s = 0.2
+    monkeypatch.setattr(daemon_mod, "AUDIO_STALL_S", stall_s)
+
+    class QuietMic:
+        """The microphone hardware: a second of silence, frame by frame, then the end."""
+
+        name = "mic:quiet"
+        live = True
+
+        def frames(self):
+            for _ in range(33):
+                time.sleep(0.03)
+                yield np.zeros(480, np.int16)
+
+        def stop(self) -> None:
+            pass
+
+    config = Config(state_dir=tmp_path / "state").with_overrides(
+        broker=f"{mosquitto_broker.host}:{mosquitto_broker.port}", site=SITE
+    )
+    caplog.set_level("INFO", logger="assistant.daemon")
+    started = time.monotonic()
+    daemon = daemon_mod.Daemon(config, source=QuietMic(), notifier=Notifier())
+    assert daemon.run() == 0
+    notify.close()
+    ready = notify.seen("READY=1")[0]
+    assert ready - started > stall_s, "the start must outlast the stall limit to test this"
+    assert "stalled" not in caplog.text
+    assert min(notify.seen("WATCHDOG=1")) - ready < stall_s
+
+
 def test_min_confidence_replaces_the_bundle_bar(recognizer) -> None:
     from assistant.config import ModelSettings
     from assistant.daemon import load_recognizer
