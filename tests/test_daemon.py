@@ -330,8 +330,13 @@ def test_a_slow_start_is_not_a_stalled_audio_loop(
     caplog.set_level("INFO", logger="assistant.daemon")
     started = time.monotonic()
     daemon = daemon_mod.Daemon(config, source=QuietMic(), notifier=Notifier())
-    assert daemon.run() == 0
+    # Not on the main thread, where run() would take SIGTERM for the rest of the tests.
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(daemon.run()))
+    thread.start()
+    thread.join(30)
     notify.close()
+    assert result == [0]
     ready = notify.seen("READY=1")[0]
     assert ready - started > stall_s, "the start must outlast the stall limit to test this"
     assert "stalled" not in caplog.text
