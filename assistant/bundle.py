@@ -7,8 +7,9 @@ user can act on.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ class Bundle:
     lexicon: Path | None  # pronunciations of the grammar's words, if shipped
     calibration: dict[str, Any]
     raw: dict[str, Any]
+    # SHA-256 of each graph file as built (since session 28; older bundles have none).
+    digests: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -64,6 +67,22 @@ def _require(manifest: dict, key: str, kind: type | tuple[type, ...], where: Pat
     if not isinstance(value, kind):
         raise BundleError(f"{where}: manifest '{key}' has the wrong type ({type(value).__name__})")
     return value
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file, as the manifest's "sha256" lists it for each graph. tflite-runtime
+    2.14 (32-bit Pi OS) does not verify a graph before reading it: a truncated one crashes the
+    process (SIGSEGV), so the runtime checks each graph against its digest first."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _digests(manifest: dict, where: Path) -> dict[str, str]:
+    digests = manifest.get("sha256", {})
+    if not isinstance(digests, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in digests.items()
+    ):
+        raise BundleError(f"{where}: manifest 'sha256' must map file names to digests")
+    return digests
 
 
 def load_bundle(path: Path) -> Bundle:
@@ -132,4 +151,5 @@ def load_bundle(path: Path) -> Bundle:
         lexicon=path / manifest["lexicon"] if manifest.get("lexicon") else None,
         calibration=dict(manifest.get("calibration", {})),
         raw=manifest,
+        digests=_digests(manifest, manifest_path),
     )

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .bundle import Bundle, BundleError, EncoderSpec
+from .bundle import Bundle, BundleError, EncoderSpec, file_digest
 from .heap import return_freed_heap
 from .tflite import load_interpreter, named_io
 
@@ -60,6 +61,7 @@ class TfliteModel:
         self.state_size = bundle.state_size
         self.vocab_size = len(bundle.units.tokens)
         self.num_threads = num_threads
+        self._verified: dict[str, tuple[int, int, int]] = {}  # file -> stat when its digest held
         # Every graph is checked, one bucket resident at a time and the shortest last, so that
         # the start-up peak is the largest bucket, not all of them together.
         self.buckets = [self._open_checked(spec) for spec in bundle.encoders[1:]]
@@ -137,10 +139,32 @@ class TfliteModel:
 
     def _load(self, file: str, num_threads: int) -> Any:
         path = self.bundle.path / file
+        self._check_digest(file, path)
         try:
             return load_interpreter(path, num_threads)
         except (ValueError, RuntimeError) as exc:
             raise BundleError(f"{path}: not a usable TFLite model ({exc})") from exc
+
+    def _check_digest(self, file: str, path: Path) -> None:
+        """The graph is the one the bundle was built with (bundle.file_digest says why). A file
+        checked before is hashed again only if it changed (a bucket is loaded again and again)."""
+        expected = self.bundle.digests.get(file)
+        if expected is None:
+            return
+        try:
+            info = path.stat()
+            seen = (info.st_ino, info.st_size, info.st_mtime_ns)
+            if self._verified.get(file) == seen:
+                return
+            actual = file_digest(path)
+        except OSError as exc:
+            raise BundleError(f"{path}: cannot read it ({exc.strerror})") from exc
+        if actual != expected:
+            raise BundleError(
+                f"{path}: not a usable TFLite model (its SHA-256 is not the manifest's: "
+                "damaged, or changed since the bundle was built)"
+            )
+        self._verified[file] = seen
 
     def _bucket(self, spec: EncoderSpec, encoder: Any, step: Any) -> _Bucket:
         """Checks both graphs' inputs and outputs, by signature name, against the manifest."""

@@ -245,6 +245,16 @@ def test_sighup_reload_keeps_old_config_when_broken(tmp_path: Path, mosquitto_br
     sub.close()
 
 
+def run_off_the_main_thread(daemon, timeout_s: float) -> list[int]:
+    """Daemon.run()'s exit status, if it ended in time. Not on the main thread, where run()
+    would take SIGTERM from pytest for the rest of the tests (and a pool's terminate hangs)."""
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(daemon.run()))
+    thread.start()
+    thread.join(timeout_s)
+    return result
+
+
 def test_watchdog_stops_when_the_audio_loop_stalls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mosquitto_broker
 ) -> None:
@@ -280,12 +290,8 @@ def test_watchdog_stops_when_the_audio_loop_stalls(
         broker=f"{mosquitto_broker.host}:{mosquitto_broker.port}", site=SITE
     )
     daemon = daemon_mod.Daemon(config, source=StallingMic(), notifier=Notifier())
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(daemon.run()))
-    thread.start()
-    thread.join(15)
+    assert run_off_the_main_thread(daemon, 15) == [0]
     notify.close()
-    assert result == [0]
     pings = notify.seen("WATCHDOG=1")
     ready = notify.seen("READY=1")[0]
     assert pings, "pinged while frames were flowing"
@@ -330,13 +336,8 @@ def test_a_slow_start_is_not_a_stalled_audio_loop(
     caplog.set_level("INFO", logger="assistant.daemon")
     started = time.monotonic()
     daemon = daemon_mod.Daemon(config, source=QuietMic(), notifier=Notifier())
-    # Not on the main thread, where run() would take SIGTERM for the rest of the tests.
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(daemon.run()))
-    thread.start()
-    thread.join(30)
+    assert run_off_the_main_thread(daemon, 30) == [0]
     notify.close()
-    assert result == [0]
     ready = notify.seen("READY=1")[0]
     assert ready - started > stall_s, "the start must outlast the stall limit to test this"
     assert "stalled" not in caplog.text

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,7 @@ def test_bundle_manifest_is_complete():
         "features",
         "tokens",
         "encoders",
+        "sha256",
         "grammar",
         "training",
         "metrics",
@@ -148,6 +151,45 @@ def test_corrupt_model_file(bundle_copy):
         Recognizer.load(bundle_copy)
 
 
+def test_a_graph_changed_in_one_byte_is_refused(bundle_copy):
+    # Same size, still a loadable graph: only its digest tells.
+    path = bundle_copy / load_bundle(bundle_copy).encoders[0].decoder_step
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=rf"{path.name}: .*SHA-256 is not the manifest's"):
+        Recognizer.load(bundle_copy)
+
+
+def test_a_truncated_graph_does_not_crash_the_32_bit_pis_runtime(bundle_copy):
+    # tflite-runtime 2.14 reads a graph without verifying it: a truncated one was a SIGSEGV
+    # (found on the emulated 32-bit Pi), where the digest now gives a BundleError.
+    pytest.importorskip("tflite_runtime")
+    path = bundle_copy / load_bundle(bundle_copy).encoders[0].file
+    path.write_bytes(path.read_bytes()[:1000])
+    script = (
+        "import sys; sys.modules['ai_edge_litert'] = None\n"  # the 32-bit Pi's runtime only
+        "from assistant.bundle import BundleError\n"
+        "from assistant.recognizer import Recognizer\n"
+        "from assistant.tflite import interpreter_class\n"
+        "assert interpreter_class()[1] == 'tflite-runtime'\n"
+        "try:\n"
+        f"    Recognizer.load({str(bundle_copy)!r})\n"
+        "except BundleError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "not a usable TFLite model" in done.stdout
+
+
+def _without_digests(bundle: Path) -> None:
+    """A bundle built before graphs had digests (session 28): the graphs' own checks remain."""
+    manifest = _manifest(bundle)
+    del manifest["sha256"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _swap_files(a: Path, b: Path) -> None:
     data_a, data_b = a.read_bytes(), b.read_bytes()
     a.write_bytes(data_b)
@@ -157,12 +199,16 @@ def _swap_files(a: Path, b: Path) -> None:
 def test_swapped_model_files(bundle_copy):
     spec = load_bundle(bundle_copy).encoders[0]
     _swap_files(bundle_copy / spec.file, bundle_copy / spec.decoder_step)
+    with pytest.raises(BundleError, match="SHA-256"):
+        Recognizer.load(bundle_copy)
+    _without_digests(bundle_copy)
     with pytest.raises(BundleError, match="input shape"):
         Recognizer.load(bundle_copy)
 
 
 def test_a_step_graph_that_is_not_one(bundle_copy):
     # The step graph's inputs are checked by name and shape, after it is sized to the bucket.
+    _without_digests(bundle_copy)
     spec = load_bundle(bundle_copy).encoders[0]
     (bundle_copy / spec.decoder_step).write_bytes((bundle_copy / spec.file).read_bytes())
     with pytest.raises(BundleError, match=rf"{spec.decoder_step}: inputs .* do not match"):

@@ -86,6 +86,7 @@ def test_tiny_build(tmp_path):
         "decoder-step.tflite",
         "encoder.tflite",
     ]
+    assert sorted(bundle.digests) == ["decoder-step.tflite", "encoder.tflite"]
     recognizer = Recognizer.load(bundle_dir)
     clip = next(c for c in read_manifest() if c.split == "test" and c.label == "yes")
     result = recognizer.recognize(load_audio(clip.path))

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from assistant.bundle import file_digest
 from assistant.model import subsampled_length
 from tools.model import LENGTH_BUCKETS, ModelConfig, Recogniser
 from tools.train import build_model
@@ -282,6 +283,7 @@ def export(
     ]
     return {
         "encoders": encoders,
+        "sha256": {name: file_digest(out_dir / name) for name in (encoder_file, step_file)},
         "beam": beam,
         "enc_dim": config.dec_units,  # the attention values the step reads (StepExport)
         "state_size": config.dec_units,
