@@ -171,7 +171,8 @@ def test_compiled_step_refuses_arrays_that_do_not_fit() -> None:
     with pytest.raises(ValueError, match="token"):
         scorer.advance(empty, [-1], [0], [5])  # the blank is not a label
     out = np.empty(1)
-    args = (np.array([-1]), np.array([0]), np.array([2]), scorer.tables, 1, 1, 10, 6, out)
+    rows = [np.array([v], np.int64) for v in (-1, 0, 2)]  # int64 as the scorer passes them
+    args = (*rows, scorer.tables, 1, 1, 10, 6, out)
     with pytest.raises(ValueError, match="state: expected float64"):
         _searchc.prefix_scores(empty.data.astype(np.float32), *args)
     with pytest.raises(ValueError, match="state: expected 21 items, got 42"):

@@ -556,9 +556,9 @@ def test_the_compiled_search_step_refuses_arrays_that_do_not_fit(home: Grammar) 
         call()
     out = np.zeros((1, 11), np.int64)
     with pytest.raises(ValueError, match="a step outside back"):
-        _searchc.spell(search.back, 4, np.array([[10, 0, 0]]), 1, EOS_ID, out)
+        _searchc.spell(search.back, 4, np.array([[10, 0, 0]], np.int64), 1, EOS_ID, out)
     with pytest.raises(ValueError, match="a row outside the beam"):
-        _searchc.spell(search.back, 4, np.array([[2, 7, 0]]), 1, EOS_ID, out)
+        _searchc.spell(search.back, 4, np.array([[2, 7, 0]], np.int64), 1, EOS_ID, out)
 
 
 def test_the_determinisation_follows_the_graph() -> None:
@@ -598,7 +598,7 @@ def test_a_graph_that_is_no_graph_is_refused() -> None:
     with pytest.raises(ValueError, match="no CSR graph"):
         Determinized(*arcs([0, 1, 1], [3], [1]), 5, 2)  # no start state 2
     with pytest.raises(ValueError, match="arc_start: expected int32"):
-        Determinized(np.array([0, 1, 1]), *arcs([3], [1]), 5, 0)
+        Determinized(np.array([0, 1, 1], np.int64), *arcs([3], [1]), 5, 0)
     dfa = Determinized(*arcs([0, 1, 1], [3], [1]), 5, 0)
     with pytest.raises(IndexError, match="no state 1"):
         dfa.expand(1)  # not reached yet
