@@ -20,7 +20,13 @@ import numpy as np
 
 from .bundle import Bundle, BundleError, EncoderSpec, file_digest
 from .heap import return_freed_heap
-from .tflite import load_interpreter, named_io
+from .tflite import (
+    UNVERIFYING_RUNTIME,
+    crash_on_load,
+    interpreter_class,
+    load_interpreter,
+    named_io,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,24 +153,38 @@ class TfliteModel:
 
     def _check_digest(self, file: str, path: Path) -> None:
         """The graph is the one the bundle was built with (bundle.file_digest says why). A file
-        checked before is hashed again only if it changed (a bucket is loaded again and again)."""
+        checked before is hashed again only if it changed (a bucket is loaded again and again).
+        A bundle built before graphs had digests (2026-12-07) is loaded in a child process
+        first under a runtime that would crash on a damaged graph."""
         expected = self.bundle.digests.get(file)
-        if expected is None:
-            return
         try:
             info = path.stat()
             seen = (info.st_ino, info.st_size, info.st_mtime_ns)
             if self._verified.get(file) == seen:
                 return
-            actual = file_digest(path)
+            if expected is None:
+                self._probe(path)
+            elif file_digest(path) != expected:
+                raise BundleError(
+                    f"{path}: not a usable TFLite model (its SHA-256 is not the manifest's: "
+                    "damaged, or changed since the bundle was built)"
+                )
         except OSError as exc:
             raise BundleError(f"{path}: cannot read it ({exc.strerror})") from exc
-        if actual != expected:
-            raise BundleError(
-                f"{path}: not a usable TFLite model (its SHA-256 is not the manifest's: "
-                "damaged, or changed since the bundle was built)"
-            )
         self._verified[file] = seen
+
+    @staticmethod
+    def _probe(path: Path) -> None:
+        runtime = interpreter_class()[1]
+        if runtime != UNVERIFYING_RUNTIME:
+            return  # it raises on a damaged graph, which _load reports
+        log.info("%s: no digest in the manifest; loading it in a child process first", path)
+        crash = crash_on_load(path, runtime)
+        if crash is not None:
+            raise BundleError(
+                f"{path}: not a usable TFLite model ({runtime} crashed reading it: {crash}; "
+                "damaged, or not a TFLite graph)"
+            )
 
     def _bucket(self, spec: EncoderSpec, encoder: Any, step: Any) -> _Bucket:
         """Checks both graphs' inputs and outputs, by signature name, against the manifest."""

@@ -3,9 +3,29 @@ aarch64), else tflite-runtime (32-bit Pi OS), else full TensorFlow (training mac
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+# The runtime that reads a graph without verifying it first: a truncated or damaged file
+# crashes the process (SIGSEGV) instead of raising (tflite-runtime 2.14, checked on x86 and
+# an emulated 32-bit Pi; ai-edge-litert raised a ValueError at every truncation tried).
+UNVERIFYING_RUNTIME = "tflite-runtime"
+
+# Loads one graph with the runtime named in argv[1]; its exit status is the probe's answer.
+_PROBE = """
+import sys
+runtime, path = sys.argv[1:]
+if runtime == "tflite-runtime":
+    from tflite_runtime.interpreter import Interpreter
+elif runtime == "ai-edge-litert":
+    from ai_edge_litert.interpreter import Interpreter
+else:
+    from tensorflow.lite import Interpreter
+Interpreter(model_path=path).allocate_tensors()
+"""
 
 
 def interpreter_class() -> tuple[type, str]:
@@ -39,6 +59,27 @@ def load_interpreter(path: Path, num_threads: int = 1) -> Any:
     interpreter = interpreter_cls(model_path=str(path), num_threads=num_threads)
     interpreter.allocate_tensors()
     return interpreter
+
+
+def crash_on_load(path: Path, runtime: str, timeout: float = 120.0) -> str | None:
+    """Loads a graph in a child process first: the signal that killed it (e.g. "SIGSEGV"), or
+    None if it loaded or failed with an ordinary error, which loading it here then reports.
+    For graphs no digest vouches for, under a runtime that does not verify them."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE, runtime, str(path)],
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"no answer within {timeout:.0f} s"
+    if done.returncode < 0:
+        try:
+            return signal.Signals(-done.returncode).name
+        except ValueError:
+            return f"signal {-done.returncode}"
+    return None
 
 
 def named_io(interpreter: Any) -> tuple[dict[str, dict], dict[str, dict]]:
