@@ -10,7 +10,7 @@ the loudest frame gets 0.3 s of what a pre-roll would have held: digital silence
 audio, and noise of the colour and level of the utterance's quietest frames in noisy audio
 (silence next to noise is a false onset: it cost noisy commands up to 37 points). Trimmed
 dev keywords: 84.4%; untrimmed audio, clean or noisy, within 2.5 points of before
-(`tools.evaluate --split dev --channel trimmed`, README "Cut recordings").
+(`tools.evaluate --split dev --channel trimmed`, tools/NOTES.md, "Cut recordings").
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ around the bar, the utterance is decoded again at a few speed factors (tempo and
 together, as training's speed perturbation) and the answer is kept only if every rehearing
 gives the same intent and slots. The band and the confidence given to agreeing and
 disagreeing answers are fitted by tools/calibrate.py on the calibration clips, under the same
-1% false-accept limit as the bar. Measured on held-out voices (README "A second listen"):
+1% false-accept limit as the bar. Measured on held-out voices (tools/NOTES.md, "A second listen"):
 more right answers accepted and fewer wrong ones, for two more decodes of the borderline
 share of commands.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 # Slower and faster by 5%: inside the 0.9-1.1 training perturbation, far enough to move an
-# answer that is a guess. 0.9 / 1.1 moved right answers too (README "A second listen").
+# answer that is a guess. 0.9 / 1.1 moved right answers too (tools/NOTES.md, "A second listen").
 SPEED_FACTORS = (0.95, 1.05)
 
 

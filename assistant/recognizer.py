@@ -81,7 +81,7 @@ def _ctc_agreement(best: Hypothesis, heard_by_ctc: list[int]) -> dict[str, float
     edits per answer token, and the answer's length against the CTC transcript's. A sentence
     outside the grammar, forced onto a short command, leaves many CTC phones unexplained;
     a right answer spells nearly what CTC heard. They tell non-commands from commands, not
-    wrong commands from right ones (README "CTC agreement" has the measurements)."""
+    wrong commands from right ones (tools/NOTES.md, "CTC agreement", has the measurements)."""
     answer = best.labels
     return {
         "ctc_disagreement": edit_distance(heard_by_ctc, answer) / max(1, len(answer)),

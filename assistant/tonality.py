@@ -31,7 +31,7 @@ def steady_tone_score(spectrum: np.ndarray, params: FeatureParams = DEFAULT_PARA
     sound's usual one. Speech is low on both; a steady tone is near 1 on both."""
     low = int(np.ceil(MIN_HZ * params.n_fft / params.sample_rate))
     # Views and row indices, no copies of the band: two copies of a long command's spectrum
-    # (~1 MB each) were most of its second listen's peak memory (README "A second listen").
+    # (~1 MB each) were most of its second listen's peak memory (tools/NOTES.md, "A second listen").
     band = spectrum[:, low:]
     width = band.shape[1]
     energy = band.sum(axis=1)

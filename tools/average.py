@@ -4,7 +4,8 @@
 
 Points far apart along one learning-rate cycle lie in the same basin, and their mean sits in
 a flatter part of it than either (stochastic weight averaging): the mean of epochs 10 and 18
-of models/home version 2's run had a lower dev loss than either (README, "Known gaps").
+of models/home version 2's run had a lower dev loss than either (tools/NOTES.md, "Known gaps
+in full").
 Checkpoints of *different* runs do not average well. Build a bundle from the mean with
 `tools.build --init W --epochs 0 --init-knows-grammar`. The run's config.json is copied
 beside the output, as tools.build --init expects, and provenance.json says what was
