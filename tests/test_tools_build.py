@@ -4,6 +4,7 @@ TFLite, and the runtime loading and running the result. (CI never trains a real 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from assistant.bundle import load_bundle  # noqa: E402
 from assistant.features import log_mel  # noqa: E402
 from assistant.recognizer import Recognizer  # noqa: E402
 from tools import prepare  # noqa: E402
-from tools.corpus import load_audio, read_manifest  # noqa: E402
+from tools.corpus import DEFAULT_DATA, load_audio, read_manifest  # noqa: E402
 from tools.featcache import FeatureSet  # noqa: E402
 from tools.model import ModelConfig  # noqa: E402
 from tools.package import write_bundle  # noqa: E402
@@ -327,3 +328,27 @@ def test_tiny_build_with_phone_pieces(tmp_path):
     assert 0.0 <= result.confidence <= 1.0
     free = recognizer.transcribe_free(load_audio(clip.path))
     assert "|" not in free.phones.replace(" | ", " ")  # words read back as phones
+
+
+@needs_shared_data
+def test_remeasure_keeps_the_bundle_and_updates_its_figures(tmp_path):
+    from tools.remeasure import remeasure
+
+    bundle = tmp_path / "home"
+    shutil.copytree(HOME, bundle)
+    graphs = {p.name: p.read_bytes() for p in bundle.glob("*.tflite")}
+    before = json.loads((bundle / "manifest.json").read_text())
+    metrics = remeasure(
+        bundle, tmp_path / "work", DEFAULT_DATA, True, "a change to the runtime", limit=3
+    )
+    assert {p.name: p.read_bytes() for p in bundle.glob("*.tflite")} == graphs
+    after = load_bundle(bundle).raw
+    assert after["calibration"] == before["calibration"]
+    assert after["version"] == before["version"]
+    assert metrics["test_int8"]["speech_commands"]["clips"] == 3  # measured now, not copied
+    assert metrics["test_float"]["fsdd"]["clips"] == 3
+    assert "heldout" not in metrics  # no held-out voices in --work: the old figures go too
+    assert metrics["build_minutes"] == before["metrics"]["build_minutes"]
+    assert metrics["remeasured"]["why"] == "a change to the runtime"
+    card = (bundle / "CARD.md").read_text()
+    assert "Measured again on" in card and "a change to the runtime" in card

@@ -22,6 +22,7 @@ import csv
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tools import learn_units, prepare, synth
@@ -234,27 +235,9 @@ def build(args: argparse.Namespace) -> Path:
     calibration = calibrate(args.out, args.data, calibration_clips(args, calib_dir))
     update_manifest(float_dir, {"calibration": calibration})
 
-    metrics: dict = {}
-    if heldout_dir.exists():
-        step("held-out voices, clean and in noise")
-        noises = load_noises(args.data)
-        metrics["heldout"] = accuracy_by_snr(args.out, heldout_dir, noises)
-        float_heldout = accuracy_by_snr(float_dir, heldout_dir, noises)
-        plot_snr(
-            {"int8": metrics["heldout"], "float": float_heldout},
-            args.out / "snr.png",
-            f"{args.out.name}: held-out TTS voices",
-        )
-        metrics["heldout_float"] = float_heldout
-    if args.eval_corpora:
-        step("real test split, per corpus")
-        metrics["test_int8"] = evaluate(args.out, args.data, "test", args.limit)
-        metrics["test_float"] = evaluate(float_dir, args.data, "test", args.limit)
-        step("real test split through an 8 kHz channel")
-        metrics["test_narrow_int8"] = evaluate(args.out, args.data, "test", args.limit, "narrow")
-        step("real test split cut tight to the speech")
-        metrics["test_trimmed_int8"] = evaluate(args.out, args.data, "test", args.limit, "trimmed")
-    metrics["machine"] = machine()  # where the timings above were taken
+    metrics = measure(
+        args.out, float_dir, args.data, heldout_dir, args.eval_corpora, args.limit, step
+    )
     metrics["build_minutes"] = round((time.time() - started) / 60, 1)
     metrics["build_steps_minutes"] = step.finish()
     if (run / "history.csv").exists():  # all epochs, also those of an earlier, resumed run
@@ -270,6 +253,42 @@ def build(args: argparse.Namespace) -> Path:
     write_card(args.out)
     print(f"\nbundle written to {args.out} in {metrics['build_minutes']} minutes")
     return args.out
+
+
+def measure(
+    bundle: Path,
+    float_dir: Path,
+    data: Path,
+    heldout_dir: Path,
+    eval_corpora: bool,
+    limit: int = 0,
+    step: Callable[[str], None] = lambda name: print(f"\n== {name}", flush=True),
+) -> dict:
+    """The card's figures for an int8 bundle and its float twin (calibrated alike): the
+    held-out voices clean and in noise (with snr.png), and with ``eval_corpora`` the real
+    test split per corpus, also through an 8 kHz channel and cut tight to the speech."""
+    metrics: dict = {}
+    if heldout_dir.exists():
+        step("held-out voices, clean and in noise")
+        noises = load_noises(data)
+        metrics["heldout"] = accuracy_by_snr(bundle, heldout_dir, noises)
+        float_heldout = accuracy_by_snr(float_dir, heldout_dir, noises)
+        plot_snr(
+            {"int8": metrics["heldout"], "float": float_heldout},
+            bundle / "snr.png",
+            f"{bundle.name}: held-out TTS voices",
+        )
+        metrics["heldout_float"] = float_heldout
+    if eval_corpora:
+        step("real test split, per corpus")
+        metrics["test_int8"] = evaluate(bundle, data, "test", limit)
+        metrics["test_float"] = evaluate(float_dir, data, "test", limit)
+        step("real test split through an 8 kHz channel")
+        metrics["test_narrow_int8"] = evaluate(bundle, data, "test", limit, "narrow")
+        step("real test split cut tight to the speech")
+        metrics["test_trimmed_int8"] = evaluate(bundle, data, "test", limit, "trimmed")
+    metrics["machine"] = machine()  # where the timings above were taken
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> None:

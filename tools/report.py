@@ -106,6 +106,13 @@ def write_card(bundle: Path) -> None:
             f"Graphs exported again from {m['reexported_from']}'s checkpoint "
             "(`python -m tools.reexport`); the results below were measured by its build.",
         ]
+    again = metrics.get("remeasured")
+    if again:
+        lines += [
+            f"Measured again on {again['date']} (`python -m tools.remeasure`) after "
+            f"{again['why']}: same weights, graphs and calibration as built; the build's "
+            "times below are the build's.",
+        ]
     lines += [
         "",
         "## Training data",
