@@ -14,18 +14,18 @@ from typing import Any
 # an emulated 32-bit Pi; ai-edge-litert raised a ValueError at every truncation tried).
 UNVERIFYING_RUNTIME = "tflite-runtime"
 
-# Loads one graph with the runtime named in argv[1]; its exit status is the probe's answer.
-_PROBE = """
-import sys
-runtime, path = sys.argv[1:]
-if runtime == "tflite-runtime":
-    from tflite_runtime.interpreter import Interpreter
-elif runtime == "ai-edge-litert":
-    from ai_edge_litert.interpreter import Interpreter
-else:
-    from tensorflow.lite import Interpreter
-Interpreter(model_path=path).allocate_tensors()
-"""
+# Each runtime's module with its Interpreter, by the name interpreter_class() gives it.
+RUNTIME_MODULES = {
+    "ai-edge-litert": "ai_edge_litert.interpreter",
+    "tflite-runtime": "tflite_runtime.interpreter",
+    "tensorflow": "tensorflow.lite",
+}
+
+# Loads one graph with the Interpreter of module argv[1]; its exit status is the answer.
+_PROBE = (
+    "import importlib, sys; module, path = sys.argv[1:]; "
+    "importlib.import_module(module).Interpreter(model_path=path).allocate_tensors()"
+)
 
 
 def interpreter_class() -> tuple[type, str]:
@@ -67,7 +67,7 @@ def crash_on_load(path: Path, runtime: str, timeout: float = 120.0) -> str | Non
     For graphs no digest vouches for, under a runtime that does not verify them."""
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _PROBE, runtime, str(path)],
+            [sys.executable, "-c", _PROBE, RUNTIME_MODULES[runtime], str(path)],
             capture_output=True,
             timeout=timeout,
             check=False,

@@ -255,6 +255,18 @@ def build(args: argparse.Namespace) -> Path:
     return args.out
 
 
+# The metrics measure() gives (tools.remeasure drops a bundle's old ones of these).
+MEASURED = (
+    "heldout",
+    "heldout_float",
+    "test_int8",
+    "test_float",
+    "test_narrow_int8",
+    "test_trimmed_int8",
+    "machine",
+)
+
+
 def measure(
     bundle: Path,
     float_dir: Path,

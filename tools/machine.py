@@ -30,17 +30,17 @@ def vector_extensions(flags: str) -> str | None:
 def machine() -> str:
     """CPU model, its widest vector extension, cores, OS and Python, e.g. "AMD EPYC (AVX2),
     2 cores, Linux 6.1, Python 3.11.7"."""
-    cpu = platform.processor() or platform.machine()
-    vector = None
+    model = vector = None  # from the first processor /proc/cpuinfo lists
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and cpu in (platform.processor(), platform.machine()):
-                cpu = value.strip()
+            if key.strip() == "model name" and model is None:
+                model = value.strip()
             elif key.strip() in ("flags", "Features") and vector is None:
                 vector = vector_extensions(value)
     except OSError:
         pass
+    cpu = model or platform.processor() or platform.machine()
     return (
         f"{cpu}{f' ({vector})' if vector else ''}, {os.cpu_count()} cores, "
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}"

@@ -17,21 +17,10 @@ import datetime
 from pathlib import Path
 
 from assistant.bundle import BundleError, load_bundle
-from tools.build import measure
+from tools.build import MEASURED, measure
 from tools.corpus import DEFAULT_DATA
 from tools.package import update_manifest, write_bundle
 from tools.report import write_card
-
-# What measure() gives; the build's old figures of these go, measured again or not.
-MEASURED = (
-    "heldout",
-    "heldout_float",
-    "test_int8",
-    "test_float",
-    "test_narrow_int8",
-    "test_trimmed_int8",
-    "machine",
-)
 
 
 def remeasure(
@@ -55,6 +44,7 @@ def remeasure(
         beam=bundle.beam,
     )
     update_manifest(float_dir, {"calibration": manifest["calibration"]})
+    # The build's old figures of what measure() gives go, measured again or not.
     kept = {k: v for k, v in manifest.get("metrics", {}).items() if k not in MEASURED}
     metrics = {
         **kept,
