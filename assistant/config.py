@@ -1,8 +1,9 @@
 """One TOML file -> frozen settings. Every error names the file, the line and the key.
 
-Sections: [audio], [vad], [model], [mqtt], [tts], [worker], [replies] and top-level `state_dir` and
-`log_level`. Every key is optional; a missing file section means the embedded defaults, so a
-fresh machine runs with no file at all. Command-line flags override the file (`with_overrides`).
+Sections: [audio], [vad], [model], [mqtt], [tts], [worker], [confirm], [replies] and top-level
+`state_dir` and `log_level`. Every key is optional; a missing file section means the embedded
+defaults, so a fresh machine runs with no file at all. Command-line flags override the file
+(`with_overrides`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .dialogue import ConfirmSettings
 from .mqtt import MqttSettings
 from .remote import WorkerSettings
 from .tts import TtsSettings
@@ -77,6 +79,7 @@ class Config:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     tts: TtsSettings = field(default_factory=TtsSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    confirm: ConfirmSettings = field(default_factory=ConfirmSettings)
     replies: Mapping[str, str] = field(
         default_factory=lambda: types.MappingProxyType(dict(DEFAULT_REPLIES))
     )
@@ -153,6 +156,7 @@ _SECTIONS: dict[str, type] = {
     "mqtt": MqttSettings,
     "tts": TtsSettings,
     "worker": WorkerSettings,
+    "confirm": ConfirmSettings,
 }
 
 

@@ -3,7 +3,8 @@
 Threads, one job each:
   audio      reads frames, runs the VAD, queues utterances (never waits for recognition, so a
              slow Pi drops no microphone samples while it recognises);
-  recognise  turns utterances into Results, publishes them, queues spoken replies;
+  recognise  turns utterances into Results, publishes them, queues spoken replies; asks
+             "did you mean ...?" about unsure answers where configured (dialogue.py);
   tts        (tts.Speaker) speaks replies and MQTT "say" requests, muting the microphone;
   main       signals, sd_notify (READY, WATCHDOG while the audio loop is alive, STOPPING),
              SIGHUP reload, shutdown.
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import audio as audio_mod
+from . import dialogue
 from .config import Config, ConfigError, ModelSettings, load
 from .hermes import Transcript
 from .mqtt import BrokerUnavailable, Bus, BusConfigError
@@ -41,6 +43,7 @@ AUDIO_STALL_S = 5.0  # no frame (or back-off tick) for this long: the audio loop
 RECOGNISE_STALL_S = 60.0  # one utterance taking this long: the recogniser is stuck
 QUEUE_LIMIT = 32  # utterances waiting for recognition; beyond that the oldest are dropped
 REMOTE_DRAIN_S = 15.0  # --remote, on stopping: how long to wait for the workers' transcripts
+QUESTION_POLL_S = 0.05  # past a question's deadline, while a reply begun in time is still heard
 
 
 class DaemonError(Exception):
@@ -67,6 +70,18 @@ def load_recognizer(settings: ModelSettings | None = None) -> Any:
     if not settings.recheck:
         recognizer.recheck = None
     return recognizer
+
+
+@dataclasses.dataclass(frozen=True)
+class _Question:
+    """An answer asked about ("did you mean ...?"): its transcript waits for the reply."""
+
+    result: Result
+    utterance: Utterance
+    utterance_id: str
+    model: str
+    asked_at: float  # time.monotonic() when the question had been spoken
+    deadline: float  # time.monotonic() by which a reply must have begun
 
 
 class Daemon:
@@ -100,6 +115,8 @@ class Daemon:
         self.recognizer: Any = None
         self.bus: Any = None
         self.source: audio_mod.Source | None = None
+        self._question: _Question | None = None  # the recognise thread's alone
+        self._hearing_since: float | None = None  # set by the audio thread: speech began then
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -156,6 +173,30 @@ class Daemon:
             self.bus.start()
         except (BusConfigError, BrokerUnavailable) as exc:
             raise DaemonError(str(exc)) from None
+        self._log_confirm_plan()
+
+    def _log_confirm_plan(self) -> None:
+        settings = self.config.confirm
+        if not settings.enabled:
+            return
+        why_not = None
+        if self.recognizer is None:
+            why_not = "the recogniser workers' answers are not asked about (--remote)"
+        elif self.speaker is None:
+            why_not = "speech is off ([tts] enabled = false)"
+        elif self.source is not None and not self.source.live:
+            why_not = f"{self.source.name} is not a microphone: nobody can answer"
+        elif dialogue.YES_INTENTS.isdisjoint(self.recognizer.grammar.intent_names):
+            why_not = "the grammar has no Yes intent to answer with"
+        if why_not:
+            log.warning("[confirm] set, but no question will be asked: %s", why_not)
+        else:
+            log.info(
+                "asking %r about answers from confidence %.2f up to the bar (%.2f)",
+                settings.question,
+                settings.from_confidence,
+                self.recognizer.threshold,
+            )
 
     @property
     def _recognised_by(self) -> str:
@@ -310,8 +351,10 @@ class Daemon:
                     log.info("VAD settings applied")
                 if self.gate.muted:
                     segmenter.skip(frame.size)  # our own voice: never listen to it
+                    self._hearing_since = None
                     continue
                 utterance = segmenter.feed(frame)
+                self._hearing_since = segmenter.opened_at
                 if utterance is not None:
                     self._enqueue(utterance)
             self.source.stop()
@@ -339,8 +382,11 @@ class Daemon:
 
     def _recognise_loop(self) -> None:
         while True:
-            item = self._utterances.get()
+            item = self._next_utterance()
+            if item is None:
+                continue
             if item is _END:
+                self._settle_question(dialogue.Reply.OTHER)  # stopping: its transcript goes out
                 return
             self._recognising_since = time.monotonic()
             try:
@@ -349,6 +395,20 @@ class Daemon:
                 log.exception("failed to handle utterance at %.2f s", item.start_s)
             finally:
                 self._recognising_since = None
+
+    def _next_utterance(self) -> Any:
+        """The next queued utterance (or _END); None when a question's wait ran out first."""
+        question = self._question
+        if question is None:
+            return self._utterances.get()
+        try:
+            wait = max(question.deadline - time.monotonic(), QUESTION_POLL_S)
+            return self._utterances.get(timeout=wait)
+        except queue.Empty:
+            began = self._hearing_since
+            if began is None or began >= question.deadline:
+                self._settle_question(dialogue.Reply.OTHER)  # no reply in time
+            return None  # else a reply begun in time is still being heard
 
     def _handle(self, utterance: Utterance) -> None:
         recognizer = self.recognizer
@@ -360,31 +420,102 @@ class Daemon:
         except Exception:  # noqa: BLE001 - publish a rejection so subscribers stay in step
             log.exception("recognition failed for utterance at %.2f s", utterance.start_s)
             result = Result(text="", intent=None)
+        question = self._question
+        if question is not None:
+            # Only what was said after the question, beginning in time, can answer it.
+            in_time = question.asked_at <= utterance.opened_at < question.deadline
+            reply = dialogue.reply_to_question(result) if in_time else dialogue.Reply.OTHER
+            self._settle_question(reply)
+        utterance_id = uuid.uuid4().hex
+        if self._may_ask(result):
+            self._ask(result, utterance, utterance_id)
+        else:
+            self._publish(result, utterance, utterance_id)
+            self._reply(result)
+        try:
+            recognizer.settle()  # after publishing: off the latency path
+        except Exception as exc:  # noqa: BLE001 - the next utterance reports it again
+            log.error("model not ready for the next utterance: %s", exc)
+
+    def _publish(
+        self,
+        result: Result,
+        utterance: Utterance,
+        utterance_id: str,
+        confirmed: bool | None = None,
+        model: str | None = None,
+    ) -> None:
         latency_ms = (time.monotonic() - utterance.closed_at) * 1000.0
         with self._bus_lock:
             self.bus.publish_transcript(
                 result,
-                utterance_id=uuid.uuid4().hex,
+                utterance_id=utterance_id,
                 started=self._t0 + utterance.start_s,
                 ended=self._t0 + utterance.end_s,
                 latency_ms=round(latency_ms, 1),
-                model=recognizer.name,
+                model=model or self.recognizer.name,
+                confirmed=confirmed,
             )
         self.published += 1
         log.info(
-            "%.2f-%.2f s: %r intent=%s confidence=%.2f latency=%.0f ms",
+            "%.2f-%.2f s: %r intent=%s confidence=%.2f latency=%.0f ms%s",
             utterance.start_s,
             utterance.end_s,
             result.text,
             result.intent,
             result.confidence,
             latency_ms,
+            "" if confirmed is None else f" confirmed={confirmed}",
         )
-        self._reply(result)
+
+    # -- asking "did you mean ...?" (dialogue.py) -----------------------------------------
+
+    def _may_ask(self, result: Result) -> bool:
+        """Someone can hear the question and answer it: a live microphone, a voice, and a
+        grammar with a "yes"."""
+        settings = self.config.confirm
+        return (
+            dialogue.worth_asking(result, settings)
+            and self.speaker is not None
+            and self.source is not None
+            and self.source.live
+            and not dialogue.YES_INTENTS.isdisjoint(self.recognizer.grammar.intent_names)
+        )
+
+    def _ask(self, result: Result, utterance: Utterance, utterance_id: str) -> None:
+        question = dialogue.question_for(result, self.config.confirm)
+        log.info(
+            "%.2f-%.2f s: %r confidence=%.2f: asking %r",
+            utterance.start_s,
+            utterance.end_s,
+            result.text,
+            result.confidence,
+            question,
+        )
+        assert self.speaker is not None
+        if not self.speaker.say(question):  # the microphone is muted meanwhile
+            log.warning("the question could not be spoken: %r not acted on", result.text)
+            self._publish(result, utterance, utterance_id, confirmed=False)
+            return
+        asked_at = time.monotonic()
+        deadline = asked_at + self.config.confirm.wait_s
+        model = self.recognizer.name
+        self._question = _Question(result, utterance, utterance_id, model, asked_at, deadline)
+
+    def _settle_question(self, reply: dialogue.Reply) -> None:
+        """Publish the transcript that waited for the reply: acted on only after a yes."""
+        question, self._question = self._question, None
+        if question is None:
+            return
+        yes = reply is dialogue.Reply.YES
+        result = dialogue.as_confirmed(question.result) if yes else question.result
         try:
-            recognizer.settle()  # after publishing: off the latency path
-        except Exception as exc:  # noqa: BLE001 - the next utterance reports it again
-            log.error("model not ready for the next utterance: %s", exc)
+            self._publish(result, question.utterance, question.utterance_id, yes, question.model)
+        except Exception:  # noqa: BLE001 - one bad utterance must not end the service
+            log.exception("failed to publish the transcript asked about")
+            return
+        if yes:
+            self._reply(result)
 
     def _send_to_workers(self, utterance: Utterance) -> None:
         message = UtteranceMessage.new(

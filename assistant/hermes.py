@@ -134,6 +134,9 @@ class Transcript:
     ended: float
     latency_ms: float
     model: str
+    # Only where the device asked "did you mean ...?" about this utterance (dialogue.py):
+    # True when the user said yes (the intent is the one asked about), False when not.
+    confirmed: bool | None = None
 
     @classmethod
     def from_result(
@@ -146,6 +149,7 @@ class Transcript:
         ended: float,
         latency_ms: float,
         model: str,
+        confirmed: bool | None = None,
     ) -> Transcript:
         return cls(
             id=utterance_id,
@@ -158,13 +162,16 @@ class Transcript:
             ended=float(ended),
             latency_ms=float(latency_ms),
             model=model,
+            confirmed=confirmed,
         )
 
     @classmethod
     def from_dict(cls, data: JSONDict) -> Transcript:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        # A key the payload lacks is a TypeError, unless the field has a default.
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
     def to_dict(self) -> JSONDict:
+        extra = {} if self.confirmed is None else {"confirmed": self.confirmed}
         return {
             "id": self.id,
             "site": self.site,
@@ -176,6 +183,7 @@ class Transcript:
             "ended": self.ended,
             "latency_ms": self.latency_ms,
             "model": self.model,
+            **extra,
         }
 
 

@@ -536,11 +536,13 @@ class Bus:
         latency_ms: float,
         model: str,
         site: str | None = None,
+        confirmed: bool | None = None,
     ) -> None:
         """Queue one transcript (and its Hermes messages) on disk; returns at once.
 
         ``site``: the site that heard it, when not this bus's own (a recogniser worker
-        answers for the site whose utterance it was handed)."""
+        answers for the site whose utterance it was handed). ``confirmed``: whether the user
+        said yes to "did you mean ...?" about it (dialogue.py); None where nobody was asked."""
         site = site or self.settings.site
         transcript = Transcript.from_result(
             result,
@@ -550,6 +552,7 @@ class Bus:
             ended=ended,
             latency_ms=latency_ms,
             model=model,
+            confirmed=confirmed,
         )
         topics = self.topics if site == self.settings.site else Topics(site, self.topics.prefix)
         items = [(topics.transcript, dumps(transcript.to_dict()))]

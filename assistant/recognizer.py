@@ -41,7 +41,7 @@ from .heap import return_freed_heap
 from .lexicon import add_pronunciations, spellings_by_pronunciation
 from .model import Encoded, TfliteModel
 from .recheck import Recheck, change_speed
-from .result import Result
+from .result import Meaning, Result
 from .tonality import is_steady_tone
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,8 @@ class Recognizer:
             timings["recheck"] = (time.perf_counter() - t_recheck) * 1000
             timings["total"] += timings["recheck"]
         if confidence < self.threshold:
-            return Result(text=decoded.text, intent=None, confidence=confidence, timings=timings)
+            guess = Meaning(decoded.intent, decoded.slots)
+            return Result(decoded.text, None, confidence=confidence, timings=timings, guess=guess)
         return Result(
             text=decoded.text,
             intent=decoded.intent,

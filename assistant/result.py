@@ -7,12 +7,22 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Meaning:
+    """What an answer means: its intent and slot values."""
+
+    intent: str
+    slots: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Result:
     """Recognition of one utterance.
 
     ``intent`` is None when the utterance was rejected (out of grammar, noise);
     ``text`` may then be empty. ``confidence`` is a calibrated probability in [0, 1]
     that the intent and slots are right. ``timings`` holds milliseconds per stage.
+    ``guess`` is the best reading of an utterance whose confidence fell short of the bar
+    (``intent`` None): what a device may ask about ("did you mean ...?", dialogue.py).
     """
 
     text: str
@@ -20,6 +30,7 @@ class Result:
     slots: dict[str, Any] = field(default_factory=dict)
     confidence: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    guess: Meaning | None = None
 
     @property
     def accepted(self) -> bool:

@@ -61,6 +61,7 @@ class Utterance:
     start_s: float  # stream time of the first sample
     end_s: float  # stream time just after the last sample
     closed_at: float = 0.0  # time.monotonic() when the segmenter emitted it (latency origin)
+    opened_at: float = 0.0  # time.monotonic() when the segmenter heard it begin
 
     @property
     def seconds(self) -> float:
@@ -95,11 +96,17 @@ class Segmenter:
         """True while an utterance is in progress."""
         return self._in_speech
 
+    @property
+    def opened_at(self) -> float | None:
+        """time.monotonic() when the utterance in progress began; None when none is."""
+        return self._opened_at if self._in_speech else None
+
     def reset(self) -> None:
         """Forget any utterance in progress (e.g. while the assistant itself is speaking)."""
         self._recent: deque[tuple[np.ndarray, bool]] = deque(maxlen=self._pre_roll + self._window)
         self._frames: list[np.ndarray] = []
         self._in_speech = False
+        self._opened_at = 0.0
         self._start = 0
         self._voiced_frames = 0  # frames from the first voiced one to the last, in the utterance
         self._silence_run = 0
@@ -177,10 +184,16 @@ class Segmenter:
         self._silence_run = len(kept) - 1 - voiced_at[-1]
         self._start = self._position - len(self._frames) * self._size
         self._in_speech = True
+        self._opened_at = time.monotonic()
         self._recent.clear()
 
     def _finish(self) -> Utterance | None:
-        frames, voiced, start = self._frames, self._voiced_frames, self._start
+        frames, voiced, start, opened_at = (
+            self._frames,
+            self._voiced_frames,
+            self._start,
+            self._opened_at,
+        )
         self.reset()
         if voiced < self._min_frames or not frames:
             return None
@@ -190,4 +203,5 @@ class Segmenter:
             start_s=start / SAMPLE_RATE,
             end_s=(start + pcm.size) / SAMPLE_RATE,
             closed_at=time.monotonic(),
+            opened_at=opened_at,
         )

@@ -1,0 +1,163 @@
+"""What asking "did you mean ...?" buys (assistant/dialogue.py, `[confirm]` in the config).
+
+The bundle's held-out home commands (voices it never heard; clean and mixed with the shared
+noises) are recognised as the daemon recognises them. An answer under the bar that
+`[confirm] from_confidence` would ask about is then answered the way its speaker would
+answer: a real "yes" recording where the answer asked about is right, a real "no" where it is
+wrong (Speech Commands clips of the dev speakers, taken in turn), and that reply is recognised
+with the bundle's own grammar, as the daemon hears it. The report gives, per condition and
+per `from_confidence`, the commands acted on right and wrong, and how many were asked about;
+and how many of the dev speakers' non-commands (noise) would have set off a question.
+Never the test split.
+
+    python -m tools.asking --model models/home --clips .cache/build-home2/heldout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from assistant.dialogue import ConfirmSettings, Reply, reply_to_question, worth_asking
+from assistant.recognizer import DEFAULT_MODEL_DIR, Recognizer
+from assistant.result import Result
+from tools.augment import mix_noise
+from tools.corpus import DEFAULT_DATA, load_audio, load_noises, read_manifest
+from tools.evaluate import false_accept_items, speech_commands_items
+from tools.heldout import expected_meaning, read_labels
+
+DEFAULT_CLIPS = Path(".cache/build-home2/heldout")
+SNRS: tuple[float | None, ...] = (None, 12.0, 0.0)  # None = clean
+FROM_CONFIDENCES = (0.1, 0.2, 0.3, 0.4)
+
+
+@dataclass(frozen=True)
+class Heard:
+    result: Result
+    right: bool  # the accepted intent, or the guess under the bar, has the expected meaning
+
+
+def _same_meaning(intent: str | None, slots: dict, expected: tuple[str | None, dict]) -> bool:
+    as_text = {k: str(v) for k, v in slots.items()}
+    return intent == expected[0] and as_text == {k: str(v) for k, v in expected[1].items()}
+
+
+def hear_commands(
+    recognizer: Recognizer, folder: Path, noises: list[np.ndarray], snr: float | None
+):
+    labelled = read_labels(folder)
+    rng = np.random.default_rng(0)  # tools.heldout's seed: the same noise pieces
+    heard = []
+    for path, label in tqdm(labelled, desc=f"commands, SNR {snr}", leave=False):
+        audio = load_audio(path)
+        if snr is not None:
+            audio = mix_noise(audio, noises[int(rng.integers(len(noises)))], snr, rng)
+        result = recognizer.recognize(audio)
+        meaning = result.guess if result.intent is None else result
+        right = meaning is not None and _same_meaning(
+            meaning.intent, meaning.slots, expected_meaning(recognizer, label)
+        )
+        heard.append(Heard(result, right))
+    return heard
+
+
+def hear_replies(recognizer: Recognizer, data: Path) -> dict[str, list[Reply]]:
+    """How each dev speaker's "yes" and "no" is taken as a reply, in the manifest's order."""
+    replies: dict[str, list[Reply]] = {"yes": [], "no": []}
+    for item in speech_commands_items(read_manifest(data), "dev"):
+        if item.expected_intent in replies:
+            replies[item.expected_intent].append(
+                reply_to_question(recognizer.recognize(item.audio))
+            )
+    return replies
+
+
+def outcome(heard: list[Heard], replies: dict[str, list[Reply]], settings: ConfirmSettings) -> dict:
+    """Acted on right / wrong, and asked about, as shares of the commands."""
+    right = wrong = asked = 0
+    turn = {"yes": 0, "no": 0}
+    for h in heard:
+        if h.result.intent is not None:
+            right += h.right
+            wrong += not h.right
+        elif worth_asking(h.result, settings):
+            asked += 1
+            said = "yes" if h.right else "no"  # the speaker answers truthfully
+            reply = replies[said][turn[said] % len(replies[said])]
+            turn[said] += 1
+            if reply is Reply.YES:
+                right += h.right
+                wrong += not h.right
+    n = max(len(heard), 1)
+    return {"right": right / n, "wrong": wrong / n, "asked": asked / n}
+
+
+def measure(model: Path, clips: Path, data: Path, froms: tuple[float, ...]) -> dict:
+    recognizer = Recognizer.load(model)
+    noises = load_noises(data)
+    replies = hear_replies(recognizer, data)
+    report: dict = {
+        "model": recognizer.name,
+        "bar": recognizer.threshold,
+        "replies": {
+            said: {r.value: sum(x is r for x in got) for r in Reply}
+            for said, got in replies.items()
+        },
+        "commands": {},
+    }
+    for snr in SNRS:
+        heard = hear_commands(recognizer, clips, noises, snr)
+        key = "clean" if snr is None else f"{snr:g} dB"
+        rows = {"never": outcome(heard, replies, ConfirmSettings())}
+        for low in froms:
+            rows[f"from {low:g}"] = outcome(heard, replies, ConfirmSettings(low))
+        report["commands"][key] = rows
+    non_commands = [
+        recognizer.recognize(item.audio)
+        for item in false_accept_items(read_manifest(data), "dev", data)
+    ]
+    report["non_commands"] = {
+        "clips": len(non_commands),
+        "acted_on": sum(r.intent is not None for r in non_commands),
+        **{
+            f"asked from {low:g}": sum(worth_asking(r, ConfirmSettings(low)) for r in non_commands)
+            for low in froms
+        },
+    }
+    return report
+
+
+def print_report(report: dict) -> None:
+    print(f"{report['model']}, bar {report['bar']:.2f}; replies heard: {report['replies']}")
+    for condition, rows in report["commands"].items():
+        for setting, row in rows.items():
+            print(
+                f"{condition:>6} {setting:>9}: acted on right {100 * row['right']:5.1f}%, "
+                f"wrong {100 * row['wrong']:4.1f}%, asked about {100 * row['asked']:4.1f}%"
+            )
+    print(f"dev non-commands: {report['non_commands']}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument("--clips", type=Path, default=DEFAULT_CLIPS, help="WAVs + labels.json")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--from", dest="froms", type=float, nargs="+", default=FROM_CONFIDENCES)
+    parser.add_argument("--out", type=Path, help="write the report here as JSON")
+    args = parser.parse_args(argv)
+    report = measure(args.model, args.clips, args.data, tuple(args.froms))
+    print_report(report)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
