@@ -285,3 +285,23 @@ def test_the_measurement_answers_as_the_speaker_would() -> None:
     # A "no" misheard as Yes acts on the wrong answer: counted against asking.
     misheard = {"yes": [Reply.YES], "no": [Reply.YES]}
     assert outcome(heard, misheard, ASK_FROM) == {"right": 3 / 6, "wrong": 2 / 6, "asked": 3 / 6}
+
+
+def test_a_recording_is_never_asked_about_and_the_log_says_why(
+    tmp_path: Path, mosquitto_broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`assistant run --source FILE` with [confirm] set: nobody is there to answer, so the
+    demo's unsure answers go out rejected at once, as without [confirm]."""
+    config = Config(state_dir=tmp_path / "state", confirm=ASK_FROM).with_overrides(
+        source=str(ROOT / "models" / "home" / "demo.wav"),
+        broker=f"{mosquitto_broker.host}:{mosquitto_broker.port}",
+        site=SITE,
+    )
+    sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, [TRANSCRIPT])
+    with caplog.at_level("INFO", logger="assistant.daemon"):
+        assert daemon_mod.Daemon(config).run() == 0
+    got = sub.settle(TRANSCRIPT, 4, 10)
+    sub.close()
+    assert "no question will be asked: " in caplog.text and "is not a microphone" in caplog.text
+    assert [m["intent"] for m in got] == [None, "HassGetCurrentTime", None, None]
+    assert all("confirmed" not in m for m in got)
