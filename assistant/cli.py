@@ -211,6 +211,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         verdict("config", False, str(exc))
         config = Config()
 
+    recognizer = None
     if config.model.remote:
         verdict("model", True, f"none here: recogniser workers hear {config.mqtt.topics.utterance}")
     else:
@@ -221,6 +222,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             verdict("model", False, str(exc))
     if config.model.remote and not config.mqtt.host:
         verdict("remote", False, "remote = true needs the workers' broker: set [mqtt] host")
+    if config.confirm.enabled and not args.worker and (recognizer or config.model.remote):
+        _check_confirm(config, recognizer, verdict)
     if args.worker:
         # A recogniser worker has no microphone; what it needs is a broker to share.
         if config.mqtt.host:
@@ -233,6 +236,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     ok, detail = _check_broker(config)
     verdict("broker", ok, detail)
     return EXIT_OK if failures == 0 else EXIT_FAILED
+
+
+def _check_confirm(
+    config: Config, recognizer: Any, verdict: Callable[[str, bool, str], None]
+) -> None:
+    from .dialogue import why_never_asked
+
+    source = config.audio.source
+    why_not = why_never_asked(
+        remote=config.model.remote,
+        speech_on=config.tts.enabled,
+        microphone=source == "mic",
+        intent_names=recognizer.grammar.intent_names if recognizer else (),
+    )
+    if why_not:
+        verdict("confirm", False, f"[confirm] set, but no question will be asked: {why_not}")
+    else:
+        low, bar = config.confirm.from_confidence, recognizer.threshold
+        verdict("confirm", True, f"asks about answers from confidence {low:.2f} up to {bar:.2f}")
 
 
 def _check_audio(config: Config, verdict: Callable[[str, bool, str], None]) -> None:

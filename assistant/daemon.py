@@ -117,6 +117,7 @@ class Daemon:
         self.source: audio_mod.Source | None = None
         self._question: _Question | None = None  # the recognise thread's alone
         self._hearing_since: float | None = None  # set by the audio thread: speech began then
+        self._can_ask = False  # a question can be heard and answered here (_log_confirm_plan)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -179,15 +180,13 @@ class Daemon:
         settings = self.config.confirm
         if not settings.enabled:
             return
-        why_not = None
-        if self.recognizer is None:
-            why_not = "the recogniser workers' answers are not asked about (--remote)"
-        elif self.speaker is None:
-            why_not = "speech is off ([tts] enabled = false)"
-        elif self.source is not None and not self.source.live:
-            why_not = f"{self.source.name} is not a microphone: nobody can answer"
-        elif dialogue.YES_INTENTS.isdisjoint(self.recognizer.grammar.intent_names):
-            why_not = "the grammar has no Yes intent to answer with"
+        why_not = dialogue.why_never_asked(
+            remote=self.recognizer is None,
+            speech_on=self.speaker is not None,
+            microphone=self.source is not None and self.source.live,
+            intent_names=self.recognizer.grammar.intent_names if self.recognizer else (),
+        )
+        self._can_ask = why_not is None
         if why_not:
             log.warning("[confirm] set, but no question will be asked: %s", why_not)
         else:
@@ -332,6 +331,7 @@ class Daemon:
                 self.bus.start()
         logging.getLogger().setLevel(new.log_level.upper())
         self.config = new
+        self._log_confirm_plan()
         log.info("configuration reloaded from %s", path or "defaults")
         self._notifier.ready("configuration reloaded")
 
@@ -471,16 +471,9 @@ class Daemon:
     # -- asking "did you mean ...?" (dialogue.py) -----------------------------------------
 
     def _may_ask(self, result: Result) -> bool:
-        """Someone can hear the question and answer it: a live microphone, a voice, and a
-        grammar with a "yes"."""
-        settings = self.config.confirm
-        return (
-            dialogue.worth_asking(result, settings)
-            and self.speaker is not None
-            and self.source is not None
-            and self.source.live
-            and not dialogue.YES_INTENTS.isdisjoint(self.recognizer.grammar.intent_names)
-        )
+        """Worth asking, and someone can hear the question and answer it (_log_confirm_plan,
+        at start and on reload)."""
+        return self._can_ask and dialogue.worth_asking(result, self.config.confirm)
 
     def _ask(self, result: Result, utterance: Utterance, utterance_id: str) -> None:
         question = dialogue.question_for(result, self.config.confirm)

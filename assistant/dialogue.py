@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .result import Result
@@ -60,6 +61,21 @@ class Reply(enum.Enum):
     YES = "yes"
     NO = "no"
     OTHER = "other"  # not an answer: another command, or nothing understood
+
+
+def why_never_asked(
+    *, remote: bool, speech_on: bool, microphone: bool, intent_names: Iterable[str]
+) -> str | None:
+    """Why a device set to ask could never be answered; None when it can be."""
+    if remote:
+        return "the recogniser workers' answers are not asked about (--remote)"
+    if not speech_on:
+        return "speech is off ([tts] enabled = false)"
+    if not microphone:
+        return "the audio source is not a microphone: nobody can answer"
+    if YES_INTENTS.isdisjoint(intent_names):
+        return "the grammar has no Yes intent to answer with"
+    return None
 
 
 def worth_asking(result: Result, settings: ConfirmSettings) -> bool:

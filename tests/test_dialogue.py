@@ -305,3 +305,27 @@ def test_a_recording_is_never_asked_about_and_the_log_says_why(
     assert "no question will be asked: " in caplog.text and "is not a microphone" in caplog.text
     assert [m["intent"] for m in got] == [None, "HassGetCurrentTime", None, None]
     assert all("confirmed" not in m for m in got)
+
+
+@pytest.mark.parametrize(
+    ("extra", "line"),
+    [
+        (
+            '[audio]\nsource = "-"\n',
+            "confirm: FAIL [confirm] set, but no question will be asked: "
+            "the audio source is not a microphone",
+        ),
+        (
+            "[tts]\nenabled = false\n",
+            "confirm: FAIL [confirm] set, but no question will be asked: speech is off",
+        ),
+        ("", "confirm: OK   asks about answers from confidence 0.20 up to 0.57"),
+    ],
+)
+def test_check_says_whether_questions_can_be_asked(tmp_path: Path, extra: str, line: str) -> None:
+    from test_remote import cli
+
+    config = tmp_path / "assistant.toml"
+    config.write_text(f"[confirm]\nfrom_confidence = 0.2\n{extra}")
+    done = cli(tmp_path, "check", "--config", str(config))
+    assert line in done.stdout, done.stdout
