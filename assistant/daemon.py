@@ -178,6 +178,7 @@ class Daemon:
 
     def _log_confirm_plan(self) -> None:
         settings = self.config.confirm
+        self._can_ask = False
         if not settings.enabled:
             return
         why_not = dialogue.why_never_asked(
