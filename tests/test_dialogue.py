@@ -276,15 +276,19 @@ def test_the_measurement_answers_as_the_speaker_would() -> None:
         Heard(unsure(0.1), right=True),  # under from_confidence: not asked
     ]
     replies = {"yes": [Reply.YES, Reply.OTHER], "no": [Reply.NO]}
-    assert outcome(heard, replies, ConfirmSettings()) == {
-        "right": 1 / 6,
-        "wrong": 1 / 6,
-        "asked": 0,
-    }
-    assert outcome(heard, replies, ASK_FROM) == {"right": 2 / 6, "wrong": 1 / 6, "asked": 3 / 6}
+    never = outcome(heard, replies, ConfirmSettings())
+    assert never == {"right": 1 / 6, "wrong": 1 / 6, "asked": 0, "accuracy": 1 / 6}
+    asking = outcome(heard, replies, ASK_FROM)
+    assert asking == {"right": 2 / 6, "wrong": 1 / 6, "asked": 3 / 6, "accuracy": 2 / 6}
     # A "no" misheard as Yes acts on the wrong answer: counted against asking.
     misheard = {"yes": [Reply.YES], "no": [Reply.YES]}
-    assert outcome(heard, misheard, ASK_FROM) == {"right": 3 / 6, "wrong": 2 / 6, "asked": 3 / 6}
+    asking = outcome(heard, misheard, ASK_FROM)
+    assert asking == {"right": 3 / 6, "wrong": 2 / 6, "asked": 3 / 6, "accuracy": 3 / 6}
+    # Silence or an unknown word (must be rejected) is right when nothing is acted on, asked
+    # about or not: its speaker says no.
+    noise = [Heard(unsure(0.3), right=False, must_reject=True), Heard(unsure(0.1), False, True)]
+    assert outcome(noise, replies, ASK_FROM)["accuracy"] == 1.0
+    assert outcome(noise, misheard, ASK_FROM)["accuracy"] == 0.5
 
 
 def test_a_recording_is_never_asked_about_and_the_log_says_why(
@@ -298,8 +302,15 @@ def test_a_recording_is_never_asked_about_and_the_log_says_why(
         site=SITE,
     )
     sub = Subscriber(mosquitto_broker.host, mosquitto_broker.port, [TRANSCRIPT])
+    exit_codes: list[int] = []
+    # In a thread, as the other tests here: on the main thread run() would take SIGTERM over
+    # for the rest of the test session (a pool's workers, forked later, would ignore it).
+    daemon = daemon_mod.Daemon(config)
     with caplog.at_level("INFO", logger="assistant.daemon"):
-        assert daemon_mod.Daemon(config).run() == 0
+        thread = threading.Thread(target=lambda: exit_codes.append(daemon.run()))
+        thread.start()
+        thread.join(60)
+    assert exit_codes == [0]
     got = sub.settle(TRANSCRIPT, 4, 10)
     sub.close()
     assert "no question will be asked: " in caplog.text and "is not a microphone" in caplog.text
