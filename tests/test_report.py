@@ -121,3 +121,23 @@ def test_the_cards_timing_names_the_machine_it_was_taken_on(tmp_path: Path) -> N
     # a build from before the machine was recorded
     older = _card_with(tmp_path, {"test_int8": test, "machine": None})
     assert "(int8, one thread, ai-edge-litert): median 9.5 ms" in older
+
+
+def test_the_card_says_what_asking_when_unsure_buys(tmp_path: Path) -> None:
+    row = {"right": 0.73, "wrong": 0.03, "asked": 0.0, "accuracy": 0.73}
+    asked = {"right": 0.84, "wrong": 0.03, "asked": 0.145, "accuracy": 0.84}
+    report = {  # the shape tools.asking.measure gives
+        "model": "home-2.12",
+        "replies": {
+            "yes": {"yes": 36, "no": 0, "other": 1},
+            "no": {"yes": 0, "no": 31, "other": 0},
+        },
+        "sets": {"held-out, clean": {"never": row, "from 0.2": asked}},
+        "non_commands": {"clips": 270, "acted_on": 1, "asked from 0.2": 2},
+    }
+    card = _card_with(tmp_path, {"asking": report})
+    assert "## Asking when unsure (`[confirm] from_confidence = 0.2`)" in card
+    assert "36 of 37 yes, 31 of 31 no; no taken as yes: 0" in card
+    assert "| held-out, clean | 73.0% | 84.0% | 3.0% / 3.0% | 14.5% |" in card
+    assert "Dev non-commands that would set off a question: 2 of 270." in card
+    assert "Asking when unsure" not in _card_with(tmp_path, {"asking": None})

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tools import learn_units, prepare, synth
+from tools import asking, learn_units, prepare, synth
 from tools.average import PROVENANCE
 from tools.calibrate import Clips, calibrate
 from tools.corpus import DEFAULT_DATA, load_noises
@@ -263,6 +263,7 @@ MEASURED = (
     "test_float",
     "test_narrow_int8",
     "test_trimmed_int8",
+    "asking",
     "machine",
 )
 
@@ -277,8 +278,9 @@ def measure(
     step: Callable[[str], None] = lambda name: print(f"\n== {name}", flush=True),
 ) -> dict:
     """The card's figures for an int8 bundle and its float twin (calibrated alike): the
-    held-out voices clean and in noise (with snr.png), and with ``eval_corpora`` the real
-    test split per corpus, also through an 8 kHz channel and cut tight to the speech."""
+    held-out voices clean and in noise (with snr.png) and what asking about unsure answers
+    buys there (tools.asking), and with ``eval_corpora`` the real test split per corpus,
+    also through an 8 kHz channel and cut tight to the speech."""
     metrics: dict = {}
     if heldout_dir.exists():
         step("held-out voices, clean and in noise")
@@ -291,6 +293,8 @@ def measure(
             f"{bundle.name}: held-out TTS voices",
         )
         metrics["heldout_float"] = float_heldout
+        step("asking when unsure: held-out voices, real yes and no replies")
+        metrics["asking"] = asking.measure(bundle, heldout_dir, data, (asking.CARD_FROM,))
     if eval_corpora:
         step("real test split, per corpus")
         metrics["test_int8"] = evaluate(bundle, data, "test", limit)

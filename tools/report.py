@@ -88,6 +88,40 @@ def _speaker_line(name: str, result: dict) -> str:
     )
 
 
+def _asking_lines(report: dict | None) -> list[str]:
+    """The card's "Asking when unsure" section, from a tools.asking report."""
+    if not report or not report.get("sets"):
+        return []
+    setting = next(k for k in next(iter(report["sets"].values())) if k != "never")
+    replies = report["replies"]
+    lines = [
+        "",
+        f"## Asking when unsure (`[confirm] from_confidence = {setting.split()[-1]}`)",
+        "",
+        "The held-out commands again, each answer under the bar and over the setting asked",
+        '"Did you mean ...?" and replied to as its speaker would, with a real "yes" recording',
+        'where it was right and a real "no" where it was wrong (dev speakers; heard as meant: '
+        f"{replies['yes']['yes']} of {sum(replies['yes'].values())} yes, "
+        f"{replies['no']['no']} of {sum(replies['no'].values())} no; "
+        f"no taken as yes: {replies['no']['yes']}). `python -m tools.asking`.",
+        "",
+        "| condition | acted on right, never asking | asking | acted on wrong, never / asking"
+        " | asked about |",
+        "|---|---|---|---|---|",
+    ]
+    for condition, rows in report["sets"].items():
+        never, ask = rows["never"], rows[setting]
+        lines.append(
+            f"| {condition} | {_pct(never['right'])} | {_pct(ask['right'])} | "
+            f"{_pct(never['wrong'])} / {_pct(ask['wrong'])} | {_pct(ask['asked'])} |"
+        )
+    non = report.get("non_commands")
+    if non:
+        asked = next(v for k, v in non.items() if k.startswith("asked from"))
+        lines += ["", f"Dev non-commands that would set off a question: {asked} of {non['clips']}."]
+    return lines
+
+
 def write_card(bundle: Path) -> None:
     m = json.loads((bundle / "manifest.json").read_text())
     metrics = m.get("metrics", {})
@@ -191,6 +225,7 @@ def write_card(bundle: Path) -> None:
         for key, v in heldout.items():
             wrong = _pct(v["wrong_accepted"]) if "wrong_accepted" in v else "-"
             lines.append(f"| {key} | {_pct(v['accuracy'])} | {wrong} | {_pct(v['text_exact'])} |")
+    lines += _asking_lines(metrics.get("asking"))
     cal = m.get("calibration", {})
     if cal:
         lines += [
