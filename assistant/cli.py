@@ -243,11 +243,10 @@ def _check_confirm(
 ) -> None:
     from .dialogue import why_never_asked
 
-    source = config.audio.source
     why_not = why_never_asked(
         remote=config.model.remote,
         speech_on=config.tts.enabled,
-        microphone=source == "mic",
+        microphone=config.audio.source == "mic",
         intent_names=recognizer.grammar.intent_names if recognizer else (),
     )
     if why_not:

@@ -117,7 +117,7 @@ class Daemon:
         self.source: audio_mod.Source | None = None
         self._question: _Question | None = None  # the recognise thread's alone
         self._hearing_since: float | None = None  # set by the audio thread: speech began then
-        self._can_ask = False  # a question can be heard and answered here (_log_confirm_plan)
+        self._can_ask = False  # a question can be heard and answered here (_plan_asking)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -174,9 +174,11 @@ class Daemon:
             self.bus.start()
         except (BusConfigError, BrokerUnavailable) as exc:
             raise DaemonError(str(exc)) from None
-        self._log_confirm_plan()
+        self._plan_asking()
 
-    def _log_confirm_plan(self) -> None:
+    def _plan_asking(self) -> None:
+        """Whether questions can be asked and answered here (at start and on reload), and
+        the log line that says so."""
         settings = self.config.confirm
         self._can_ask = False
         if not settings.enabled:
@@ -332,7 +334,7 @@ class Daemon:
                 self.bus.start()
         logging.getLogger().setLevel(new.log_level.upper())
         self.config = new
-        self._log_confirm_plan()
+        self._plan_asking()
         log.info("configuration reloaded from %s", path or "defaults")
         self._notifier.ready("configuration reloaded")
 
@@ -472,7 +474,7 @@ class Daemon:
     # -- asking "did you mean ...?" (dialogue.py) -----------------------------------------
 
     def _may_ask(self, result: Result) -> bool:
-        """Worth asking, and someone can hear the question and answer it (_log_confirm_plan,
+        """Worth asking, and someone can hear the question and answer it (_plan_asking,
         at start and on reload)."""
         return self._can_ask and dialogue.worth_asking(result, self.config.confirm)
 

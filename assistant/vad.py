@@ -188,12 +188,8 @@ class Segmenter:
         self._recent.clear()
 
     def _finish(self) -> Utterance | None:
-        frames, voiced, start, opened_at = (
-            self._frames,
-            self._voiced_frames,
-            self._start,
-            self._opened_at,
-        )
+        frames, voiced, start = self._frames, self._voiced_frames, self._start
+        opened_at = self._opened_at
         self.reset()
         if voiced < self._min_frames or not frames:
             return None

@@ -36,7 +36,7 @@ from assistant.result import Result
 from tools.augment import mix_noise
 from tools.corpus import DEFAULT_DATA, load_audio, load_noises, read_manifest
 from tools.evaluate import Item, false_accept_items, load_sets, speech_commands_items
-from tools.heldout import expected_meaning, read_labels
+from tools.heldout import expected_meaning, read_labels, same_meaning
 
 DEFAULT_CLIPS = Path(".cache/build-home2/heldout")
 SNRS: tuple[float | None, ...] = (None, 12.0, 0.0)  # None = clean
@@ -53,14 +53,9 @@ class Heard:
     must_reject: bool = False  # not a command: right only when nothing is acted on
 
 
-def _same_meaning(intent: str | None, slots: dict, expected: tuple[str | None, dict]) -> bool:
-    as_text = {k: str(v) for k, v in slots.items()}
-    return intent == expected[0] and as_text == {k: str(v) for k, v in expected[1].items()}
-
-
 def _heard(result: Result, expected: tuple[str | None, dict]) -> Heard:
     meaning = result.guess if result.intent is None else result
-    right = meaning is not None and _same_meaning(meaning.intent, meaning.slots, expected)
+    right = meaning is not None and same_meaning(meaning.intent, meaning.slots, expected)
     return Heard(result, right, must_reject=expected[0] is None)
 
 

@@ -26,6 +26,12 @@ def read_labels(folder: Path) -> list[tuple[Path, dict]]:
     return items
 
 
+def same_meaning(intent: str | None, slots: dict, expected: tuple[str | None, dict]) -> bool:
+    """Intent and slot values as expected (values compared as text: 50 and "50" alike)."""
+    as_text = {k: str(v) for k, v in slots.items()}
+    return intent == expected[0] and as_text == {k: str(v) for k, v in expected[1].items()}
+
+
 def expected_meaning(recognizer: Recognizer, label: dict) -> tuple[str | None, dict]:
     if "intent" in label and "slots" in label:
         return label["intent"], label["slots"]
@@ -55,9 +61,7 @@ def accuracy_by_snr(
             if snr is not None:
                 clip = mix_noise(clip, noises[int(rng.integers(len(noises)))], snr, rng)
             result = recognizer.recognize(clip)
-            ok = result.intent == intent and {k: str(v) for k, v in result.slots.items()} == {
-                k: str(v) for k, v in slots.items()
-            }
+            ok = same_meaning(result.intent, result.slots, (intent, slots))
             right += ok
             wrong += result.intent is not None and not ok  # acted on, wrongly
             exact += normalise_text(result.text) == normalise_text(label["text"])
