@@ -244,16 +244,17 @@ def _check_confirm(
     from .dialogue import why_never_asked
 
     why_not = why_never_asked(
-        remote=config.model.remote,
         speech_on=config.tts.enabled,
         microphone=config.audio.source == "mic",
-        intent_names=recognizer.grammar.intent_names if recognizer else (),
+        # --remote: the workers' grammar decides, and they say so in their log
+        intent_names=recognizer.grammar.intent_names if recognizer else None,
     )
     if why_not:
         verdict("confirm", False, f"[confirm] set, but no question will be asked: {why_not}")
     else:
-        low, bar = config.confirm.from_confidence, recognizer.threshold
-        verdict("confirm", True, f"asks about answers from confidence {low:.2f} up to {bar:.2f}")
+        low = config.confirm.from_confidence
+        bar = f"{recognizer.threshold:.2f}" if recognizer else "the workers' bar"
+        verdict("confirm", True, f"asks about answers from confidence {low:.2f} up to {bar}")
 
 
 def _check_audio(config: Config, verdict: Callable[[str, bool, str], None]) -> None:

@@ -5,6 +5,8 @@ Threads, one job each:
              slow Pi drops no microphone samples while it recognises);
   recognise  turns utterances into Results, publishes them, queues spoken replies; asks
              "did you mean ...?" about unsure answers where configured (dialogue.py);
+             with --remote it sends the utterances to the workers instead, and handles
+             the answers they send back (queued by the bus's network thread);
   tts        (tts.Speaker) speaks replies and MQTT "say" requests, muting the microphone;
   main       signals, sd_notify (READY, WATCHDOG while the audio loop is alive, STOPPING),
              SIGHUP reload, shutdown.
@@ -27,11 +29,11 @@ from typing import Any
 from . import audio as audio_mod
 from . import dialogue
 from .config import Config, ConfigError, ModelSettings, load
-from .hermes import Transcript
+from .hermes import Transcript, UnsureAnswer
 from .mqtt import BrokerUnavailable, Bus, BusConfigError
 from .notify import Notifier, watchdog_interval
 from .remote import PendingUtterances, UtteranceMessage
-from .result import Result
+from .result import Meaning, Result
 from .tts import MicGate, Speaker, render_reply
 from .vad import Segmenter, Utterance
 
@@ -44,6 +46,9 @@ RECOGNISE_STALL_S = 60.0  # one utterance taking this long: the recogniser is st
 QUEUE_LIMIT = 32  # utterances waiting for recognition; beyond that the oldest are dropped
 REMOTE_DRAIN_S = 15.0  # --remote, on stopping: how long to wait for the workers' transcripts
 QUESTION_POLL_S = 0.05  # past a question's deadline, while a reply begun in time is still heard
+# --remote: how long a reply sent to the workers may take to come back before the question
+# is dropped unanswered (a worker answers in well under a second when one is there).
+REMOTE_REPLY_WAIT_S = 10.0
 
 
 class DaemonError(Exception):
@@ -73,15 +78,48 @@ def load_recognizer(settings: ModelSettings | None = None) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
+class _Heard:
+    """What a transcript says besides the answer: which utterance, when, by which model."""
+
+    utterance_id: str
+    started: float  # wall clock
+    ended: float
+    closed_at: float  # time.monotonic() when the VAD closed it: latency counts from there
+    model: str
+
+    @classmethod
+    def from_transcript(cls, transcript: Transcript) -> _Heard:
+        """A worker's transcript (--remote); its end is on the wall clock."""
+        closed_at = time.monotonic() - max(0.0, time.time() - transcript.ended)
+        t = transcript
+        return cls(t.id, t.started, t.ended, closed_at, t.model)
+
+
+@dataclasses.dataclass(frozen=True)
 class _Question:
     """An answer asked about ("did you mean ...?"): its transcript waits for the reply."""
 
     result: Result
-    utterance: Utterance
-    utterance_id: str
-    model: str
+    heard: _Heard
     asked_at: float  # time.monotonic() when the question had been spoken
     deadline: float  # time.monotonic() by which a reply must have begun
+    # --remote: the utterance sent to the workers as the reply, and when to stop waiting
+    # for their answer to it.
+    reply_id: str | None = None
+    answer_by: float = 0.0
+
+    def answers(self, utterance: Utterance) -> bool:
+        """Only what was said after the question, beginning in time, can answer it."""
+        return self.asked_at <= utterance.opened_at < self.deadline
+
+
+@dataclasses.dataclass(frozen=True)
+class _WorkerAnswer:
+    """--remote: a worker's transcript of one of our utterances, or (``guess`` set) its
+    answer under the bar, which we may ask about before publishing it ourselves."""
+
+    transcript: Transcript
+    guess: Meaning | None = None  # set when the worker left the answer to us
 
 
 class Daemon:
@@ -93,12 +131,16 @@ class Daemon:
         overrides: dict[str, Any] | None = None,
         source: audio_mod.Source | None = None,
         notifier: Notifier | None = None,
+        speaker: Any = None,
     ) -> None:
+        """``source`` and ``speaker`` stand in for the microphone and the loudspeaker where
+        there is no such hardware (tests, tools.bench_asking)."""
         self.config = config
         self._config_path = config_path
         self._overrides = overrides or {}
         self._notifier = notifier or Notifier()
         self._source_override = source
+        self._speaker_override = speaker
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._utterances: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_LIMIT)
@@ -151,9 +193,7 @@ class Daemon:
         # Drain: the audio loop has flushed the segmenter; let recognition finish.
         self._notifier.stopping()
         audio_thread.join(FLUSH_TIMEOUT_S)
-        recognise_thread.join(FLUSH_TIMEOUT_S + RECOGNISE_STALL_S)
-        if self.recognizer is None:
-            self._await_workers()
+        recognise_thread.join(FLUSH_TIMEOUT_S + RECOGNISE_STALL_S + REMOTE_DRAIN_S)
         return self._shutdown()
 
     def _start(self) -> None:
@@ -168,7 +208,9 @@ class Daemon:
         self.recognizer = None if config.model.remote else load_recognizer(config.model)
         self.source = self._source_override or self._open_source(config)
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.speaker = Speaker(config.tts, self.gate) if config.tts.enabled else None
+        self.speaker = self._speaker_override
+        if self.speaker is None and config.tts.enabled:
+            self.speaker = Speaker(config.tts, self.gate)
         self.bus = self._make_bus(config)
         try:
             self.bus.start()
@@ -184,20 +226,21 @@ class Daemon:
         if not settings.enabled:
             return
         why_not = dialogue.why_never_asked(
-            remote=self.recognizer is None,
             speech_on=self.speaker is not None,
             microphone=self.source is not None and self.source.live,
-            intent_names=self.recognizer.grammar.intent_names if self.recognizer else (),
+            # --remote: the workers' grammar, which they check (worker.py)
+            intent_names=self.recognizer.grammar.intent_names if self.recognizer else None,
         )
         self._can_ask = why_not is None
         if why_not:
             log.warning("[confirm] set, but no question will be asked: %s", why_not)
         else:
+            bar = f"{self.recognizer.threshold:.2f}" if self.recognizer else "the workers'"
             log.info(
-                "asking %r about answers from confidence %.2f up to the bar (%.2f)",
+                "asking %r about answers from confidence %.2f up to the bar (%s)",
                 settings.question,
                 settings.from_confidence,
-                self.recognizer.threshold,
+                bar,
             )
 
     @property
@@ -219,13 +262,15 @@ class Daemon:
             raise DaemonError(str(exc)) from None
 
     def _make_bus(self, config: Config) -> Any:
-        # --remote: the workers' transcripts come back on our topic, for the spoken replies.
-        on_transcript = self._on_worker_transcript if config.model.remote else None
+        # --remote: the workers' transcripts come back on our topic, for the spoken replies,
+        # and their unsure answers, for the questions.
+        remote = config.model.remote
         return Bus(
             config.mqtt,
             config.state_dir / "outbox.sqlite3",
             on_say=self._on_say,
-            on_transcript=on_transcript,
+            on_transcript=self._on_worker_transcript if remote else None,
+            on_unsure=self._on_worker_unsure if remote else None,
         )
 
     def _shutdown(self) -> int:
@@ -291,13 +336,26 @@ class Daemon:
                 self.bus.publish_utterance(payload)
 
     def _await_workers(self) -> None:
-        """--remote, stopping: give the workers a while to answer (and resend) what is out."""
+        """--remote, stopping (recognise thread): give the workers a while to answer (and
+        resend) what is out, and handle their answers."""
         deadline = time.monotonic() + REMOTE_DRAIN_S
         while len(self.pending) and self.bus.connected and time.monotonic() < deadline:
             self._send_again()
-            time.sleep(0.1)
+            try:
+                item = self._utterances.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if isinstance(item, _WorkerAnswer):
+                self._heard_by_worker(item)
         if left := len(self.pending):
             log.warning("%d utterance(s) not answered by a worker before stopping", left)
+        while True:  # answers taken off the pending list just before it emptied
+            try:
+                item = self._utterances.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _WorkerAnswer):
+                self._heard_by_worker(item)
 
     def _do_reload(self) -> None:
         path = self._config_path or self.config.path
@@ -372,14 +430,18 @@ class Daemon:
                 self._enqueue(last)
             self._utterances.put(_END)
 
-    def _enqueue(self, utterance: Utterance) -> None:
+    def _enqueue(self, item: Utterance | _WorkerAnswer) -> None:
         try:
-            self._utterances.put_nowait(utterance)
+            self._utterances.put_nowait(item)
         except queue.Full:
             # Recognition cannot keep up (it should on any Pi): drop the oldest, not the audio.
             dropped = self._utterances.get_nowait()
-            log.error("recogniser behind: dropped utterance at %.1f s", dropped.start_s)
-            self._utterances.put_nowait(utterance)
+            if isinstance(dropped, _WorkerAnswer):
+                what = f"the workers' answer to {dropped.transcript.id}"
+            else:
+                what = f"utterance at {dropped.start_s:.1f} s"
+            log.error("recogniser behind: dropped %s", what)
+            self._utterances.put_nowait(item)
 
     # -- recognise thread ----------------------------------------------------------------
 
@@ -389,11 +451,17 @@ class Daemon:
             if item is None:
                 continue
             if item is _END:
-                self._settle_question(dialogue.Reply.OTHER)  # stopping: its transcript goes out
+                self._can_ask = False  # stopping: nobody is listening for a reply now
+                if self.recognizer is None:
+                    self._await_workers()  # a reply among them still settles the question
+                self._settle_question(dialogue.Reply.OTHER)  # its transcript goes out
                 return
             self._recognising_since = time.monotonic()
             try:
-                self._handle(item)
+                if isinstance(item, _WorkerAnswer):
+                    self._heard_by_worker(item)
+                else:
+                    self._handle(item)
             except Exception:  # noqa: BLE001 - one bad utterance must not end the service
                 log.exception("failed to handle utterance at %.2f s", item.start_s)
             finally:
@@ -404,10 +472,17 @@ class Daemon:
         question = self._question
         if question is None:
             return self._utterances.get()
+        sent = question.reply_id is not None  # --remote: the reply is with the workers
         try:
-            wait = max(question.deadline - time.monotonic(), QUESTION_POLL_S)
+            until = question.answer_by if sent else question.deadline
+            wait = max(until - time.monotonic(), QUESTION_POLL_S)
             return self._utterances.get(timeout=wait)
         except queue.Empty:
+            if sent:
+                if time.monotonic() >= question.answer_by:
+                    log.warning("no worker answered the reply %s in time", question.reply_id)
+                    self._settle_question(dialogue.Reply.OTHER)
+                return None
             began = self._hearing_since
             if began is None or began >= question.deadline:
                 self._settle_question(dialogue.Reply.OTHER)  # no reply in time
@@ -425,45 +500,44 @@ class Daemon:
             result = Result(text="", intent=None)
         question = self._question
         if question is not None:
-            # Only what was said after the question, beginning in time, can answer it.
-            in_time = question.asked_at <= utterance.opened_at < question.deadline
-            reply = dialogue.reply_to_question(result) if in_time else dialogue.Reply.OTHER
-            self._settle_question(reply)
-        utterance_id = uuid.uuid4().hex
+            answers = question.answers(utterance)
+            self._settle_question(
+                dialogue.reply_to_question(result) if answers else dialogue.Reply.OTHER
+            )
+        heard = _Heard(
+            uuid.uuid4().hex,
+            self._t0 + utterance.start_s,
+            self._t0 + utterance.end_s,
+            utterance.closed_at,
+            recognizer.name,
+        )
         if self._may_ask(result):
-            self._ask(result, utterance, utterance_id)
+            self._ask(result, heard)
         else:
-            self._publish(result, utterance, utterance_id)
+            self._publish(result, heard)
             self._reply(result)
         try:
             recognizer.settle()  # after publishing: off the latency path
         except Exception as exc:  # noqa: BLE001 - the next utterance reports it again
             log.error("model not ready for the next utterance: %s", exc)
 
-    def _publish(
-        self,
-        result: Result,
-        utterance: Utterance,
-        utterance_id: str,
-        confirmed: bool | None = None,
-        model: str | None = None,
-    ) -> None:
-        latency_ms = (time.monotonic() - utterance.closed_at) * 1000.0
+    def _publish(self, result: Result, heard: _Heard, confirmed: bool | None = None) -> None:
+        latency_ms = (time.monotonic() - heard.closed_at) * 1000.0
         with self._bus_lock:
             self.bus.publish_transcript(
                 result,
-                utterance_id=utterance_id,
-                started=self._t0 + utterance.start_s,
-                ended=self._t0 + utterance.end_s,
+                utterance_id=heard.utterance_id,
+                started=heard.started,
+                ended=heard.ended,
                 latency_ms=round(latency_ms, 1),
-                model=model or self.recognizer.name,
+                model=heard.model,
                 confirmed=confirmed,
             )
         self.published += 1
         log.info(
             "%.2f-%.2f s: %r intent=%s confidence=%.2f latency=%.0f ms%s",
-            utterance.start_s,
-            utterance.end_s,
+            heard.started - self._t0,
+            heard.ended - self._t0,
             result.text,
             result.intent,
             result.confidence,
@@ -478,12 +552,12 @@ class Daemon:
         at start and on reload)."""
         return self._can_ask and dialogue.worth_asking(result, self.config.confirm)
 
-    def _ask(self, result: Result, utterance: Utterance, utterance_id: str) -> None:
+    def _ask(self, result: Result, heard: _Heard) -> None:
         question = dialogue.question_for(result, self.config.confirm)
         log.info(
             "%.2f-%.2f s: %r confidence=%.2f: asking %r",
-            utterance.start_s,
-            utterance.end_s,
+            heard.started - self._t0,
+            heard.ended - self._t0,
             result.text,
             result.confidence,
             question,
@@ -491,12 +565,11 @@ class Daemon:
         assert self.speaker is not None
         if not self.speaker.say(question):  # the microphone is muted meanwhile
             log.warning("the question could not be spoken: %r not acted on", result.text)
-            self._publish(result, utterance, utterance_id, confirmed=False)
+            self._publish(result, heard, confirmed=False)
             return
         asked_at = time.monotonic()
         deadline = asked_at + self.config.confirm.wait_s
-        model = self.recognizer.name
-        self._question = _Question(result, utterance, utterance_id, model, asked_at, deadline)
+        self._question = _Question(result, heard, asked_at, deadline)
 
     def _settle_question(self, reply: dialogue.Reply) -> None:
         """Publish the transcript that waited for the reply: acted on only after a yes."""
@@ -506,7 +579,7 @@ class Daemon:
         yes = reply is dialogue.Reply.YES
         result = dialogue.as_confirmed(question.result) if yes else question.result
         try:
-            self._publish(result, question.utterance, question.utterance_id, yes, question.model)
+            self._publish(result, question.heard, confirmed=yes)
         except Exception:  # noqa: BLE001 - one bad utterance must not end the service
             log.exception("failed to publish the transcript asked about")
             return
@@ -514,11 +587,14 @@ class Daemon:
             self._reply(result)
 
     def _send_to_workers(self, utterance: Utterance) -> None:
+        # Asking: the workers hand our unsure answers back (worker.py) instead of publishing.
+        ask_from = self.config.confirm.from_confidence if self._can_ask else None
         message = UtteranceMessage.new(
             self.config.mqtt.site,
             self._t0 + utterance.start_s,
             self._t0 + utterance.end_s,
             utterance.pcm,
+            ask_from,
         )
         payload = message.to_payload()
         self.pending.add(message.id, payload)
@@ -531,6 +607,47 @@ class Daemon:
             utterance.end_s,
             message.id,
         )
+        question = self._question
+        if question is not None and question.reply_id is None:
+            if question.answers(utterance):  # the reply: its answer will settle the question
+                answer_by = time.monotonic() + REMOTE_REPLY_WAIT_S
+                self._question = dataclasses.replace(
+                    question, reply_id=message.id, answer_by=answer_by
+                )
+            elif utterance.opened_at >= question.deadline:
+                self._settle_question(dialogue.Reply.OTHER)  # no reply in time
+
+    def _heard_by_worker(self, answer: _WorkerAnswer) -> None:
+        """--remote: a worker's answer to one of our utterances. A reply settles the
+        question it answers; an unsure answer is asked about (or published as it is); a
+        transcript, which the worker published, gets its spoken reply."""
+        transcript = answer.transcript
+        result = Result(
+            transcript.text,
+            transcript.intent,
+            dict(transcript.slots),
+            transcript.confidence,
+            guess=answer.guess,
+        )
+        log.info(
+            "utterance %s heard by a worker: %r intent=%s confidence=%.2f%s",
+            transcript.id,
+            transcript.text,
+            transcript.intent,
+            transcript.confidence,
+            "" if answer.guess is None else f" (unsure: {answer.guess.intent})",
+        )
+        question = self._question
+        if question is not None and question.reply_id == transcript.id:
+            self._settle_question(dialogue.reply_to_question(result))
+        if answer.guess is None:
+            self._reply(result)
+            return
+        heard = _Heard.from_transcript(transcript)
+        if self._question is None and self._may_ask(result):
+            self._ask(result, heard)
+        else:  # one question at a time; or asking was turned off since it was sent
+            self._publish(result, heard)
 
     def _reply(self, result: Result) -> None:
         reply = render_reply(result, self.config.replies)
@@ -541,19 +658,14 @@ class Daemon:
 
     def _on_worker_transcript(self, transcript: Transcript) -> None:
         # Ours and the first copy only: delivery is at least once, an utterance may have been
-        # sent twice, and other programs may publish on the topic too.
-        if not self.pending.answered(transcript.id):
-            return
-        log.info(
-            "utterance %s heard by a worker: %r intent=%s confidence=%.2f",
-            transcript.id,
-            transcript.text,
-            transcript.intent,
-            transcript.confidence,
-        )
-        self._reply(
-            Result(transcript.text, transcript.intent, transcript.slots, transcript.confidence)
-        )
+        # sent twice, and other programs may publish on the topic too. The recognise thread
+        # handles it, in order with the questions it may settle.
+        if self.pending.answered(transcript.id):
+            self._enqueue(_WorkerAnswer(transcript))
+
+    def _on_worker_unsure(self, answer: UnsureAnswer) -> None:
+        if self.pending.answered(answer.transcript.id):
+            self._enqueue(_WorkerAnswer(answer.transcript, answer.guess))
 
     def _on_say(self, request: Any) -> None:
         # Called on the bus's say thread, one request at a time: speaking here serialises them.

@@ -64,16 +64,15 @@ class Reply(enum.Enum):
 
 
 def why_never_asked(
-    *, remote: bool, speech_on: bool, microphone: bool, intent_names: Iterable[str]
+    *, speech_on: bool, microphone: bool, intent_names: Iterable[str] | None
 ) -> str | None:
-    """Why a device set to ask could never be answered; None when it can be."""
-    if remote:
-        return "the recogniser workers' answers are not asked about (--remote)"
+    """Why a device set to ask could never be answered; None when it can be.
+    ``intent_names`` None: a ``--remote`` site, whose workers check their own grammar."""
     if not speech_on:
         return "speech is off ([tts] enabled = false)"
     if not microphone:
         return "the audio source is not a microphone: nobody can answer"
-    if YES_INTENTS.isdisjoint(intent_names):
+    if intent_names is not None and YES_INTENTS.isdisjoint(intent_names):
         return "the grammar has no Yes intent to answer with"
     return None
 

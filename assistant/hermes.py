@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from assistant.result import Result
+from assistant.result import Meaning, Result
 
 MAX_SAY_CHARS = 1000
 """Longest text we hand to TTS; longer requests are cut (and a warning is logged)."""
@@ -67,7 +67,8 @@ def dumps(payload: JSONDict) -> bytes:
 
 @dataclass(frozen=True)
 class Topics:
-    """Our topics for one site: ``<prefix>/<site>/{transcript,status,say,said,utterance}``."""
+    """Our topics for one site: ``<prefix>/<site>/`` + transcript, status, say, said,
+    utterance, unsure."""
 
     site: str
     prefix: str = "assistant"
@@ -101,6 +102,12 @@ class Topics:
     def utterance(self) -> str:
         """Audio for recogniser workers, from a site run with ``--remote`` (remote.py)."""
         return f"{self.base}/utterance"
+
+    @property
+    def unsure(self) -> str:
+        """A worker's answer under the bar, for a ``--remote`` site that asks about such
+        answers (:class:`UnsureAnswer`)."""
+        return f"{self.base}/unsure"
 
 
 class HermesTopics:
@@ -185,6 +192,42 @@ class Transcript:
             "model": self.model,
             **extra,
         }
+
+
+@dataclass(frozen=True)
+class UnsureAnswer:
+    """``<prefix>/<site>/unsure`` (QoS 1): a recogniser worker's answer under the bar, for a
+    ``--remote`` site whose utterance asked to hear about such answers (``ask_from``,
+    remote.py). Instead of the worker publishing the rejected transcript, the site asks "did
+    you mean ...?" and publishes the transcript itself once the user has replied, as a site
+    that recognises for itself does (dialogue.py). Only the site subscribes to it.
+
+    The payload is the transcript's (``intent`` null) plus ``"guess": {"intent", "slots"}``,
+    the reading the bar turned away.
+    """
+
+    transcript: Transcript
+    guess: Meaning
+
+    @classmethod
+    def from_dict(cls, data: JSONDict) -> UnsureAnswer:
+        guess = data.get("guess")
+        if not isinstance(guess, dict) or not isinstance(guess.get("intent"), str):
+            raise ValueError("'guess' must be an object with an 'intent' string")
+        slots = guess.get("slots", {})
+        if not isinstance(slots, dict):
+            raise ValueError("'guess.slots' must be an object")
+        fields = {k: v for k, v in data.items() if k != "guess"}
+        return cls(Transcript.from_dict(fields), Meaning(guess["intent"], slots))
+
+    def to_dict(self) -> JSONDict:
+        guess = {"intent": self.guess.intent, "slots": self.guess.slots}
+        return {**self.transcript.to_dict(), "guess": guess}
+
+    def result(self) -> Result:
+        """The recogniser's answer as the worker had it: rejected, with its guess."""
+        t = self.transcript
+        return Result(t.text, None, {}, t.confidence, guess=self.guess)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 Topics (``Topics`` in :mod:`assistant.hermes`), prefix ``assistant/<site>``:
 
 * ``.../transcript`` QoS 1, one per utterance (see :class:`assistant.hermes.Transcript`);
+* ``.../utterance`` and ``.../unsure``, QoS 1: between a ``--remote`` site and its
+  recogniser workers (remote.py, :class:`assistant.hermes.UnsureAnswer`);
 * ``.../status`` retained: ``{"state": "online", "queued", "dropped", ...}`` on every
   connect and when the outbox drops messages; last will ``{"state": "offline"}``,
   also published on a clean stop;
@@ -73,6 +75,7 @@ from assistant.hermes import (
     Topics,
     Transcript,
     TtsSayFinished,
+    UnsureAnswer,
     check_topic_level,
     dumps,
     hermes_messages,
@@ -365,7 +368,8 @@ class Bus:
     logged, never propagated. With ``on_say`` None the bus subscribes to nothing.
     ``on_transcript`` (a site run with ``--remote``) subscribes to the site's own transcripts,
     which recogniser workers publish, and is called on the network thread for each: it
-    must return quickly.
+    must return quickly. ``on_unsure`` (the same sites) does the same for the answers under
+    the bar that the workers hand back for the site to ask about.
     """
 
     def __init__(
@@ -374,11 +378,13 @@ class Bus:
         outbox_path: Path,
         on_say: Callable[[SayRequest], None] | None,
         on_transcript: Callable[[Transcript], None] | None = None,
+        on_unsure: Callable[[UnsureAnswer], None] | None = None,
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
         self._on_say = on_say
         self._on_transcript = on_transcript
+        self._on_unsure = on_unsure
         self._outbox = Outbox(Path(outbox_path), max_messages=settings.outbox_max_messages)
         self._client_id = settings.client_id or f"assistant-{settings.site}-{uuid.uuid4().hex[:8]}"
         self._mode: Mode | None = None
@@ -543,10 +549,9 @@ class Bus:
         ``site``: the site that heard it, when not this bus's own (a recogniser worker
         answers for the site whose utterance it was handed). ``confirmed``: whether the user
         said yes to "did you mean ...?" about it (dialogue.py); None where nobody was asked."""
-        site = site or self.settings.site
         transcript = Transcript.from_result(
             result,
-            site=site,
+            site=site or self.settings.site,
             utterance_id=utterance_id,
             started=started,
             ended=ended,
@@ -554,6 +559,12 @@ class Bus:
             model=model,
             confirmed=confirmed,
         )
+        self.publish(transcript)
+
+    def publish(self, transcript: Transcript) -> None:
+        """Queue a transcript already built (and its Hermes messages) on disk, on the topic
+        of its own site; returns at once."""
+        site = transcript.site
         topics = self.topics if site == self.settings.site else Topics(site, self.topics.prefix)
         items = [(topics.transcript, dumps(transcript.to_dict()))]
         if self.settings.hermes:
@@ -562,13 +573,19 @@ class Bus:
             try:
                 items += [(t, dumps(payload)) for t, payload in hermes_messages(transcript)]
             except (TypeError, ValueError, AttributeError) as exc:
-                log.error("Hermes messages for %s not sent: %s", utterance_id, exc)
+                log.error("Hermes messages for %s not sent: %s", transcript.id, exc)
         self._enqueue(items)
 
     def publish_utterance(self, payload: bytes) -> None:
         """Queue one utterance for the recogniser workers (``--remote``), the payload of an
         :class:`assistant.remote.UtteranceMessage`; returns at once."""
         self._enqueue([(self.topics.utterance, payload)])
+
+    def publish_unsure(self, answer: UnsureAnswer) -> None:
+        """Queue an answer under the bar for the site that asks about it (a recogniser
+        worker, for a site whose utterance carried ``ask_from``); returns at once."""
+        topics = Topics(answer.transcript.site, self.topics.prefix)
+        self._enqueue([(topics.unsure, dumps(answer.to_dict()))])
 
     def publish_said(self, request: SayRequest) -> None:
         """Tell the requester that ``request`` was spoken (``said`` or ``sayFinished``)."""
@@ -610,6 +627,9 @@ class Bus:
         """Route one incoming message; logs and swallows anything malformed."""
         if topic == self.topics.transcript and self._on_transcript is not None:
             self._handle_transcript(payload)
+            return
+        if topic == self.topics.unsure and self._on_unsure is not None:
+            self._handle_unsure(payload)
             return
         try:
             if topic == self.topics.say:
@@ -656,6 +676,18 @@ class Bus:
             self._on_transcript(transcript)
         except Exception:  # a bug here must not kill paho's loop
             log.exception("failed to handle transcript %s", transcript.id)
+
+    def _handle_unsure(self, payload: bytes) -> None:
+        assert self._on_unsure is not None
+        try:
+            answer = UnsureAnswer.from_dict(json.loads(payload))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.warning("ignored a malformed message on %s: %s", self.topics.unsure, exc)
+            return
+        try:
+            self._on_unsure(answer)
+        except Exception:  # a bug here must not kill paho's loop
+            log.exception("failed to handle the unsure answer %s", answer.transcript.id)
 
     def _dispatch_says(self) -> None:
         while (request := self._say_queue.get()) is not None:
@@ -772,6 +804,8 @@ class Bus:
             client.subscribe(subs)
         if self._on_transcript is not None:
             client.subscribe(self.topics.transcript, qos=1)
+        if self._on_unsure is not None:
+            client.subscribe(self.topics.unsure, qos=1)
         self._publish_status(client)
         session.announced = True
         again = " again" if self._last_error is not None else ""

@@ -11,7 +11,12 @@ same message a local recogniser would have published, so subscribers see no diff
 The payload is JSON, so that any MQTT client can produce or inspect one::
 
     {"id": "...", "site": "kitchen", "started": 1765000000.1, "ended": 1765000001.4,
-     "wav": "<base64 of a WAV file>"}
+     "wav": "<base64 of a WAV file>", "ask_from": 0.2}
+
+``ask_from`` is there only when the site asks "did you mean ...?" about unsure answers
+(``[confirm]``, dialogue.py): an answer turned away by the worker's bar but at least that sure
+then goes back to the site alone, on ``<prefix>/<site>/unsure``, and the site publishes the
+transcript once the user has replied (hermes.UnsureAnswer).
 
 A WAV file (rather than bare samples) says its own rate and channels, and one saved from a
 message plays in any player. Workers accept any rate or channel count that soundfile reads
@@ -86,10 +91,19 @@ class UtteranceMessage:
     started: float
     ended: float
     pcm: np.ndarray
+    ask_from: float | None = None  # the site asks about answers this sure and under the bar
 
     @classmethod
-    def new(cls, site: str, started: float, ended: float, pcm: np.ndarray) -> UtteranceMessage:
-        return cls(uuid.uuid4().hex, site, started, ended, np.asarray(pcm, dtype=np.int16))
+    def new(
+        cls,
+        site: str,
+        started: float,
+        ended: float,
+        pcm: np.ndarray,
+        ask_from: float | None = None,
+    ) -> UtteranceMessage:
+        pcm = np.asarray(pcm, dtype=np.int16)
+        return cls(uuid.uuid4().hex, site, started, ended, pcm, ask_from)
 
     def to_payload(self) -> bytes:
         # The standard library's wave, not soundfile: the site (a Pi Zero) then never loads
@@ -100,6 +114,7 @@ class UtteranceMessage:
             out.setsampwidth(2)
             out.setframerate(SAMPLE_RATE)
             out.writeframes(np.asarray(self.pcm, dtype="<i2").tobytes())
+        asking = {} if self.ask_from is None else {"ask_from": self.ask_from}
         return dumps(
             {
                 "id": self.id,
@@ -107,6 +122,7 @@ class UtteranceMessage:
                 "started": self.started,
                 "ended": self.ended,
                 "wav": base64.b64encode(wav.getvalue()).decode("ascii"),
+                **asking,
             }
         )
 
@@ -131,7 +147,8 @@ class UtteranceMessage:
         except ValueError as exc:
             raise UtterancePayloadError(str(exc)) from None
         started, ended = _time(data, "started"), _time(data, "ended")
-        return cls(ident, site, started, ended, _decode_wav(_text(data, "wav")))
+        ask_from = _share(data, "ask_from") if "ask_from" in data else None
+        return cls(ident, site, started, ended, _decode_wav(_text(data, "wav")), ask_from)
 
 
 def _text(data: dict[str, Any], key: str) -> str:
@@ -145,6 +162,13 @@ def _time(data: dict[str, Any], key: str) -> float:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise UtterancePayloadError(f"'{key}' must be a number (seconds since the epoch)")
+    return float(value)
+
+
+def _share(data: dict[str, Any], key: str) -> float:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise UtterancePayloadError(f"'{key}' must be a number from 0 to 1")
     return float(value)
 
 

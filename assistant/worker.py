@@ -14,6 +14,12 @@ Nothing is lost on the way:
   across restarts), so what the broker handed it, and what arrives for it while it is away,
   waits on the broker for its return. Run each worker with its own stable ``client_id``.
 
+A site that asks "did you mean ...?" about unsure answers says so in its utterances
+(``ask_from``): an answer the worker's bar turns away, but at least that sure, goes back to
+that site alone on ``<prefix>/<site>/unsure`` (hermes.UnsureAnswer), and the site publishes
+the transcript once the user has replied. A worker whose grammar has no ``Yes`` intent to
+answer with publishes every transcript itself.
+
 Delivery is at least once: a transcript may arrive twice with the same ``id``. A malformed
 utterance is logged with the reason and acknowledged (dropped): no retry can mend it.
 
@@ -38,8 +44,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from . import dialogue
 from .config import Config
 from .daemon import FLUSH_TIMEOUT_S, DaemonError, load_recognizer
+from .hermes import Transcript, UnsureAnswer
 from .mqtt import Bus, BusConfigError
 from .notify import Notifier, watchdog_interval
 from .remote import UtteranceMessage, UtterancePayloadError, shared_utterance_topic
@@ -75,6 +83,7 @@ class Worker:
         self.bus: Bus | None = None
         self.handled = 0
         self._client: paho.Client | None = None
+        self._told_cannot_ask: set[str] = set()  # sites told why their questions are not
         settings = config.worker
         self.client_id = settings.client_id or f"assistant-worker-{socket.gethostname()}"
         self.topic = shared_utterance_topic(settings.group, config.mqtt.topic_prefix)
@@ -211,15 +220,20 @@ class Worker:
             result = Result(text="", intent=None)
         assert self.bus is not None
         latency_ms = max(0.0, (time.time() - utterance.ended) * 1000.0)
-        self.bus.publish_transcript(
+        transcript = Transcript.from_result(
             result,
+            site=utterance.site,
             utterance_id=utterance.id,
             started=utterance.started,
             ended=utterance.ended,
             latency_ms=round(latency_ms, 1),
             model=self.recognizer.name,
-            site=utterance.site,
         )
+        if self._site_asks_about(utterance, result):
+            assert result.guess is not None  # worth_asking saw to it
+            self.bus.publish_unsure(UnsureAnswer(transcript, result.guess))
+        else:
+            self.bus.publish(transcript)
         self._ack(item)  # only now: the transcript is on disk
         self.handled += 1
         log.info(
@@ -234,6 +248,23 @@ class Worker:
             self.recognizer.settle()
         except Exception as exc:  # noqa: BLE001 - the next utterance reports it again
             log.error("model not ready for the next utterance: %s", exc)
+
+    def _site_asks_about(self, utterance: UtteranceMessage, result: Result) -> bool:
+        """The site asks about answers this unsure, and a Yes in our grammar can answer."""
+        settings = dialogue.ConfirmSettings(from_confidence=utterance.ask_from)
+        if not dialogue.worth_asking(result, settings):
+            return False
+        if dialogue.YES_INTENTS.isdisjoint(self.recognizer.grammar.intent_names):
+            if utterance.site not in self._told_cannot_ask:
+                self._told_cannot_ask.add(utterance.site)
+                log.warning(
+                    "%s asks about unsure answers, but %s has no Yes intent to answer with: "
+                    "its transcripts go out as they are",
+                    utterance.site,
+                    self.recognizer.name,
+                )
+            return False
+        return True
 
     def _ack(self, item: _Received) -> None:
         # A message id is only meaningful on the connection it came on; after a reconnect

@@ -9,6 +9,7 @@ utterance came back as the transcript a local recogniser gives, once, on the sit
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -49,6 +50,14 @@ def test_utterance_message_round_trip() -> None:
     assert back.pcm.dtype == np.int16 and np.array_equal(back.pcm, pcm)
 
 
+def test_a_site_that_asks_says_so_in_its_utterances() -> None:
+    pcm = np.zeros(1600, np.int16)
+    plain = json.loads(UtteranceMessage.new(SITE, 1.0, 2.0, pcm).to_payload())
+    assert "ask_from" not in plain  # a site that never asks sends what it always sent
+    asking = UtteranceMessage.new(SITE, 1.0, 2.0, pcm, ask_from=0.2)
+    assert UtteranceMessage.from_payload(asking.to_payload()).ask_from == 0.2
+
+
 def _payload(**fields: object) -> bytes:
     wav = io.BytesIO()
     sf.write(wav, np.zeros(1600, dtype=np.int16), 16000, format="WAV")
@@ -83,6 +92,8 @@ def test_other_rates_and_stereo_are_converted_like_files() -> None:
         (_payload(wav="***"), "'wav' is not base64"),
         (_payload(wav=base64.b64encode(b"RIFF and then nonsense").decode()), "not a readable"),
         (b"x" * (5 * 1024 * 1024), "over the"),
+        (_payload(ask_from=1.5), "'ask_from' must be a number from 0 to 1"),
+        (_payload(ask_from="often"), "'ask_from' must be a number from 0 to 1"),
     ],
 )
 def test_malformed_utterances_say_what_is_wrong(payload: bytes, reason: str) -> None:
@@ -95,6 +106,70 @@ def test_an_empty_wav_is_refused() -> None:
     sf.write(wav, np.zeros(0, dtype=np.int16), 16000, format="WAV")
     with pytest.raises(UtterancePayloadError, match="holds no audio"):
         UtteranceMessage.from_payload(_payload(wav=base64.b64encode(wav.getvalue()).decode()))
+
+
+def test_unsure_answers_reach_the_site_and_malformed_ones_are_dropped(
+    tmp_path: Path, mosquitto_broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker's answer under the bar goes to the asking site's ``unsure`` topic; the site's
+    bus hands it over, and logs and ignores what it cannot read."""
+    from mqtt_helpers import mqtt_settings
+
+    from assistant.hermes import Transcript, UnsureAnswer
+    from assistant.mqtt import Bus
+    from assistant.result import Meaning
+
+    host, port = mosquitto_broker.host, mosquitto_broker.port
+    got: list[UnsureAnswer] = []
+    site = Bus(mqtt_settings(host, port, SITE), tmp_path / "site.sqlite", None, None, got.append)
+    worker = Bus(mqtt_settings(host, port, "worker-u"), tmp_path / "worker.sqlite", None)
+    transcript = Transcript("u9", SITE, "turn on the hall light", None, {}, 0.4, 1, 2, 80, "m")
+    answer = UnsureAnswer(transcript, Meaning("HassTurnOn", {"area": "hall"}))
+    try:
+        site.start()
+        worker.start()
+        assert wait_until(lambda: site.connected and worker.connected, 10)
+        time.sleep(0.3)  # the site's subscription
+        client = publisher(host, port)
+        for bad in (b"not json", b'{"id": "u8"}', json.dumps({**transcript.to_dict()}).encode()):
+            client.publish(f"assistant/{SITE}/unsure", bad, qos=1).wait_for_publish(5)
+        client.disconnect()
+        with caplog.at_level("WARNING", logger="assistant.mqtt"):
+            worker.publish_unsure(answer)
+            assert wait_until(lambda: len(got) == 1, 10)
+    finally:
+        worker.stop(5)
+        site.stop(0)
+    assert got == [answer] and got[0].result().guess == answer.guess
+    assert got[0].result().intent is None
+    assert caplog.text.count(f"ignored a malformed message on assistant/{SITE}/unsure") == 3
+    assert "'guess' must be an object" in caplog.text
+
+
+def test_a_worker_without_a_yes_intent_publishes_what_it_hears(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A site asks, but a worker whose grammar has no Yes intent (here the bundle decoding
+    FSDD's digits) publishes its transcripts itself, and says why once per site."""
+    from assistant.config import Config
+    from assistant.recognizer import Recognizer
+    from assistant.result import Meaning, Result
+    from assistant.worker import Worker
+
+    unsure = Result("turn on the light", None, {}, 0.4, guess=Meaning("HassTurnOn", {}))
+    asking = UtteranceMessage.new(SITE, 1.0, 2.0, np.zeros(160, np.int16), ask_from=0.2)
+    not_asking = dataclasses.replace(asking, ask_from=None)
+    worker = Worker(Config(state_dir=tmp_path))
+    worker.recognizer = Recognizer.load(ROOT / "models" / "home")
+    assert worker._site_asks_about(asking, unsure)
+    assert not worker._site_asks_about(not_asking, unsure)
+    assert not worker._site_asks_about(asking, dataclasses.replace(unsure, confidence=0.1))
+    home = ROOT / "models" / "home"
+    worker.recognizer = Recognizer.load(home, grammar=ROOT / "models" / "eval" / "fsdd.yaml")
+    with caplog.at_level("WARNING", logger="assistant.worker"):
+        assert not worker._site_asks_about(asking, unsure)
+        assert not worker._site_asks_about(asking, unsure)
+    assert caplog.text.count("has no Yes intent to answer with") == 1
 
 
 def test_worker_settings_and_config(tmp_path: Path) -> None:
@@ -145,12 +220,16 @@ def _environ(state: Path) -> dict[str, str]:
 class WorkerProcess:
     """``assistant worker`` with its own client id and state folder; its log in a file."""
 
-    def __init__(self, tmp_path: Path, broker: str, client_id: str, mqtt: str = "") -> None:
+    def __init__(
+        self, tmp_path: Path, broker: str, client_id: str, mqtt: str = "", model: str = ""
+    ) -> None:
         self.client_id = client_id
         self.state = tmp_path / client_id
         self.state.mkdir(exist_ok=True)
         self.config = self.state / "worker.toml"
-        self.config.write_text(f'[worker]\nclient_id = "{client_id}"\n[mqtt]\n{mqtt}\n')
+        self.config.write_text(
+            f'[worker]\nclient_id = "{client_id}"\n[mqtt]\n{mqtt}\n[model]\n{model}\n'
+        )
         self.broker = broker
         self.log = self.state / "worker.log"
         self.proc: subprocess.Popen[str] | None = None
