@@ -9,8 +9,9 @@ notes when it is asked to speak. Each question gets a real reply, the next dev s
 Speech Commands "yes" where the answer asked about was right and "no" where it was wrong
 (never the test split). Reported per mode:
 
-* question: end of the command's audio to the question (the VAD's hang-over included);
-* settled: end of the reply's audio to the transcript asked about, at a subscriber;
+* question: end of the command's speech to the question (the VAD's hang-over included);
+* settled: end of the reply's audio (a 1 s recording) to the transcript asked about, at a
+  subscriber;
 * how many commands were asked about, acted on after a yes, dropped after a no.
 
     python -m tools.bench_asking --clips .cache/build-home2/heldout [--commands 8]
@@ -34,12 +35,15 @@ from assistant.config import Config, ModelSettings
 from assistant.daemon import Daemon
 from assistant.dialogue import ConfirmSettings, worth_asking
 from assistant.recognizer import DEFAULT_MODEL_DIR, Recognizer
+from assistant.result import Result
+from assistant.vad import Segmenter, VadSettings
 from tools.asking import CARD_FROM, DEFAULT_CLIPS
 from tools.bench_daemon import (
     SITE,
     Broker,
     Subscriber,
     progress,
+    speech_end_offset,
     start_worker,
     stop_worker,
     summarise_ms,
@@ -50,6 +54,7 @@ from tools.evaluate import speech_commands_items
 from tools.heldout import expected_meaning, read_labels, same_meaning
 
 FRAME = 480  # 30 ms at 16 kHz, the VAD's frame
+LEAD_IN = 16 * FRAME  # silence the microphone plays before the first command (0.48 s)
 QUESTION_WAIT_S = 4.0  # after a command's audio: the daemon heard it otherwise (not asked)
 SETTLE_S = 2.0  # after a reply's audio, before the next command
 
@@ -72,18 +77,32 @@ def choose_turns(model: Path, clips: Path, data: Path, count: int, ask_from: flo
     }
     turns = []
     for path, label in read_labels(clips):
-        audio = load_audio(path)
-        result = recognizer.recognize(audio)
-        if not worth_asking(result, settings):
+        command = to_int16(load_audio(path))
+        result = as_the_daemon_hears(recognizer, command)
+        if result is None or not worth_asking(result, settings):
             continue
         assert result.guess is not None
         expected = expected_meaning(recognizer, label)
         right = same_meaning(result.guess.intent, result.guess.slots, expected)
         reply = next(replies["yes" if right else "no"])
-        turns.append(Turn(path.name, to_int16(audio), right, to_int16(reply)))
+        turns.append(Turn(path.name, command, right, to_int16(reply)))
         if len(turns) == count:
             break
     return turns
+
+
+def as_the_daemon_hears(recognizer: Recognizer, command: np.ndarray) -> Result | None:
+    """The answer for a command played after silence, cut as the daemon's VAD cuts it (its
+    pre-roll and hang-over change what the model hears); None unless it is one utterance."""
+    segmenter = Segmenter(VadSettings())
+    pcm = np.concatenate([np.zeros(LEAD_IN, np.int16), command, np.zeros(16000, np.int16)])
+    pcm = np.concatenate([pcm, np.zeros(-pcm.size % FRAME, np.int16)])
+    cut = [u for at in range(0, pcm.size, FRAME) if (u := segmenter.feed(pcm[at : at + FRAME]))]
+    if len(cut) != 1:
+        return None
+    result = recognizer.recognize(cut[0].pcm)
+    recognizer.settle()
+    return result
 
 
 def _reply_items(data: Path) -> dict[str, list[Any]]:
@@ -131,10 +150,15 @@ class ScriptedMicrophone:
         time.sleep(max(0.0, self._next_at - time.monotonic()))
         return frame
 
-    def _play(self, pcm: np.ndarray) -> Iterator[np.ndarray]:
+    def _play(self, pcm: np.ndarray, ends: list[float], trim: bool = True) -> Iterator[np.ndarray]:
+        """Play ``pcm`` in real time; note when its speech ended (``trim``: a TTS clip's
+        trailing silence is not speech, and the VAD's hang-over counts from the end of
+        speech) or else its audio (a real recording's noise floor hides where speech ends)."""
+        trailing_s = (pcm.size - speech_end_offset(pcm)) / 16000 if trim else 0.0
         pcm = np.concatenate([pcm, np.zeros(-pcm.size % FRAME, np.int16)])
         for at in range(0, pcm.size, FRAME):
             yield self._frame(pcm[at : at + FRAME])
+        ends.append(time.time() - trailing_s)
 
     def _silence(self, seconds: float) -> Iterator[np.ndarray]:
         for _ in range(int(seconds * 16000 / FRAME)):
@@ -144,19 +168,17 @@ class ScriptedMicrophone:
 
     def frames(self) -> Iterator[np.ndarray]:
         self._next_at = time.monotonic()
-        yield from self._silence(0.5)
+        yield from self._silence(LEAD_IN / 16000 + 0.001)
         for turn in self.turns:
             self.speaker.spoke.clear()
-            yield from self._play(turn.command)
-            self.command_ends.append(time.time())
+            yield from self._play(turn.command, self.command_ends)
             waited = 0.0
             while not self.speaker.spoke.is_set() and waited < QUESTION_WAIT_S:
                 yield from self._silence(0.03)
                 waited += 0.03
             if self.speaker.spoke.is_set():
                 yield from self._silence(0.4)
-                yield from self._play(turn.reply)
-                self.reply_ends.append(time.time())
+                yield from self._play(turn.reply, self.reply_ends, trim=False)
             else:
                 self.reply_ends.append(None)
             yield from self._silence(SETTLE_S)
