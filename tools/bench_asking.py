@@ -69,14 +69,17 @@ class Turn:
     reply: np.ndarray
 
 
-def choose_turns(model: Path, clips: Path, data: Path, count: int, ask_from: float) -> list[Turn]:
-    recognizer = Recognizer.load(model)
-    settings = ConfirmSettings(from_confidence=ask_from)
+def choose_turns(args: argparse.Namespace) -> list[Turn]:
+    recognizer = Recognizer.load(args.model)
+    if args.min_confidence is not None:
+        recognizer.threshold = args.min_confidence  # as load_recognizer sets it for a daemon
+    settings = ConfirmSettings(from_confidence=args.from_confidence)
     replies: dict[str, Iterator[np.ndarray]] = {
-        word: iter([item.audio for item in items]) for word, items in _reply_items(data).items()
+        word: iter([item.audio for item in items])
+        for word, items in _reply_items(args.data).items()
     }
     turns = []
-    for path, label in read_labels(clips):
+    for path, label in read_labels(args.clips):
         command = to_int16(load_audio(path))
         result = as_the_daemon_hears(recognizer, command)
         if result is None or not worth_asking(result, settings):
@@ -86,7 +89,7 @@ def choose_turns(model: Path, clips: Path, data: Path, count: int, ask_from: flo
         right = same_meaning(result.guess.intent, result.guess.slots, expected)
         reply = next(replies["yes" if right else "no"])
         turns.append(Turn(path.name, command, right, to_int16(reply)))
-        if len(turns) == count:
+        if len(turns) == args.commands:
             break
     return turns
 
@@ -197,12 +200,18 @@ def run_mode(args: argparse.Namespace, turns: list[Turn], remote: bool) -> dict[
         broker = Broker(work)
         broker.start()
         sub = Subscriber(broker.port)
-        worker = start_worker(args, broker.port, work / "worker") if remote else None
+        worker = None
+        if remote:
+            (work / "worker").mkdir()
+            args.config = work / "worker" / "worker.toml"
+            bar = args.min_confidence
+            args.config.write_text("" if bar is None else f"[model]\nmin_confidence = {bar}\n")
+            worker = start_worker(args, broker.port, work / "worker")
         speaker = Loudspeaker()
         mic = ScriptedMicrophone(turns, speaker)
         config = Config(
             state_dir=work / "site",
-            model=ModelSettings(dir=args.model),
+            model=ModelSettings(dir=args.model, min_confidence=args.min_confidence),
             confirm=ConfirmSettings(from_confidence=args.from_confidence),
         ).with_overrides(broker=f"127.0.0.1:{broker.port}", site=SITE, remote=remote)
         daemon = Daemon(config, source=mic, speaker=speaker)
@@ -272,7 +281,7 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"  both modes decided every command alike: {same}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -281,11 +290,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--commands", type=int, default=8)
     parser.add_argument("--from-confidence", type=float, default=CARD_FROM)
+    parser.add_argument(
+        "--min-confidence", type=float, help="a bar of its own, as [model] min_confidence"
+    )
     parser.add_argument("--out", type=Path, help="write the report here as JSON")
     args = parser.parse_args(argv)
-    args.config = None  # tools.bench_daemon.start_worker's: the worker's defaults
     progress("choosing commands the bundle is unsure of")
-    turns = choose_turns(args.model, args.clips, args.data, args.commands, args.from_confidence)
+    turns = choose_turns(args)
     report: dict[str, Any] = {
         "from_confidence": args.from_confidence,
         "commands": len(turns),
@@ -298,7 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     print_report(report)
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
