@@ -184,9 +184,11 @@ def run_dialogue(
     expected: int,
     confirm: ConfirmSettings = ASK_WITHIN_2_S,
     remote: bool = False,
+    stop_when_asked: bool = False,
 ) -> tuple[list[dict], list[str], list[str], Loudspeaker]:
     """The daemon hears ``command`` (then ``reply``) from its microphone; with ``remote`` it
-    is a ``--remote`` site, and an ``assistant worker`` process with the bar recognises."""
+    is a ``--remote`` site, and an ``assistant worker`` process with the bar recognises.
+    ``stop_when_asked``: the service is stopped (SIGTERM's path) once the question is out."""
     from test_remote import WorkerProcess
 
     speaker = Loudspeaker()
@@ -203,6 +205,9 @@ def run_dialogue(
     thread = threading.Thread(target=lambda: exit_codes.append(daemon.run()))
     thread.start()
     try:
+        if stop_when_asked:
+            assert speaker.asked.wait(60)
+            daemon.request_stop()
         got = sub.settle(TRANSCRIPT, expected, 60, quiet=1.0)
     finally:
         daemon.request_stop()
@@ -311,6 +316,23 @@ def test_without_a_confirm_section_nothing_is_asked(
     assert speaker.said == []
     (command,) = got
     assert command["intent"] is None and "confirmed" not in command
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["here", "remote"])
+def test_stopping_while_a_question_waits_loses_nothing(
+    tmp_path: Path, mosquitto_broker, unsure_command, remote: bool
+) -> None:
+    """Stopped while it waits for a reply (30 s), the daemon publishes the answer asked about
+    unconfirmed before it exits, not after the wait."""
+    confirm = ConfirmSettings(from_confidence=0.2, wait_s=30.0)
+    started = time.monotonic()
+    got, intents, _, speaker = run_dialogue(
+        tmp_path, mosquitto_broker, unsure_command, None, 1, confirm, remote, stop_when_asked=True
+    )
+    assert len(speaker.said) == 1
+    (command,) = got
+    assert command["intent"] is None and command["confirmed"] is False
+    assert intents == [] and time.monotonic() - started < 30
 
 
 def test_the_measurement_answers_as_the_speaker_would() -> None:
