@@ -122,6 +122,13 @@ class _WorkerAnswer:
     guess: Meaning | None = None  # set when the worker left the answer to us
 
 
+def _describe(item: Utterance | _WorkerAnswer) -> str:
+    """The recognise thread's work item, for the log."""
+    if isinstance(item, _WorkerAnswer):
+        return f"the workers' answer to utterance {item.transcript.id}"
+    return f"utterance at {item.start_s:.2f} s"
+
+
 class Daemon:
     def __init__(
         self,
@@ -436,11 +443,7 @@ class Daemon:
         except queue.Full:
             # Recognition cannot keep up (it should on any Pi): drop the oldest, not the audio.
             dropped = self._utterances.get_nowait()
-            if isinstance(dropped, _WorkerAnswer):
-                what = f"the workers' answer to {dropped.transcript.id}"
-            else:
-                what = f"utterance at {dropped.start_s:.1f} s"
-            log.error("recogniser behind: dropped %s", what)
+            log.error("recogniser behind: dropped %s", _describe(dropped))
             self._utterances.put_nowait(item)
 
     # -- recognise thread ----------------------------------------------------------------
@@ -463,7 +466,7 @@ class Daemon:
                 else:
                     self._handle(item)
             except Exception:  # noqa: BLE001 - one bad utterance must not end the service
-                log.exception("failed to handle utterance at %.2f s", item.start_s)
+                log.exception("failed to handle %s", _describe(item))
             finally:
                 self._recognising_since = None
 
