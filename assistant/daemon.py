@@ -29,7 +29,7 @@ from typing import Any
 from . import audio as audio_mod
 from . import dialogue
 from .config import Config, ConfigError, ModelSettings, load
-from .hermes import Transcript, UnsureAnswer
+from .hermes import AnswerForSite, Transcript
 from .mqtt import BrokerUnavailable, Bus, BusConfigError
 from .notify import Notifier, watchdog_interval
 from .remote import PendingUtterances, UtteranceMessage
@@ -115,11 +115,13 @@ class _Question:
 
 @dataclasses.dataclass(frozen=True)
 class _WorkerAnswer:
-    """--remote: a worker's transcript of one of our utterances, or (``guess`` set) its
-    answer under the bar, which we may ask about before publishing it ourselves."""
+    """--remote: a worker's answer to one of our utterances: a transcript it published, or
+    one it handed back for us to publish (``handed_back``: an answer under the bar that we
+    may ask about, ``guess`` set, or the answer to a reply to our question)."""
 
     transcript: Transcript
-    guess: Meaning | None = None  # set when the worker left the answer to us
+    guess: Meaning | None = None
+    handed_back: bool = False
 
 
 def _describe(item: Utterance | _WorkerAnswer) -> str:
@@ -270,14 +272,14 @@ class Daemon:
 
     def _make_bus(self, config: Config) -> Any:
         # --remote: the workers' transcripts come back on our topic, for the spoken replies,
-        # and their unsure answers, for the questions.
+        # and the answers they hand back to us, for the questions.
         remote = config.model.remote
         return Bus(
             config.mqtt,
             config.state_dir / "outbox.sqlite3",
             on_say=self._on_say,
             on_transcript=self._on_worker_transcript if remote else None,
-            on_unsure=self._on_worker_unsure if remote else None,
+            on_answer_for_site=self._on_answer_for_site if remote else None,
         )
 
     def _shutdown(self) -> int:
@@ -590,14 +592,20 @@ class Daemon:
             self._reply(result)
 
     def _send_to_workers(self, utterance: Utterance) -> None:
-        # Asking: the workers hand our unsure answers back (worker.py) instead of publishing.
+        # Asking: the workers hand our unsure answers back (worker.py) instead of publishing
+        # them, and the reply's answer too, so that we publish both in a local site's order.
         ask_from = self.config.confirm.from_confidence if self._can_ask else None
+        question = self._question
+        if question is not None and question.reply_id is not None:
+            question = None  # its reply is already with the workers
+        reply = question is not None and question.answers(utterance)
         message = UtteranceMessage.new(
             self.config.mqtt.site,
             self._t0 + utterance.start_s,
             self._t0 + utterance.end_s,
             utterance.pcm,
             ask_from,
+            reply,
         )
         payload = message.to_payload()
         self.pending.add(message.id, payload)
@@ -605,25 +613,24 @@ class Daemon:
             self.bus.publish_utterance(payload)
         self.published += 1
         log.info(
-            "%.2f-%.2f s: utterance %s sent to the recogniser workers",
+            "%.2f-%.2f s: utterance %s sent to the recogniser workers%s",
             utterance.start_s,
             utterance.end_s,
             message.id,
+            " (the reply)" if reply else "",
         )
-        question = self._question
-        if question is not None and question.reply_id is None:
-            if question.answers(utterance):  # the reply: its answer will settle the question
-                answer_by = time.monotonic() + REMOTE_REPLY_WAIT_S
-                self._question = dataclasses.replace(
-                    question, reply_id=message.id, answer_by=answer_by
-                )
-            elif utterance.opened_at >= question.deadline:
-                self._settle_question(dialogue.Reply.OTHER)  # no reply in time
+        if question is None:
+            return
+        if reply:  # its answer will settle the question
+            answer_by = time.monotonic() + REMOTE_REPLY_WAIT_S
+            self._question = dataclasses.replace(question, reply_id=message.id, answer_by=answer_by)
+        elif utterance.opened_at >= question.deadline:
+            self._settle_question(dialogue.Reply.OTHER)  # no reply in time
 
     def _heard_by_worker(self, answer: _WorkerAnswer) -> None:
         """--remote: a worker's answer to one of our utterances. A reply settles the
-        question it answers; an unsure answer is asked about (or published as it is); a
-        transcript, which the worker published, gets its spoken reply."""
+        question it answers; an answer handed back is asked about (an unsure one) or
+        published here; each gets its spoken reply as a local answer does."""
         transcript = answer.transcript
         result = Result(
             transcript.text,
@@ -638,19 +645,21 @@ class Daemon:
             transcript.text,
             transcript.intent,
             transcript.confidence,
-            "" if answer.guess is None else f" (unsure: {answer.guess.intent})",
+            " (handed back)" if answer.handed_back else "",
         )
         question = self._question
         if question is not None and question.reply_id == transcript.id:
             self._settle_question(dialogue.reply_to_question(result))
-        if answer.guess is None:
+        if not answer.handed_back:  # the worker published it
             self._reply(result)
             return
         heard = _Heard.from_transcript(transcript)
+        # One question at a time; and asking may have been turned off since it was sent.
         if self._question is None and self._may_ask(result):
             self._ask(result, heard)
-        else:  # one question at a time; or asking was turned off since it was sent
-            self._publish(result, heard)
+            return
+        self._publish(result, heard)
+        self._reply(result)
 
     def _reply(self, result: Result) -> None:
         reply = render_reply(result, self.config.replies)
@@ -666,9 +675,9 @@ class Daemon:
         if self.pending.answered(transcript.id):
             self._enqueue(_WorkerAnswer(transcript))
 
-    def _on_worker_unsure(self, answer: UnsureAnswer) -> None:
+    def _on_answer_for_site(self, answer: AnswerForSite) -> None:
         if self.pending.answered(answer.transcript.id):
-            self._enqueue(_WorkerAnswer(answer.transcript, answer.guess))
+            self._enqueue(_WorkerAnswer(answer.transcript, answer.guess, handed_back=True))
 
     def _on_say(self, request: Any) -> None:
         # Called on the bus's say thread, one request at a time: speaking here serialises them.

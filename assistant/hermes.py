@@ -68,7 +68,7 @@ def dumps(payload: JSONDict) -> bytes:
 @dataclass(frozen=True)
 class Topics:
     """Our topics for one site: ``<prefix>/<site>/`` + transcript, status, say, said,
-    utterance, unsure."""
+    utterance, answer."""
 
     site: str
     prefix: str = "assistant"
@@ -104,10 +104,10 @@ class Topics:
         return f"{self.base}/utterance"
 
     @property
-    def unsure(self) -> str:
-        """A worker's answer under the bar, for a ``--remote`` site that asks about such
-        answers (:class:`UnsureAnswer`)."""
-        return f"{self.base}/unsure"
+    def answer(self) -> str:
+        """A worker's answer handed back to a ``--remote`` site that asks when unsure, for the
+        site to publish (:class:`AnswerForSite`)."""
+        return f"{self.base}/answer"
 
 
 class HermesTopics:
@@ -195,39 +195,47 @@ class Transcript:
 
 
 @dataclass(frozen=True)
-class UnsureAnswer:
-    """``<prefix>/<site>/unsure`` (QoS 1): a recogniser worker's answer under the bar, for a
-    ``--remote`` site whose utterance asked to hear about such answers (``ask_from``,
-    remote.py). Instead of the worker publishing the rejected transcript, the site asks "did
-    you mean ...?" and publishes the transcript itself once the user has replied, as a site
-    that recognises for itself does (dialogue.py). Only the site subscribes to it.
+class AnswerForSite:
+    """``<prefix>/<site>/answer`` (QoS 1): a recogniser worker's answer handed back to a
+    ``--remote`` site that asks "did you mean ...?" when unsure (remote.py, dialogue.py),
+    instead of the worker publishing its transcript. Two kinds: an answer under the bar but
+    at least as sure as the site's ``ask_from`` (``guess`` set: the site may ask about it),
+    and the answer to an utterance the site sent as the reply to its question (``reply`` in
+    the utterance). The site publishes the transcript itself, so that the one asked about and
+    its reply go out in the order of a site that recognises for itself. Only the site
+    subscribes to it.
 
-    The payload is the transcript's (``intent`` null) plus ``"guess": {"intent", "slots"}``,
-    the reading the bar turned away.
+    The payload is the transcript's, plus ``"guess": {"intent", "slots"}`` for the first kind
+    (``intent`` is then null): the reading the bar turned away.
     """
 
     transcript: Transcript
-    guess: Meaning
+    guess: Meaning | None = None
 
     @classmethod
-    def from_dict(cls, data: JSONDict) -> UnsureAnswer:
+    def from_dict(cls, data: JSONDict) -> AnswerForSite:
         guess = data.get("guess")
-        if not isinstance(guess, dict) or not isinstance(guess.get("intent"), str):
+        if guess is None:
+            meaning = None
+        elif not isinstance(guess, dict) or not isinstance(guess.get("intent"), str):
             raise ValueError("'guess' must be an object with an 'intent' string")
-        slots = guess.get("slots", {})
-        if not isinstance(slots, dict):
+        elif not isinstance(guess.get("slots", {}), dict):
             raise ValueError("'guess.slots' must be an object")
+        else:
+            meaning = Meaning(guess["intent"], guess.get("slots", {}))
         fields = {k: v for k, v in data.items() if k != "guess"}
-        return cls(Transcript.from_dict(fields), Meaning(guess["intent"], slots))
+        return cls(Transcript.from_dict(fields), meaning)
 
     def to_dict(self) -> JSONDict:
+        if self.guess is None:
+            return self.transcript.to_dict()
         guess = {"intent": self.guess.intent, "slots": self.guess.slots}
         return {**self.transcript.to_dict(), "guess": guess}
 
     def result(self) -> Result:
-        """The recogniser's answer as the worker had it: rejected, with its guess."""
+        """The recogniser's answer as the worker had it."""
         t = self.transcript
-        return Result(t.text, None, {}, t.confidence, guess=self.guess)
+        return Result(t.text, t.intent, dict(t.slots), t.confidence, guess=self.guess)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 Topics (``Topics`` in :mod:`assistant.hermes`), prefix ``assistant/<site>``:
 
 * ``.../transcript`` QoS 1, one per utterance (see :class:`assistant.hermes.Transcript`);
-* ``.../utterance`` and ``.../unsure``, QoS 1: between a ``--remote`` site and its
-  recogniser workers (remote.py, :class:`assistant.hermes.UnsureAnswer`);
+* ``.../utterance`` and ``.../answer``, QoS 1: between a ``--remote`` site and its
+  recogniser workers (remote.py, :class:`assistant.hermes.AnswerForSite`);
 * ``.../status`` retained: ``{"state": "online", "queued", "dropped", ...}`` on every
   connect and when the outbox drops messages; last will ``{"state": "offline"}``,
   also published on a clean stop;
@@ -67,6 +67,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from assistant import __version__
 from assistant.hermes import (
+    AnswerForSite,
     HermesTopics,
     Said,
     SayPayloadError,
@@ -75,7 +76,6 @@ from assistant.hermes import (
     Topics,
     Transcript,
     TtsSayFinished,
-    UnsureAnswer,
     check_topic_level,
     dumps,
     hermes_messages,
@@ -368,8 +368,8 @@ class Bus:
     logged, never propagated. With ``on_say`` None the bus subscribes to nothing.
     ``on_transcript`` (a site run with ``--remote``) subscribes to the site's own transcripts,
     which recogniser workers publish, and is called on the network thread for each: it
-    must return quickly. ``on_unsure`` (the same sites) does the same for the answers under
-    the bar that the workers hand back for the site to ask about.
+    must return quickly. ``on_answer_for_site`` (the same sites) does the same for the
+    answers the workers hand back for the site to publish itself (hermes.AnswerForSite).
     """
 
     def __init__(
@@ -378,13 +378,13 @@ class Bus:
         outbox_path: Path,
         on_say: Callable[[SayRequest], None] | None,
         on_transcript: Callable[[Transcript], None] | None = None,
-        on_unsure: Callable[[UnsureAnswer], None] | None = None,
+        on_answer_for_site: Callable[[AnswerForSite], None] | None = None,
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
         self._on_say = on_say
         self._on_transcript = on_transcript
-        self._on_unsure = on_unsure
+        self._on_answer_for_site = on_answer_for_site
         self._outbox = Outbox(Path(outbox_path), max_messages=settings.outbox_max_messages)
         self._client_id = settings.client_id or f"assistant-{settings.site}-{uuid.uuid4().hex[:8]}"
         self._mode: Mode | None = None
@@ -581,11 +581,11 @@ class Bus:
         :class:`assistant.remote.UtteranceMessage`; returns at once."""
         self._enqueue([(self.topics.utterance, payload)])
 
-    def publish_unsure(self, answer: UnsureAnswer) -> None:
-        """Queue an answer under the bar for the site that asks about it (a recogniser
-        worker, for a site whose utterance carried ``ask_from``); returns at once."""
+    def publish_for_site(self, answer: AnswerForSite) -> None:
+        """Queue an answer for the site to publish itself (a recogniser worker: an answer
+        under the bar the site asks about, or the reply to its question); returns at once."""
         topics = Topics(answer.transcript.site, self.topics.prefix)
-        self._enqueue([(topics.unsure, dumps(answer.to_dict()))])
+        self._enqueue([(topics.answer, dumps(answer.to_dict()))])
 
     def publish_said(self, request: SayRequest) -> None:
         """Tell the requester that ``request`` was spoken (``said`` or ``sayFinished``)."""
@@ -628,8 +628,8 @@ class Bus:
         if topic == self.topics.transcript and self._on_transcript is not None:
             self._handle_transcript(payload)
             return
-        if topic == self.topics.unsure and self._on_unsure is not None:
-            self._handle_unsure(payload)
+        if topic == self.topics.answer and self._on_answer_for_site is not None:
+            self._handle_answer_for_site(payload)
             return
         try:
             if topic == self.topics.say:
@@ -677,17 +677,17 @@ class Bus:
         except Exception:  # a bug here must not kill paho's loop
             log.exception("failed to handle transcript %s", transcript.id)
 
-    def _handle_unsure(self, payload: bytes) -> None:
-        assert self._on_unsure is not None
+    def _handle_answer_for_site(self, payload: bytes) -> None:
+        assert self._on_answer_for_site is not None
         try:
-            answer = UnsureAnswer.from_dict(json.loads(payload))
+            answer = AnswerForSite.from_dict(json.loads(payload))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            log.warning("ignored a malformed message on %s: %s", self.topics.unsure, exc)
+            log.warning("ignored a malformed message on %s: %s", self.topics.answer, exc)
             return
         try:
-            self._on_unsure(answer)
+            self._on_answer_for_site(answer)
         except Exception:  # a bug here must not kill paho's loop
-            log.exception("failed to handle the unsure answer %s", answer.transcript.id)
+            log.exception("failed to handle the answer %s", answer.transcript.id)
 
     def _dispatch_says(self) -> None:
         while (request := self._say_queue.get()) is not None:
@@ -804,8 +804,8 @@ class Bus:
             client.subscribe(subs)
         if self._on_transcript is not None:
             client.subscribe(self.topics.transcript, qos=1)
-        if self._on_unsure is not None:
-            client.subscribe(self.topics.unsure, qos=1)
+        if self._on_answer_for_site is not None:
+            client.subscribe(self.topics.answer, qos=1)
         self._publish_status(client)
         session.announced = True
         again = " again" if self._last_error is not None else ""

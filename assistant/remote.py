@@ -11,12 +11,14 @@ same message a local recogniser would have published, so subscribers see no diff
 The payload is JSON, so that any MQTT client can produce or inspect one::
 
     {"id": "...", "site": "kitchen", "started": 1765000000.1, "ended": 1765000001.4,
-     "wav": "<base64 of a WAV file>", "ask_from": 0.2}
+     "wav": "<base64 of a WAV file>", "ask_from": 0.2, "reply": true}
 
 ``ask_from`` is there only when the site asks "did you mean ...?" about unsure answers
 (``[confirm]``, dialogue.py): an answer turned away by the worker's bar but at least that sure
-then goes back to the site alone, on ``<prefix>/<site>/unsure``, and the site publishes the
-transcript once the user has replied (hermes.UnsureAnswer).
+then goes back to the site alone, on ``<prefix>/<site>/answer``, and the site publishes the
+transcript once the user has replied (hermes.AnswerForSite). ``reply`` (only when true) marks
+the utterance that replies to such a question: its answer goes back to the site too, which
+publishes it after the transcript it answers, in the order a local recogniser keeps.
 
 A WAV file (rather than bare samples) says its own rate and channels, and one saved from a
 message plays in any player. Workers accept any rate or channel count that soundfile reads
@@ -92,6 +94,7 @@ class UtteranceMessage:
     ended: float
     pcm: np.ndarray
     ask_from: float | None = None  # the site asks about answers this sure and under the bar
+    reply: bool = False  # it replies to the site's question: its answer goes back to the site
 
     @classmethod
     def new(
@@ -101,9 +104,10 @@ class UtteranceMessage:
         ended: float,
         pcm: np.ndarray,
         ask_from: float | None = None,
+        reply: bool = False,
     ) -> UtteranceMessage:
         pcm = np.asarray(pcm, dtype=np.int16)
-        return cls(uuid.uuid4().hex, site, started, ended, pcm, ask_from)
+        return cls(uuid.uuid4().hex, site, started, ended, pcm, ask_from, reply)
 
     def to_payload(self) -> bytes:
         # The standard library's wave, not soundfile: the site (a Pi Zero) then never loads
@@ -115,6 +119,8 @@ class UtteranceMessage:
             out.setframerate(SAMPLE_RATE)
             out.writeframes(np.asarray(self.pcm, dtype="<i2").tobytes())
         asking = {} if self.ask_from is None else {"ask_from": self.ask_from}
+        if self.reply:
+            asking["reply"] = True
         return dumps(
             {
                 "id": self.id,
@@ -148,7 +154,11 @@ class UtteranceMessage:
             raise UtterancePayloadError(str(exc)) from None
         started, ended = _time(data, "started"), _time(data, "ended")
         ask_from = _share(data, "ask_from") if "ask_from" in data else None
-        return cls(ident, site, started, ended, _decode_wav(_text(data, "wav")), ask_from)
+        reply = data.get("reply", False)
+        if not isinstance(reply, bool):
+            raise UtterancePayloadError("'reply' must be true or false")
+        pcm = _decode_wav(_text(data, "wav"))
+        return cls(ident, site, started, ended, pcm, ask_from, reply)
 
 
 def _text(data: dict[str, Any], key: str) -> str:

@@ -16,9 +16,10 @@ Nothing is lost on the way:
 
 A site that asks "did you mean ...?" about unsure answers says so in its utterances
 (``ask_from``): an answer the worker's bar turns away, but at least that sure, goes back to
-that site alone on ``<prefix>/<site>/unsure`` (hermes.UnsureAnswer), and the site publishes
-the transcript once the user has replied. A worker whose grammar has no ``Yes`` intent to
-answer with publishes every transcript itself.
+that site alone on ``<prefix>/<site>/answer`` (hermes.AnswerForSite), and the site publishes
+the transcript once the user has replied. So does the answer to the reply itself (``reply``
+in its utterance), which the site publishes after the transcript it answers. A worker whose
+grammar has no ``Yes`` intent to answer with publishes every transcript itself.
 
 Delivery is at least once: a transcript may arrive twice with the same ``id``. A malformed
 utterance is logged with the reason and acknowledged (dropped): no retry can mend it.
@@ -47,7 +48,7 @@ from paho.mqtt.properties import Properties
 from . import dialogue
 from .config import Config
 from .daemon import FLUSH_TIMEOUT_S, DaemonError, load_recognizer
-from .hermes import Transcript, UnsureAnswer
+from .hermes import AnswerForSite, Transcript
 from .mqtt import Bus, BusConfigError
 from .notify import Notifier, watchdog_interval
 from .remote import UtteranceMessage, UtterancePayloadError, shared_utterance_topic
@@ -229,9 +230,8 @@ class Worker:
             latency_ms=round(latency_ms, 1),
             model=self.recognizer.name,
         )
-        if self._site_asks_about(utterance, result):
-            assert result.guess is not None  # worth_asking saw to it
-            self.bus.publish_unsure(UnsureAnswer(transcript, result.guess))
+        if utterance.reply or self._site_asks_about(utterance, result):
+            self.bus.publish_for_site(AnswerForSite(transcript, result.guess))
         else:
             self.bus.publish(transcript)
         self._ack(item)  # only now: the transcript is on disk

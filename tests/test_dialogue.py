@@ -30,7 +30,7 @@ from assistant.result import Meaning, Result
 ROOT = Path(__file__).resolve().parents[1]
 SITE = "hall"
 TRANSCRIPT = f"assistant/{SITE}/transcript"
-UNSURE = f"assistant/{SITE}/unsure"
+HANDED_BACK = f"assistant/{SITE}/answer"
 ASK_FROM = ConfirmSettings(from_confidence=0.2)
 ASK_WITHIN_2_S = ConfirmSettings(from_confidence=0.2, wait_s=2.0)
 FRAME = 480  # 30 ms at 16 kHz, the VAD's frame
@@ -192,7 +192,7 @@ def run_dialogue(
     from test_remote import WorkerProcess
 
     speaker = Loudspeaker()
-    sub = Subscriber(broker.host, broker.port, [TRANSCRIPT, "hermes/intent/#", UNSURE])
+    sub = Subscriber(broker.host, broker.port, [TRANSCRIPT, "hermes/intent/#", HANDED_BACK])
     model = ModelSettings(min_confidence=BAR)
     config = Config(state_dir=tmp_path / "state", model=model, confirm=confirm)
     address = f"{broker.host}:{broker.port}"
@@ -216,9 +216,11 @@ def run_dialogue(
             worker.stop()
         sub.close()
     assert exit_codes == [0]
-    # Unsure answers go from the worker to the site alone, and only when the site asks.
-    handed_back = sum(topic == UNSURE for topic, *_ in sub.messages)
-    assert handed_back == (1 if remote and confirm.enabled else 0)
+    # The answer asked about, and the reply's, go from the worker to the site alone, and only
+    # when the site asks; the site publishes them.
+    handed_back = sum(topic == HANDED_BACK for topic, *_ in sub.messages)
+    asks = remote and confirm.enabled
+    assert handed_back == (asks + (asks and reply is not None and not stop_when_asked))
     intents = [topic for topic, *_ in sub.messages if topic.startswith("hermes/intent/")]
     arrival = [json.loads(p)["id"] for t, p, *_ in sub.messages if t == TRANSCRIPT]
     return got, intents, arrival, speaker
@@ -232,8 +234,8 @@ def test_yes_acts_on_the_answer_asked_about(
     spoken_word,
     remote: bool,
 ) -> None:
-    """Remote: a worker recognises both utterances; it hands the command back unsure, and the
-    site asks and publishes it."""
+    """Remote: a worker recognises both utterances and hands both back (the command unsure,
+    then the reply), and the site asks and publishes them in the order a local site does."""
     got, intents, _, speaker = run_dialogue(
         tmp_path,
         mosquitto_broker,
@@ -250,7 +252,7 @@ def test_yes_acts_on_the_answer_asked_about(
     assert command["confidence"] < BAR  # the recogniser's own, under the bar
     assert reply["intent"] == "Yes" and "confirmed" not in reply
     assert "guess" not in command
-    assert sorted(intents) == ["hermes/intent/HassLightSet", "hermes/intent/Yes"]
+    assert intents == ["hermes/intent/HassLightSet", "hermes/intent/Yes"]  # in that order
 
 
 @pytest.mark.parametrize("remote", [False, True], ids=["here", "remote"])
@@ -273,8 +275,7 @@ def test_no_drops_the_answer_asked_about(
     assert command["intent"] is None and command["confirmed"] is False
     assert command["text"] == "set the bedroom light to fifty percent"
     assert reply["intent"] == "No"
-    if not remote:  # remote: the worker publishes the reply before the site settles
-        assert arrival == [command["id"], reply["id"]]  # in the order they were said
+    assert arrival == [command["id"], reply["id"]]  # in the order they were said
     assert intents == ["hermes/intent/No"]
 
 

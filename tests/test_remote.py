@@ -54,8 +54,10 @@ def test_a_site_that_asks_says_so_in_its_utterances() -> None:
     pcm = np.zeros(1600, np.int16)
     plain = json.loads(UtteranceMessage.new(SITE, 1.0, 2.0, pcm).to_payload())
     assert "ask_from" not in plain  # a site that never asks sends what it always sent
-    asking = UtteranceMessage.new(SITE, 1.0, 2.0, pcm, ask_from=0.2)
-    assert UtteranceMessage.from_payload(asking.to_payload()).ask_from == 0.2
+    assert "reply" not in plain
+    asking = UtteranceMessage.new(SITE, 1.0, 2.0, pcm, ask_from=0.2, reply=True)
+    back = UtteranceMessage.from_payload(asking.to_payload())
+    assert back.ask_from == 0.2 and back.reply is True
 
 
 def _payload(**fields: object) -> bytes:
@@ -94,6 +96,7 @@ def test_other_rates_and_stereo_are_converted_like_files() -> None:
         (b"x" * (5 * 1024 * 1024), "over the"),
         (_payload(ask_from=1.5), "'ask_from' must be a number from 0 to 1"),
         (_payload(ask_from="often"), "'ask_from' must be a number from 0 to 1"),
+        (_payload(reply="yes"), "'reply' must be true or false"),
     ],
 )
 def test_malformed_utterances_say_what_is_wrong(payload: bytes, reason: str) -> None:
@@ -108,41 +111,46 @@ def test_an_empty_wav_is_refused() -> None:
         UtteranceMessage.from_payload(_payload(wav=base64.b64encode(wav.getvalue()).decode()))
 
 
-def test_unsure_answers_reach_the_site_and_malformed_ones_are_dropped(
+def test_answers_handed_back_reach_the_site_and_malformed_ones_are_dropped(
     tmp_path: Path, mosquitto_broker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A worker's answer under the bar goes to the asking site's ``unsure`` topic; the site's
-    bus hands it over, and logs and ignores what it cannot read."""
+    """A worker's answers for the asking site (one under the bar with its guess, one a reply)
+    go to that site's ``answer`` topic; its bus hands them over, and logs and ignores what it
+    cannot read."""
     from mqtt_helpers import mqtt_settings
 
-    from assistant.hermes import Transcript, UnsureAnswer
+    from assistant.hermes import AnswerForSite, Transcript
     from assistant.mqtt import Bus
     from assistant.result import Meaning
 
     host, port = mosquitto_broker.host, mosquitto_broker.port
-    got: list[UnsureAnswer] = []
+    got: list[AnswerForSite] = []
     site = Bus(mqtt_settings(host, port, SITE), tmp_path / "site.sqlite", None, None, got.append)
     worker = Bus(mqtt_settings(host, port, "worker-u"), tmp_path / "worker.sqlite", None)
     transcript = Transcript("u9", SITE, "turn on the hall light", None, {}, 0.4, 1, 2, 80, "m")
-    answer = UnsureAnswer(transcript, Meaning("HassTurnOn", {"area": "hall"}))
+    unsure = AnswerForSite(transcript, Meaning("HassTurnOn", {"area": "hall"}))
+    yes = Transcript("u10", SITE, "yes", "Yes", {}, 0.99, 3, 4, 60, "m")
+    bad_guess = json.dumps({**transcript.to_dict(), "guess": "HassTurnOn"}).encode()
     try:
         site.start()
         worker.start()
         assert wait_until(lambda: site.connected and worker.connected, 10)
         time.sleep(0.3)  # the site's subscription
         client = publisher(host, port)
-        for bad in (b"not json", b'{"id": "u8"}', json.dumps({**transcript.to_dict()}).encode()):
-            client.publish(f"assistant/{SITE}/unsure", bad, qos=1).wait_for_publish(5)
+        for bad in (b"not json", b'{"id": "u8"}', bad_guess):
+            client.publish(f"assistant/{SITE}/answer", bad, qos=1).wait_for_publish(5)
         client.disconnect()
         with caplog.at_level("WARNING", logger="assistant.mqtt"):
-            worker.publish_unsure(answer)
-            assert wait_until(lambda: len(got) == 1, 10)
+            worker.publish_for_site(unsure)
+            worker.publish_for_site(AnswerForSite(yes))
+            assert wait_until(lambda: len(got) == 2, 10)
     finally:
         worker.stop(5)
         site.stop(0)
-    assert got == [answer] and got[0].result().guess == answer.guess
-    assert got[0].result().intent is None
-    assert caplog.text.count(f"ignored a malformed message on assistant/{SITE}/unsure") == 3
+    assert got == [unsure, AnswerForSite(yes)]
+    assert got[0].result().intent is None and got[0].result().guess == unsure.guess
+    assert got[1].result().intent == "Yes" and "guess" not in got[1].to_dict()
+    assert caplog.text.count(f"ignored a malformed message on assistant/{SITE}/answer") == 3
     assert "'guess' must be an object" in caplog.text
 
 
