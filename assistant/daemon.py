@@ -33,7 +33,7 @@ from .hermes import AnswerForSite, Transcript
 from .mqtt import BrokerUnavailable, Bus, BusConfigError
 from .notify import Notifier, watchdog_interval
 from .remote import PendingUtterances, UtteranceMessage
-from .result import Meaning, Result
+from .result import Result
 from .tts import MicGate, Speaker, render_reply
 from .vad import Segmenter, Utterance
 
@@ -117,17 +117,16 @@ class _Question:
 class _WorkerAnswer:
     """--remote: a worker's answer to one of our utterances: a transcript it published, or
     one it handed back for us to publish (``handed_back``: an answer under the bar that we
-    may ask about, ``guess`` set, or the answer to a reply to our question)."""
+    may ask about, its ``guess`` set, or the answer to a reply to our question)."""
 
-    transcript: Transcript
-    guess: Meaning | None = None
+    answer: AnswerForSite
     handed_back: bool = False
 
 
 def _describe(item: Utterance | _WorkerAnswer) -> str:
     """The recognise thread's work item, for the log."""
     if isinstance(item, _WorkerAnswer):
-        return f"the workers' answer to utterance {item.transcript.id}"
+        return f"the workers' answer to utterance {item.answer.transcript.id}"
     return f"utterance at {item.start_s:.2f} s"
 
 
@@ -627,30 +626,23 @@ class Daemon:
         elif utterance.opened_at >= question.deadline:
             self._settle_question(dialogue.Reply.OTHER)  # no reply in time
 
-    def _heard_by_worker(self, answer: _WorkerAnswer) -> None:
+    def _heard_by_worker(self, item: _WorkerAnswer) -> None:
         """--remote: a worker's answer to one of our utterances. A reply settles the
         question it answers; an answer handed back is asked about (an unsure one) or
         published here; each gets its spoken reply as a local answer does."""
-        transcript = answer.transcript
-        result = Result(
-            transcript.text,
-            transcript.intent,
-            dict(transcript.slots),
-            transcript.confidence,
-            guess=answer.guess,
-        )
+        transcript, result = item.answer.transcript, item.answer.result()
         log.info(
             "utterance %s heard by a worker: %r intent=%s confidence=%.2f%s",
             transcript.id,
             transcript.text,
             transcript.intent,
             transcript.confidence,
-            " (handed back)" if answer.handed_back else "",
+            " (handed back)" if item.handed_back else "",
         )
         question = self._question
         if question is not None and question.reply_id == transcript.id:
             self._settle_question(dialogue.reply_to_question(result))
-        if not answer.handed_back:  # the worker published it
+        if not item.handed_back:  # the worker published it
             self._reply(result)
             return
         heard = _Heard.from_transcript(transcript)
@@ -673,11 +665,11 @@ class Daemon:
         # sent twice, and other programs may publish on the topic too. The recognise thread
         # handles it, in order with the questions it may settle.
         if self.pending.answered(transcript.id):
-            self._enqueue(_WorkerAnswer(transcript))
+            self._enqueue(_WorkerAnswer(AnswerForSite(transcript)))
 
     def _on_answer_for_site(self, answer: AnswerForSite) -> None:
         if self.pending.answered(answer.transcript.id):
-            self._enqueue(_WorkerAnswer(answer.transcript, answer.guess, handed_back=True))
+            self._enqueue(_WorkerAnswer(answer, handed_back=True))
 
     def _on_say(self, request: Any) -> None:
         # Called on the bus's say thread, one request at a time: speaking here serialises them.

@@ -541,17 +541,14 @@ class Bus:
         ended: float,
         latency_ms: float,
         model: str,
-        site: str | None = None,
         confirmed: bool | None = None,
     ) -> None:
-        """Queue one transcript (and its Hermes messages) on disk; returns at once.
-
-        ``site``: the site that heard it, when not this bus's own (a recogniser worker
-        answers for the site whose utterance it was handed). ``confirmed``: whether the user
-        said yes to "did you mean ...?" about it (dialogue.py); None where nobody was asked."""
+        """Queue one transcript of this bus's site (and its Hermes messages) on disk; returns
+        at once. ``confirmed``: whether the user said yes to "did you mean ...?" about it
+        (dialogue.py); None where nobody was asked."""
         transcript = Transcript.from_result(
             result,
-            site=site or self.settings.site,
+            site=self.settings.site,
             utterance_id=utterance_id,
             started=started,
             ended=ended,
@@ -563,7 +560,8 @@ class Bus:
 
     def publish(self, transcript: Transcript) -> None:
         """Queue a transcript already built (and its Hermes messages) on disk, on the topic
-        of its own site; returns at once."""
+        of its own site (a recogniser worker answers for the site whose utterance it was
+        handed); returns at once."""
         site = transcript.site
         topics = self.topics if site == self.settings.site else Topics(site, self.topics.prefix)
         items = [(topics.transcript, dumps(transcript.to_dict()))]
