@@ -78,11 +78,14 @@ def is_clean(audio: np.ndarray) -> bool:
     return _is_clean(frame_levels_db(audio))
 
 
-def comfort_noise(frames: np.ndarray, levels: np.ndarray, size: int) -> np.ndarray:
-    """``size`` samples of noise with the spectrum and power of the quietest tenth of the
+def comfort_noise(
+    frames: np.ndarray, levels: np.ndarray, size: int, share: float = 0.1
+) -> np.ndarray:
+    """``size`` samples of noise with the spectrum and power of the quietest ``share`` of the
     frames: the room a pre-roll would have recorded. Seeded, so that recognition stays
     deterministic."""
-    quietest = frames[np.argsort(levels)[: max(3, levels.size // 10)]].astype(np.float64)
+    quiet = max(3, int(levels.size * share))
+    quietest = frames[np.argsort(levels)[:quiet]].astype(np.float64)
     colour = np.mean(np.abs(np.fft.rfft(quietest * np.hanning(FRAME), axis=1)) ** 2, axis=0)
     white = np.fft.rfft(np.random.default_rng(0).standard_normal(size))
     gain = np.sqrt(np.interp(np.linspace(0, 1, white.size), np.linspace(0, 1, colour.size), colour))

@@ -26,6 +26,7 @@ from assistant.dialogue import (
     worth_asking,
 )
 from assistant.result import Meaning, Result
+from tools.streamed import room_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = "hall"
@@ -141,7 +142,9 @@ class Loudspeaker:
 
 class Microphone:
     """Plays a command, waits for the loudspeaker's question, then plays the reply (if any);
-    then silence until stopped."""
+    then the room until stopped. The room is the command's own (tools.streamed.room_of): a
+    real microphone never hears digital silence, and the demo's tap noise starting out of it
+    would be an onset that the VAD may cut as an utterance of its own."""
 
     name = "mic:fake"
     live = True
@@ -149,12 +152,16 @@ class Microphone:
     def __init__(self, command: np.ndarray, reply: np.ndarray | None, speaker: Loudspeaker):
         self.command, self.reply, self.speaker = command, reply, speaker
         self.stopped = threading.Event()
+        room = room_of(command.astype(np.float32) / 32768, 16000)
+        self.room = np.clip(np.rint(room * 32768), -32768, 32767).astype(np.int16)
+        self.room_at = 0
 
     def _silence(self, seconds: float):
         for _ in range(int(seconds / 0.03)):
             if self.stopped.wait(0.03):
                 return
-            yield np.zeros(FRAME, np.int16)
+            self.room_at = (self.room_at + FRAME) % (self.room.size - self.room.size % FRAME)
+            yield self.room[self.room_at : self.room_at + FRAME]
 
     def _play(self, pcm: np.ndarray):
         pcm = np.concatenate([pcm, np.zeros(-pcm.size % FRAME, np.int16)])

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from shared_data import needs_shared_data
 
+from assistant.features import num_frames
 from tools.corpus import DEFAULT_DATA, read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,3 +66,28 @@ def test_narrowband_copies_flatten_the_top_mel_bands() -> None:
         top_narrow = narrow.item(i)[:, -8:].std(axis=0).mean()
         # Above ~4.5 kHz only the faint codec floor is left: far less movement than speech.
         assert top_narrow < 0.6 * top_wide
+
+
+@needs_shared_data
+def test_streamed_copies_are_cut_as_the_daemon_cuts_them() -> None:
+    from tools.featcache import build, variant_audio, variant_jobs
+    from tools.streamed import as_streamed
+
+    clips = [c for c in read_manifest(DEFAULT_DATA) if c.corpus == "an4" and c.split == "train"]
+    clips = clips[:3]
+    streamed = build(clips, 2, [], workers=1, first_variant=1, streamed=True)
+    assert len(streamed) == 3 and streamed.texts == [c.text for c in clips]
+    for i, (plain_job, job) in enumerate(
+        zip(
+            variant_jobs(clips, 2, first_variant=1),
+            variant_jobs(clips, 2, first_variant=1, streamed=True),
+            strict=True,
+        )
+    ):
+        # Its own seed (another augmentation than the plain copy's), then the VAD's cut of it:
+        # the pre-roll and hang-over of room around the words that the daemon hands over.
+        assert job[2] != plain_job[2]
+        cut = variant_audio(job)
+        assert cut.size > 0.5 * 16000
+        assert streamed.item(i).shape[0] == num_frames(cut.size)
+        assert np.array_equal(cut, as_streamed(variant_audio((*job[:4], False))))

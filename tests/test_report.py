@@ -30,7 +30,9 @@ def test_the_card_shows_the_8_khz_column_when_it_was_measured(tmp_path: Path) ->
         "an4": {"clips": 130, "accuracy": 0.4, "wer": 0.2345},
         "false_accepts": {"clips": 616, "rate": 0.0016},
     }
-    card = _card_with(tmp_path, {"test_narrow_int8": narrow, "test_trimmed_int8": {}})
+    card = _card_with(
+        tmp_path, {"test_narrow_int8": narrow, "test_trimmed_int8": {}, "test_stream_int8": {}}
+    )
     header = next(line for line in card.splitlines() if line.startswith("| set |"))
     assert header == "| set | clips | int8 | float | int8, 8 kHz mic | measure |"
     sc_row = next(line for line in card.splitlines() if line.startswith("| speech_commands |"))
@@ -39,7 +41,9 @@ def test_the_card_shows_the_8_khz_column_when_it_was_measured(tmp_path: Path) ->
 
 
 def test_without_the_channel_measures_the_table_has_no_empty_column(tmp_path: Path) -> None:
-    card = _card_with(tmp_path, {"test_narrow_int8": {}, "test_trimmed_int8": {}})
+    card = _card_with(
+        tmp_path, {"test_narrow_int8": {}, "test_trimmed_int8": {}, "test_stream_int8": {}}
+    )
     header = next(line for line in card.splitlines() if line.startswith("| set |"))
     assert header == "| set | clips | int8 | float | measure |"
 
@@ -47,12 +51,27 @@ def test_without_the_channel_measures_the_table_has_no_empty_column(tmp_path: Pa
 def test_the_card_shows_each_measured_channel_in_its_own_column(tmp_path: Path) -> None:
     narrow = {"speech_commands": {"clips": 823, "accuracy": 0.9012}}
     trimmed = {"speech_commands": {"clips": 823, "accuracy": 0.8512}}
-    card = _card_with(tmp_path, {"test_narrow_int8": narrow, "test_trimmed_int8": trimmed})
+    card = _card_with(
+        tmp_path,
+        {"test_narrow_int8": narrow, "test_trimmed_int8": trimmed, "test_stream_int8": {}},
+    )
     header = next(line for line in card.splitlines() if line.startswith("| set |"))
     assert header == "| set | clips | int8 | float | int8, 8 kHz mic | int8, trimmed | measure |"
     sc_row = next(line for line in card.splitlines() if line.startswith("| speech_commands |"))
     assert sc_row.index("90.1%") < sc_row.index("85.1%")
     assert sc_row.count("|") == header.count("|")
+
+
+def test_the_card_shows_what_the_daemon_hears_beside_the_clips_as_recorded(tmp_path: Path) -> None:
+    stream = {"speech_commands": {"clips": 823, "accuracy": 0.8912}, "an4": {"wer": 0.2101}}
+    card = _card_with(
+        tmp_path, {"test_narrow_int8": {}, "test_trimmed_int8": {}, "test_stream_int8": stream}
+    )
+    header = next(line for line in card.splitlines() if line.startswith("| set |"))
+    assert header == "| set | clips | int8 | float | int8, as the daemon hears | measure |"
+    sc_row = next(line for line in card.splitlines() if line.startswith("| speech_commands |"))
+    assert "89.1%" in sc_row and sc_row.count("|") == header.count("|")
+    assert "21.0%" in next(line for line in card.splitlines() if "word error rate" in line)
 
 
 def test_the_card_shows_wrong_answers_accepted_beside_right_ones(tmp_path: Path) -> None:

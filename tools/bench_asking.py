@@ -34,9 +34,9 @@ import numpy as np
 from assistant.config import Config, ModelSettings
 from assistant.daemon import Daemon
 from assistant.dialogue import ConfirmSettings, worth_asking
+from assistant.features import to_float_pcm
 from assistant.recognizer import DEFAULT_MODEL_DIR, Recognizer
 from assistant.result import Result
-from assistant.vad import Segmenter, VadSettings
 from tools.asking import CARD_FROM, DEFAULT_CLIPS
 from tools.bench_daemon import (
     SITE,
@@ -52,9 +52,11 @@ from tools.bench_daemon import (
 from tools.corpus import DEFAULT_DATA, load_audio, read_manifest
 from tools.evaluate import speech_commands_items
 from tools.heldout import expected_meaning, read_labels, same_meaning
+from tools.streamed import room_of, vad_cuts
 
 FRAME = 480  # 30 ms at 16 kHz, the VAD's frame
-LEAD_IN = 16 * FRAME  # silence the microphone plays before the first command (0.48 s)
+LEAD_IN = 16 * FRAME  # room the microphone plays before the first command (0.48 s)
+ROOM_SAMPLES = 16000  # a turn's room, played over and over between its sounds
 QUESTION_WAIT_S = 4.0  # after a command's audio: the daemon heard it otherwise (not asked)
 SETTLE_S = 2.0  # after a reply's audio, before the next command
 
@@ -67,6 +69,10 @@ class Turn:
     command: np.ndarray
     right: bool  # the answer asked about is what was said: the reply is "yes"
     reply: np.ndarray
+    # What the microphone hears around the command: the room it was recorded in
+    # (tools.streamed.room_of; digital silence for clean TTS). Digital silence before a noisy
+    # recording would be an onset no real room has, which the VAD may cut as an utterance.
+    room: np.ndarray
 
 
 def choose_turns(args: argparse.Namespace) -> list[Turn]:
@@ -88,22 +94,20 @@ def choose_turns(args: argparse.Namespace) -> list[Turn]:
         expected = expected_meaning(recognizer, label)
         right = same_meaning(result.guess.intent, result.guess.slots, expected)
         reply = next(replies["yes" if right else "no"])
-        turns.append(Turn(path.name, command, right, to_int16(reply)))
+        room = to_int16(room_of(to_float_pcm(command), ROOM_SAMPLES))
+        turns.append(Turn(path.name, command, right, to_int16(reply), room))
         if len(turns) == args.commands:
             break
     return turns
 
 
 def as_the_daemon_hears(recognizer: Recognizer, command: np.ndarray) -> Result | None:
-    """The answer for a command played after silence, cut as the daemon's VAD cuts it (its
+    """The answer for a command played in its room, cut as the daemon's VAD cuts it (its
     pre-roll and hang-over change what the model hears); None unless it is one utterance."""
-    segmenter = Segmenter(VadSettings())
-    pcm = np.concatenate([np.zeros(LEAD_IN, np.int16), command, np.zeros(16000, np.int16)])
-    pcm = np.concatenate([pcm, np.zeros(-pcm.size % FRAME, np.int16)])
-    cut = [u for at in range(0, pcm.size, FRAME) if (u := segmenter.feed(pcm[at : at + FRAME]))]
+    cut = vad_cuts(command, lead_s=LEAD_IN / 16000)
     if len(cut) != 1:
         return None
-    result = recognizer.recognize(cut[0].pcm)
+    result = recognizer.recognize(cut[0])
     recognizer.settle()
     return result
 
@@ -163,31 +167,36 @@ class ScriptedMicrophone:
             yield self._frame(pcm[at : at + FRAME])
         ends.append(time.time() - trailing_s)
 
-    def _silence(self, seconds: float) -> Iterator[np.ndarray]:
-        for _ in range(int(seconds * 16000 / FRAME)):
+    def _room(self, seconds: float, room: np.ndarray) -> Iterator[np.ndarray]:
+        """``seconds`` of ``room`` (int16), in real time, round and round."""
+        for i in range(int(seconds * 16000 / FRAME)):
             if self._stopped.is_set():
                 return
-            yield self._frame(np.zeros(FRAME, np.int16))
+            at = i * FRAME % (room.size - room.size % FRAME)
+            yield self._frame(room[at : at + FRAME])
 
     def frames(self) -> Iterator[np.ndarray]:
         self._next_at = time.monotonic()
-        yield from self._silence(LEAD_IN / 16000 + 0.001)
-        for turn in self.turns:
+        if self.turns:
+            yield from self._room(LEAD_IN / 16000 + 0.001, self.turns[0].room)
+        for i, turn in enumerate(self.turns):
             self.speaker.spoke.clear()
             yield from self._play(turn.command, self.command_ends)
             waited = 0.0
             while not self.speaker.spoke.is_set() and waited < QUESTION_WAIT_S:
-                yield from self._silence(0.03)
+                yield from self._room(0.03, turn.room)
                 waited += 0.03
             if self.speaker.spoke.is_set():
-                yield from self._silence(0.4)
+                yield from self._room(0.4, turn.room)
                 yield from self._play(turn.reply, self.reply_ends, trim=False)
             else:
                 self.reply_ends.append(None)
-            yield from self._silence(SETTLE_S)
+            following = self.turns[i + 1].room if i + 1 < len(self.turns) else turn.room
+            yield from self._room(SETTLE_S, following)
         self.done.set()
+        quiet = np.zeros(FRAME, np.int16)
         while not self._stopped.is_set():
-            yield from self._silence(0.03)
+            yield from self._room(0.03, quiet)
 
     def stop(self) -> None:
         self._stopped.set()

@@ -1,8 +1,8 @@
 """Evaluate a bundle on real voices it never heard (split=test), per corpus, and fit its
 confidence calibrator on held-out *train* speakers (never on test).
 
-    python -m tools.evaluate --model models/home [--data ../shared/data] [--channel narrow|trimmed]
-        [--against OTHER_BUNDLE] [--answers FILE.jsonl]
+    python -m tools.evaluate --model models/home [--data ../shared/data]
+        [--channel narrow|trimmed|stream] [--against OTHER_BUNDLE] [--answers FILE.jsonl]
 
 Sets and what counts as right:
 - speech_commands: 10 keywords must give their intent; `_unknown_` words and `_silence_`
@@ -15,6 +15,9 @@ Sets and what counts as right:
 --channel narrow hears every clip as an 8 kHz microphone would pass it on (nothing above
 4 kHz), through the same resampling the runtime applies to 8 kHz input. --channel trimmed
 hears every clip cut tight to its speech (no quiet before or after), as FSDD's are.
+--channel stream hears every clip as the daemon does: played between seconds of its own
+room and cut out by the daemon's VAD, its pre-roll and hang-over included (tools.streamed);
+a clip the VAD hears no speech in is heard as nothing.
 
 --against scores a second bundle on the same clips and compares the two clip by clip: how
 many each gets right that the other gets wrong, and the exact McNemar p-value of that split
@@ -45,6 +48,7 @@ from assistant.grammar import normalise_text
 from assistant.recognizer import Recognizer
 from tools.augment import MIC_8K_RATE, narrow_band, trim_to_speech
 from tools.corpus import DEFAULT_DATA, Clip, is_dev_speaker, load_audio, load_noises, read_manifest
+from tools.streamed import as_streamed
 
 EVAL_GRAMMARS = Path(__file__).resolve().parent.parent / "models" / "eval"
 SC = "speech_commands_v2_test"
@@ -201,7 +205,7 @@ def _rounded(value: float | dict) -> float | dict:
     return round(value, 4)
 
 
-CHANNELS = ("wide", "narrow", "trimmed")
+CHANNELS = ("wide", "narrow", "trimmed", "stream")
 
 
 def through_channel(items: list[Item], channel: str) -> list[Item]:
@@ -209,6 +213,8 @@ def through_channel(items: list[Item], channel: str) -> list[Item]:
         return items
     if channel == "trimmed":
         return [replace(item, audio=trim_to_speech(to_float_pcm(item.audio))) for item in items]
+    if channel == "stream":
+        return [replace(item, audio=as_streamed(item.audio)) for item in items]
     return [replace(item, audio=narrow_band(item.audio, MIC_8K_RATE)) for item in items]
 
 
@@ -276,7 +282,8 @@ def main(argv: list[str] | None = None) -> None:
         "--channel",
         choices=CHANNELS,
         default="wide",
-        help="narrow: as through an 8 kHz mic; trimmed: every clip cut tight to its speech",
+        help="narrow: as through an 8 kHz mic; trimmed: every clip cut tight to its speech;"
+        " stream: every clip cut from a stream by the daemon's VAD",
     )
     parser.add_argument(
         "--against", type=Path, help="another bundle, compared with --model clip by clip"

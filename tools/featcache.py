@@ -18,6 +18,7 @@ from assistant.features import log_mel
 from assistant.lexicon import EOS_ID, text_to_tokens
 from tools import augment
 from tools.corpus import Clip, load_audio
+from tools.streamed import as_streamed
 
 
 @dataclass
@@ -112,20 +113,32 @@ def _variant(audio: np.ndarray, variant: int, seed: int, narrow: bool = False) -
     return augment.random_gain(audio, rng)
 
 
-Job = tuple[str, int, int, bool]  # (audio path, variant, seed, narrow)
+# (audio path, variant, seed, narrow, streamed)
+Job = tuple[str, int, int, bool, bool]
 
 
 def variant_jobs(
-    clips: list[Clip], variants: int, narrow: bool = False, first_variant: int = 0
+    clips: list[Clip],
+    variants: int,
+    narrow: bool = False,
+    first_variant: int = 0,
+    streamed: bool = False,
 ) -> list[Job]:
     """The copies a feature set holds, in its order: variants ``first_variant`` ..
     ``variants - 1`` of every clip. tools.teacher walks the same list, so that its targets
-    line up with the features item by item."""
+    line up with the features item by item. ``streamed``: each copy as the daemon's VAD cuts
+    it from a stream (tools.streamed), after its augmentation."""
     # crc32, not hash(): str hashes change with every process (PYTHONHASHSEED), and a feature
     # cache rebuilt from the same data should hold the same augmented copies.
-    channel = ":narrow" if narrow else ""
+    channel = (":narrow" if narrow else "") + (":streamed" if streamed else "")
     return [
-        (str(c.path), v, zlib.crc32(f"{'/'.join(c.path.parts[-3:])}:{v}{channel}".encode()), narrow)
+        (
+            str(c.path),
+            v,
+            zlib.crc32(f"{'/'.join(c.path.parts[-3:])}:{v}{channel}".encode()),
+            narrow,
+            streamed,
+        )
         for v in range(first_variant, variants)
         for c in clips
     ]
@@ -133,8 +146,13 @@ def variant_jobs(
 
 def variant_audio(job: Job) -> np.ndarray:
     """The audio of one copy (in a worker that ran init_worker with the noises)."""
-    path, variant, seed, narrow = job
-    return _variant(load_audio(Path(path)), variant, seed, narrow)
+    path, variant, seed, narrow, streamed = job
+    audio = _variant(load_audio(Path(path)), variant, seed, narrow)
+    if streamed:
+        cut = as_streamed(audio)
+        # A copy the VAD hears no speech in stays as it was: its words are still its target.
+        return cut if cut.size else audio
+    return audio
 
 
 def _features(job: Job) -> np.ndarray:
@@ -149,9 +167,10 @@ def build(
     desc: str = "features",
     narrow: bool = False,
     first_variant: int = 0,
+    streamed: bool = False,
 ) -> FeatureSet:
     """Variants ``first_variant`` .. ``variants - 1`` of each clip (0 is the clean one)."""
-    jobs = variant_jobs(clips, variants, narrow, first_variant)
+    jobs = variant_jobs(clips, variants, narrow, first_variant, streamed)
     with mp.Pool(workers, initializer=init_worker, initargs=(noises,)) as pool:
         feats = list(tqdm(pool.imap(_features, jobs, chunksize=32), total=len(jobs), desc=desc))
     offsets = np.cumsum([0] + [len(f) for f in feats])

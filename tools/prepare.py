@@ -2,8 +2,10 @@
 
 Train (speakers not in dev) gets clean + augmented copies; dev gets clean copies. With
 --narrow-copies N, train also gets N augmented copies through a narrowband channel (8 kHz
-microphones; FSDD's recordings are such) and dev a clean narrowband copy. Test-split clips
-are never touched here. Files already in the cache are kept unless --force.
+microphones; FSDD's recordings are such) and dev a clean narrowband copy. With
+--stream-copies N, train also gets N augmented copies as the daemon's VAD cuts them from a
+stream (tools.streamed) and dev a clean one. Test-split clips are never touched here.
+Files already in the cache are kept unless --force.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tools.featcache import FeatureSet, build
 DEFAULT_CACHE = Path(".cache")
 TRAIN, DEV = "real_train.npz", "real_dev.npz"
 TRAIN_NARROW, DEV_NARROW = "real_train_narrow.npz", "real_dev_narrow.npz"
+TRAIN_STREAM, DEV_STREAM = "real_train_stream.npz", "real_dev_stream.npz"
 
 
 def clip_lists(
@@ -40,6 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", type=int, default=3, help="copies per train clip (1 clean)")
     parser.add_argument(
         "--narrow-copies", type=int, default=0, help="narrowband augmented copies per train clip"
+    )
+    parser.add_argument(
+        "--stream-copies",
+        type=int,
+        default=0,
+        help="augmented copies per train clip as the daemon's VAD cuts them from a stream",
     )
     parser.add_argument("--max-seconds", type=float, default=8.0)
     parser.add_argument("--limit", type=int, default=0, help="only N clips (for quick tests)")
@@ -64,6 +73,18 @@ def main(argv: list[str] | None = None) -> None:
         )
         jobs[DEV_NARROW] = lambda: build(
             dev, 1, noises, desc="narrowband dev features", narrow=True
+        )
+    if args.stream_copies > 0:
+        jobs[TRAIN_STREAM] = lambda: build(
+            train,
+            1 + args.stream_copies,
+            noises,
+            desc="streamed train features",
+            first_variant=1,
+            streamed=True,
+        )
+        jobs[DEV_STREAM] = lambda: build(
+            dev, 1, noises, desc="streamed dev features", streamed=True
         )
     for name, make in jobs.items():
         path = args.cache / name
