@@ -176,6 +176,10 @@ def test_dc_offset_alone_gives_nothing(recognizer: Recognizer) -> None:
 # -------------------------------------------------------------- damaged speech
 
 
+def _overlap(a: Utterance, b: Utterance) -> bool:
+    return a.start_s < b.end_s and b.start_s < a.end_s
+
+
 def test_clipped_speech_is_segmented_and_recognised(
     recognizer: Recognizer, demo: np.ndarray
 ) -> None:
@@ -185,7 +189,13 @@ def test_clipped_speech_is_segmented_and_recognised(
         clipped = to_int16(demo.astype(np.float64) * gain)
         utterances = segment(clipped)
         check_bounded(utterances)
-        assert len(utterances) == len(clean)  # speech is still speech
+        # Speech is still speech: every command is heard, and nothing else. As a square wave
+        # (gain 100) one command's pause is heard as its end, so it comes in two pieces. (Under
+        # the VAD's 120 ms minimum, until session 32, another command went unheard there, and
+        # the count of utterances matched the clean one's by chance.)
+        assert all(any(_overlap(c, u) for u in utterances) for c in clean)
+        assert all(any(_overlap(u, c) for c in clean) for u in utterances)
+        assert len(clean) <= len(utterances) <= len(clean) + 1
         recognise_all(recognizer, utterances)
 
 
