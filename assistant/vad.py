@@ -30,8 +30,8 @@ class VadSettings:
     hangover_ms: int = 600
     # Voiced span from first to last voiced frame; 90 ms is what the start rule itself needs
     # (3 of the 10 frames of its window). 120 ms (until session 32) dropped short, quiet words:
-    # a fifth of FSDD digits from train speakers cut from a stream, and one dev keyword in 330
-    # (tools.evaluate --channel stream; tools/NOTES.md, "As the daemon hears").
+    # 25 of 167 FSDD digits of train speakers, even in digital silence (tools.evaluate
+    # --channel stream; tools/NOTES.md, "The VAD's shortest utterance").
     min_utterance_ms: int = 90
     max_utterance_ms: int = 8000  # the model's longest input (8 s)
     start_window_ms: int = 300  # speech starts when `start_ratio` of this window is voiced
