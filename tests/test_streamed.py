@@ -69,6 +69,7 @@ def test_a_clip_the_vad_hears_no_speech_in_is_heard_as_nothing() -> None:
     recognizer = Recognizer.load(DEFAULT_MODEL_DIR, grammar=EVAL_GRAMMARS / "speech_commands.yaml")
     assert recognizer.recognize(nothing).intent is None
     assert vad_cuts(np.zeros(16000, np.int16)) == []
+    assert vad_cuts(np.full(50, 0.3, np.float32)) == []  # shorter than a frame of level
 
 
 @needs_shared_data

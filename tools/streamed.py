@@ -39,6 +39,8 @@ def room_of(clip: np.ndarray, size: int) -> np.ndarray:
     a room that loud would hide them from the VAD. It gets the stand-in the recogniser gives
     such a clip's missing lead-in (assistant/edges.py): digital silence where the clip is
     clean, else noise like its quietest tenth."""
+    if clip.size < LEVEL_FRAME:  # not one frame to take a room from
+        return np.zeros(size, np.float32)
     frames = clip[: clip.size // LEVEL_FRAME * LEVEL_FRAME].reshape(-1, LEVEL_FRAME)
     levels = frame_levels_db(clip)
     if any(loud_edges(clip)):
