@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from tools.corpus import DEFAULT_DATA, Clip, load_noises, read_manifest, train_dev_test
@@ -62,30 +63,18 @@ def main(argv: list[str] | None = None) -> None:
         TRAIN: lambda: build(train, args.variants, noises, desc="train features"),
         DEV: lambda: build(dev, 1, noises, desc="dev features"),
     }
-    if args.narrow_copies > 0:
-        jobs[TRAIN_NARROW] = lambda: build(
-            train,
-            1 + args.narrow_copies,
-            noises,
-            desc="narrowband train features",
-            narrow=True,
-            first_variant=1,
-        )
-        jobs[DEV_NARROW] = lambda: build(
-            dev, 1, noises, desc="narrowband dev features", narrow=True
-        )
-    if args.stream_copies > 0:
-        jobs[TRAIN_STREAM] = lambda: build(
-            train,
-            1 + args.stream_copies,
-            noises,
-            desc="streamed train features",
-            first_variant=1,
-            streamed=True,
-        )
-        jobs[DEV_STREAM] = lambda: build(
-            dev, 1, noises, desc="streamed dev features", streamed=True
-        )
+    # Each channel: augmented train copies (variants 1 on) and a clean dev copy through it.
+    channels = (
+        ("narrowband", args.narrow_copies, TRAIN_NARROW, DEV_NARROW, {"narrow": True}),
+        ("streamed", args.stream_copies, TRAIN_STREAM, DEV_STREAM, {"streamed": True}),
+    )
+    for channel, copies, train_file, dev_file, flag in channels:
+        if copies > 0:
+            train_desc, dev_desc = f"{channel} train features", f"{channel} dev features"
+            jobs[train_file] = partial(
+                build, train, 1 + copies, noises, desc=train_desc, first_variant=1, **flag
+            )
+            jobs[dev_file] = partial(build, dev, 1, noises, desc=dev_desc, **flag)
     for name, make in jobs.items():
         path = args.cache / name
         if path.exists() and not args.force:
