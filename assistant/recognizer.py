@@ -33,7 +33,7 @@ from .decoder import (
     forget_search_states,
     free_search,
 )
-from .edges import with_quiet_edges
+from .edges import with_quiet_edges, without_long_room
 from .edits import edit_distance
 from .features import SAMPLE_RATE, log_mel_from_power, power_spectrum, to_float_pcm
 from .grammar import Grammar, GrammarError, load_grammar
@@ -143,6 +143,8 @@ class Recognizer:
         # Audio cut mid-speech gets the lead-in and tail the model expects (edges.py);
         # tools turn it off to measure what it is worth.
         self.quiet_edges = True
+        # More room around the words than the model learned with is cut back (edges.py).
+        self.room_trimmed = True
 
     @classmethod
     def load(
@@ -212,6 +214,8 @@ class Recognizer:
         """Whether the audio played at each speed factor is heard with the same intent and
         slots as ``decoded`` (recheck.py: a guess tends to change)."""
         audio = to_float_pcm(np.asarray(pcm)).reshape(-1)
+        if self.room_trimmed:  # before a slowed command's middle is kept, below
+            audio = without_long_room(audio, SAMPLE_RATE)
         # Slowed down, a command that fitted the shortest length bucket (3 s) may not: its
         # middle is kept, so that it is heard by the same graphs (their padding moves the
         # encoder's states, model.py) and needs no reload of the longer ones.
@@ -349,14 +353,16 @@ class Recognizer:
         if is_steady_tone(spectrum, self.bundle.features):
             log.debug("steady tone, not speech: rejected")
             return None
-        if self.quiet_edges:  # after the tone check: a lead-in of noise would hide the tone
+        # After the tone check: a lead-in of noise would hide the tone.
+        fitted = without_long_room(audio, SAMPLE_RATE) if self.room_trimmed else audio
+        if self.quiet_edges:
             longest = self.bundle.encoders[-1].frames * self.bundle.features.hop_length
-            padded = with_quiet_edges(audio, SAMPLE_RATE, max_samples=longest)
-            if padded is not audio:
-                # the unpadded spectrum goes first: over a long command, both at once were
-                # ~1 MB of a second listen's peak memory
-                del spectrum
-                spectrum = power_spectrum(padded, self.bundle.features)
+            fitted = with_quiet_edges(fitted, SAMPLE_RATE, max_samples=longest)
+        if fitted is not audio:
+            # the first spectrum goes first: over a long command, both at once were ~1 MB of
+            # a second listen's peak memory
+            del spectrum
+            spectrum = power_spectrum(fitted, self.bundle.features)
         return log_mel_from_power(spectrum, self.bundle.features)
 
     def _encode(self, feats: np.ndarray) -> Encoded:

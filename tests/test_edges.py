@@ -1,6 +1,7 @@
 """Utterances cut tight to their speech (as FSDD's are, or a file an editor trimmed) get the
 lead-in and tail a VAD's pre-roll gives the daemon's: silence in clean audio, the room's own
-noise in noisy audio. Recordings that have them are left alone."""
+noise in noisy audio. Utterances with more room than the model learned with (a VAD's
+hang-over) are cut back to it. Recordings with as much as it learned are left alone."""
 
 from __future__ import annotations
 
@@ -11,18 +12,24 @@ from shared_data import needs_shared_data
 from assistant.edges import (
     FRAME,
     QUIET_EDGE_S,
+    ROOM_KEEP_S,
+    ROOM_SPAN_DB,
     frame_levels_db,
     is_clean,
     loud_edges,
+    speech_span,
     with_quiet_edges,
+    without_long_room,
 )
 from assistant.recognizer import DEFAULT_MODEL_DIR, Recognizer
 from tools.augment import mix_noise, trim_to_speech
 from tools.corpus import DEFAULT_DATA, is_dev_speaker, load_audio, load_noises, read_manifest
+from tools.streamed import room_of
 
 EVAL = DEFAULT_MODEL_DIR.parent / "eval"
 KEYWORDS = {"yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"}
 PAD = int(QUIET_EDGE_S * 16000)
+KEEP = int(ROOM_KEEP_S * 16000)
 
 pytestmark = needs_shared_data
 
@@ -134,3 +141,52 @@ def test_a_cut_command_as_long_as_the_model_hears_is_not_pushed_over(dev_keyword
     long_cut = np.tile(word, longest // word.size + 1)[: longest - FRAME]
     assert loud_edges(long_cut)[0]
     assert not recognizer.decode(long_cut).cropped
+
+
+def _in_room(audio: np.ndarray, before_s: float, after_s: float) -> np.ndarray:
+    """``audio`` played between ``before_s`` and ``after_s`` of its own room: noise of its
+    colour and level (tools.streamed.room_of), as a microphone would hear around it."""
+    clip = np.asarray(audio, np.float32)
+    before, after = int(before_s * 16000), int(after_s * 16000)
+    room = room_of(clip, before + after)
+    return np.concatenate([room[:before], clip, room[before:]])
+
+
+def test_room_as_much_as_the_model_learned_is_left_as_it_is(an4_recording) -> None:
+    first, end = speech_span(frame_levels_db(an4_recording), ROOM_SPAN_DB)
+    assert first * FRAME <= KEEP and an4_recording.size - end * FRAME <= KEEP
+    assert without_long_room(an4_recording) is an4_recording
+
+
+def test_long_room_is_cut_back_around_the_words(an4_recording) -> None:
+    roomy = _in_room(an4_recording, 1.0, 1.5)
+    first, end = speech_span(frame_levels_db(roomy), ROOM_SPAN_DB)
+    cut = without_long_room(roomy)
+    assert cut.size == (end - first) * FRAME + 2 * KEEP
+    # the words and the room nearest them, sample for sample
+    np.testing.assert_array_equal(cut, roomy[first * FRAME - KEEP : end * FRAME + KEEP])
+
+
+def test_the_recogniser_hears_a_keyword_in_long_room_as_cut_back(dev_keywords) -> None:
+    recognizer = Recognizer.load(DEFAULT_MODEL_DIR, grammar=EVAL / "speech_commands.yaml")
+    roomy = _in_room(dev_keywords[0][0], 0.3, 0.6)
+    trimmed = recognizer.decode(roomy)
+    recognizer.room_trimmed = False
+    by_hand = recognizer.decode(without_long_room(roomy))
+    assert trimmed.text == by_hand.text and trimmed.features == by_hand.features
+
+
+def test_keywords_in_long_room_are_heard_better_cut_back(dev_keywords) -> None:
+    # 0.3 s of room before (the VAD's pre-roll) and 0.6 s after (its hang-over).
+    recognizer = Recognizer.load(DEFAULT_MODEL_DIR, grammar=EVAL / "speech_commands.yaml")
+    roomy = [(_in_room(audio, 0.3, 0.6), label) for audio, label in dev_keywords]
+
+    def right() -> int:
+        return sum(recognizer.recognize(audio).intent == label for audio, label in roomy)
+
+    cut_back = right()
+    recognizer.room_trimmed = False
+    as_cut = right()
+    # Measured: 34 and 28 of these 40 (38 as recorded). On all 410 dev keywords as the
+    # daemon hears them (tools.evaluate --split dev --channel stream): 95.4% and 93.4%.
+    assert cut_back >= as_cut + 3, (cut_back, as_cut)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-from assistant.edges import FRAME, frame_levels_db
+from assistant.edges import FRAME, frame_levels_db, speech_span
 from assistant.features import SAMPLE_RATE
 
 
@@ -73,6 +73,5 @@ TRIM_DB = 30.0  # what a tight trim keeps: the frames within this of the loudest
 def trim_to_speech(audio: np.ndarray) -> np.ndarray:
     """The clip cut from its first to its last frame within TRIM_DB of its loudest, as an
     editor, a tight VAD or a corpus such as FSDD leaves a recording."""
-    levels = frame_levels_db(audio)
-    loud = np.flatnonzero(levels > levels.max() - TRIM_DB)
-    return audio[loud[0] * FRAME : (loud[-1] + 1) * FRAME]
+    first, end = speech_span(frame_levels_db(audio), TRIM_DB)
+    return audio[first * FRAME : end * FRAME]
