@@ -13,9 +13,11 @@ from assistant.edges import frame_levels_db
 from assistant.features import to_float_pcm
 from assistant.recognizer import DEFAULT_MODEL_DIR, Recognizer
 from assistant.vad import VadSettings
+from tools.augment import trim_to_speech
 from tools.corpus import DEFAULT_DATA, read_manifest
 from tools.evaluate import EVAL_GRAMMARS, an4_items, run_set, speech_commands_items, through_channel
-from tools.streamed import as_streamed, vad_cuts
+from tools.streamed import NO_ROOM_DBFS, as_streamed, room_of, vad_cuts
+from tools.voices import EspeakVoice
 
 ROOT = Path(__file__).resolve().parents[1]
 VAD = VadSettings()
@@ -83,3 +85,24 @@ def test_the_stream_channel_hears_each_clip_as_the_daemon_cuts_it() -> None:
         assert abs(cut.audio.size - whole.audio.size) < 0.8 * 16000
     recognizer = Recognizer.load(DEFAULT_MODEL_DIR, grammar=EVAL_GRAMMARS / "an4.yaml")
     assert run_set(recognizer, streamed, "an4 stream")["wer"] < 0.5
+
+
+@needs_shared_data
+def test_a_command_made_in_no_room_is_played_in_digital_silence() -> None:
+    # A TTS command cut to its words, with a TTS engine's dither: its quietest quarter of
+    # frames is speech, which must not become the room it is played in (a room coloured like
+    # speech made the VAD run a reply on into the next command in tools.bench_asking).
+    words = trim_to_speech(to_float_pcm(EspeakVoice("en-us").speak("turn on the kitchen light")))
+    clip = words + np.random.default_rng(0).normal(0, 1e-4, words.size).astype(np.float32)
+    assert np.percentile(frame_levels_db(clip), 25) > NO_ROOM_DBFS  # the quarter is speech
+    assert not room_of(clip, 16000).any()
+    # A recording made in a room is played in noise like its own quiet.
+    items = speech_commands_items(read_manifest(DEFAULT_DATA), "dev")
+    recorded = next(
+        audio
+        for item in items
+        if np.percentile(frame_levels_db(audio := to_float_pcm(item.audio)), 5) > NO_ROOM_DBFS
+    )
+    room = room_of(recorded, 16000)
+    quiet = np.sort(frame_levels_db(recorded))[: recorded.size // 160 // 4]
+    assert abs(np.mean(frame_levels_db(room)) - np.mean(quiet)) < 6

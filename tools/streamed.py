@@ -30,6 +30,14 @@ LEAD_S, TAIL_S = 2.0, 1.0
 # keywords lost that way); the quieter half holds weak speech where the words fill the clip
 # (6 dev keywords went unheard).
 ROOM_SHARE = 0.25
+# A clip whose quietest twentieth of frames lies under this was made in no room (a TTS engine's
+# dither is ~-80 dBFS), or in one quieter than the VAD's floor minimum (assistant/vad.py, 20 dB
+# of int16 power): its room is digital silence. Its quietest quarter would be speech where the
+# words fill the clip: 38 of the 200 held-out TTS commands got a room of -70 to -42 dBFS,
+# coloured like speech. tools.bench_asking's microphone then stepped from one turn's room to
+# the next's, 20-30 dB louder, as a reply ended; the VAD's floor takes 3 s to learn a new
+# level, so it heard that room as speech and ran the reply on into the next command.
+NO_ROOM_DBFS = -70.0
 DAEMON_VAD = VadSettings()  # the daemon's defaults
 
 
@@ -38,16 +46,18 @@ def room_of(clip: np.ndarray, size: int) -> np.ndarray:
     (FSDD's are) holds no room of its own: its quietest frames are the ends of its words, and
     a room that loud would hide them from the VAD. It gets the stand-in the recogniser gives
     such a clip's missing lead-in (assistant/edges.py): digital silence where the clip is
-    clean, else noise like its quietest tenth."""
+    clean, else noise like its quietest tenth. A clip made in no room (NO_ROOM_DBFS) gets
+    digital silence."""
     if clip.size < LEVEL_FRAME:  # not one frame to take a room from
         return np.zeros(size, np.float32)
     frames = clip[: clip.size // LEVEL_FRAME * LEVEL_FRAME].reshape(-1, LEVEL_FRAME)
     levels = frame_levels_db(clip)
+    if np.percentile(levels, 5) < NO_ROOM_DBFS:
+        return np.zeros(size, np.float32)
     if any(loud_edges(clip)):
         if is_clean(clip):
             return np.zeros(size, np.float32)
         return comfort_noise(frames, levels, size)
-    # Comfort noise of digital silence is digital silence: a TTS clip's room.
     return comfort_noise(frames, levels, size, ROOM_SHARE)
 
 
