@@ -100,6 +100,8 @@ def comfort_noise(
     """``size`` samples of noise with the spectrum and power of the quietest ``share`` of the
     frames: the room a pre-roll would have recorded. Seeded, so that recognition stays
     deterministic."""
+    if size == 0:  # no room wanted (an FFT of no points is an error)
+        return np.zeros(0, frames.dtype)
     quiet = max(3, int(levels.size * share))
     quietest = frames[np.argsort(levels)[:quiet]].astype(np.float64)
     colour = np.mean(np.abs(np.fft.rfft(quietest * np.hanning(FRAME), axis=1)) ** 2, axis=0)

@@ -106,3 +106,10 @@ def test_a_command_made_in_no_room_is_played_in_digital_silence() -> None:
     room = room_of(recorded, 16000)
     quiet = np.sort(frame_levels_db(recorded))[: recorded.size // 160 // 4]
     assert abs(np.mean(frame_levels_db(room)) - np.mean(quiet)) < 6
+
+
+def test_a_stream_with_no_room_around_it_is_cut_as_it_is() -> None:
+    # vad_cuts with no lead-in or tail: the audio alone, e.g. a long recording of a room
+    pcm = read_audio(ROOT / "models" / "home" / "demo.wav")
+    cuts = vad_cuts(pcm, lead_s=0.0, tail_s=0.0)
+    assert len(cuts) == 4  # the demo's four commands
