@@ -50,10 +50,10 @@ def room_of(clip: np.ndarray, size: int) -> np.ndarray:
     digital silence."""
     if clip.size < LEVEL_FRAME:  # not one frame to take a room from
         return np.zeros(size, np.float32)
-    frames = clip[: clip.size // LEVEL_FRAME * LEVEL_FRAME].reshape(-1, LEVEL_FRAME)
     levels = frame_levels_db(clip)
     if np.percentile(levels, 5) < NO_ROOM_DBFS:
         return np.zeros(size, np.float32)
+    frames = clip[: clip.size // LEVEL_FRAME * LEVEL_FRAME].reshape(-1, LEVEL_FRAME)
     if any(loud_edges(clip)):
         if is_clean(clip):
             return np.zeros(size, np.float32)
