@@ -44,6 +44,23 @@ def test_digit_accuracy_per_speaker_adds_up_to_the_whole() -> None:
     assert "must_reject_accepted" not in result
 
 
+def test_heard_counts_right_readings_the_bar_turned_away() -> None:
+    items = _few_per_speaker(fsdd_items(read_manifest(DEFAULT_DATA), "test"), 8)
+    recognizer = Recognizer.load(DEFAULT_MODEL_DIR, grammar=EVAL_GRAMMARS / "fsdd.yaml")
+    answers: list[dict] = []
+    result = run_set(recognizer, items, "fsdd", answers=answers)
+    # Every digit accepted and right was also heard right; the rest were heard right but
+    # turned away by the bar (their reading kept as the guess).
+    assert result["heard"] >= result["accuracy"]
+    assert result["heard"] <= result["accuracy"] + 1 - result["accepted"]
+    # With no bar at all, what is heard is what is accepted.
+    recognizer.threshold = 0.0
+    unbarred = run_set(recognizer, items, "fsdd")
+    assert unbarred["accepted"] == 1.0
+    assert unbarred["heard"] == pytest.approx(unbarred["accuracy"])
+    assert unbarred["heard"] == pytest.approx(result["heard"])
+
+
 def test_word_error_rate_per_speaker() -> None:
     items = _few_per_speaker(an4_items(read_manifest(DEFAULT_DATA), "test"), 1)[:3]
     recognizer = Recognizer.load(DEFAULT_MODEL_DIR, grammar=EVAL_GRAMMARS / "an4.yaml")

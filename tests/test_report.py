@@ -119,17 +119,22 @@ def test_the_card_says_how_many_wrong_answers_were_acted_on(tmp_path: Path) -> N
             "clips": 823,
             "accuracy": 0.934,
             "wrong_accepted": 0.047,
+            "heard": 0.95,
             "must_reject_accepted": 0.045,
             "ms_median": 8.0,
             "ms_p95": 10.2,
         },
-        "fsdd": {"clips": 1000, "accuracy": 0.77, "wrong_accepted": 0.126},
+        "fsdd": {"clips": 1000, "accuracy": 0.77, "wrong_accepted": 0.126, "heard": 0.877},
         "false_accepts": {"clips": 616, "rate": 0.0016, "must_reject_accepted": 0.0016},
     }
     card = _card_with(tmp_path, {"test_int8": test}).splitlines()
     assert (
         "Accepted but wrong (int8): speech_commands 4.7% of commands, fsdd 12.6% of commands, "
         "speech_commands 4.5% of the clips it must reject." in card
+    )
+    assert (
+        "Heard right before the confidence bar (int8; the best reading, accepted or not): "
+        "speech_commands 95.0%, fsdd 87.7% of commands." in card
     )
 
 

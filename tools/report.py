@@ -72,6 +72,18 @@ def _wrong_answers_line(results: dict[str, dict]) -> str:
     return f"Accepted but wrong (int8): {', '.join(wrong)}." if wrong else ""
 
 
+def _heard_line(results: dict[str, dict]) -> str:
+    """What the model heard before the bar: the accuracy's gap to it is right answers the
+    calibrator turned away (a lower bar or asking wins them back), the rest is the model."""
+    heard = [f"{name} {_pct(r['heard'])}" for name, r in results.items() if "heard" in r]
+    if not heard:
+        return ""
+    return (
+        "Heard right before the confidence bar (int8; the best reading, accepted or not): "
+        f"{', '.join(heard)} of commands."
+    )
+
+
 def _speaker_line(name: str, result: dict) -> str:
     """One line of a set's per-speaker results: each speaker where there are a few, else the
     spread."""
@@ -197,9 +209,9 @@ def write_card(bundle: Path) -> None:
             f"| {name} | {q.get('clips', '')} | {_pct(q.get(key))} | {_pct(f.get(key))} |"
             f"{extra} {what} |"
         )
-    wrong = _wrong_answers_line(test_q)
-    if wrong:
-        lines += ["", wrong]
+    for line in (_wrong_answers_line(test_q), _heard_line(test_q)):
+        if line:
+            lines += ["", line]
     spread = [
         _speaker_line(name, test_q.get(name, {})) for name in ("speech_commands", "fsdd", "an4")
     ]
