@@ -50,7 +50,7 @@ from assistant.edits import edit_distance
 from assistant.features import to_float_pcm
 from assistant.grammar import normalise_text
 from assistant.recognizer import Recognizer
-from assistant.result import Result
+from assistant.result import Meaning, Result
 from tools.augment import MIC_8K_RATE, narrow_band, trim_to_speech
 from tools.corpus import DEFAULT_DATA, Clip, is_dev_speaker, load_audio, load_noises, read_manifest
 from tools.streamed import as_streamed
@@ -117,17 +117,21 @@ def _slots_match(expected: dict, got: dict) -> bool:
     return all(str(got.get(k)) == str(v) for k, v in expected.items())
 
 
+def _means(reading: Result | Meaning | None, item: Item) -> bool:
+    """Whether a reading has the item's intent and slots."""
+    return (
+        reading is not None
+        and reading.intent == item.expected_intent
+        and _slots_match(item.expected_slots, reading.slots)
+    )
+
+
 def _heard_right(result: Result, item: Item) -> bool:
     """Whether the best reading was right, accepted or not: what the model heard, before the
     confidence bar decided. The gap to the accuracy is right answers the bar turned away,
     which only a lower bar or asking (tools.asking) wins back; a better model is needed
     for the rest."""
-    best = result if result.intent is not None else result.guess
-    return (
-        best is not None
-        and best.intent == item.expected_intent
-        and _slots_match(item.expected_slots, best.slots)
-    )
+    return _means(result if result.accepted else result.guess, item)
 
 
 def run_set(
@@ -171,9 +175,7 @@ def run_set(
             must_reject += 1
             must_reject_accepted += not right
         else:
-            right = result.intent == item.expected_intent and _slots_match(
-                item.expected_slots, result.slots
-            )
+            right = _means(result, item)
             commands += 1
             wrong_accepted += result.intent is not None and not right  # acted on, wrongly
             heard += _heard_right(result, item)
