@@ -36,7 +36,8 @@ from assistant.result import Result
 from tools.augment import mix_noise
 from tools.corpus import DEFAULT_DATA, load_audio, load_noises, read_manifest
 from tools.evaluate import Item, false_accept_items, load_sets, speech_commands_items
-from tools.heldout import expected_meaning, read_labels, same_meaning
+from tools.heldout import expected_meaning, read_labels
+from tools.meaning import same_meaning
 
 DEFAULT_CLIPS = Path(".cache/build-home2/heldout")
 SNRS: tuple[float | None, ...] = (None, 12.0, 0.0)  # None = clean
@@ -55,7 +56,7 @@ class Heard:
 
 def _heard(result: Result, expected: tuple[str | None, dict]) -> Heard:
     meaning = result.guess if result.intent is None else result
-    right = meaning is not None and same_meaning(meaning.intent, meaning.slots, expected)
+    right = meaning is not None and same_meaning(meaning.intent, meaning.slots, *expected)
     return Heard(result, right, must_reject=expected[0] is None)
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from tools.corpus import DEFAULT_DATA, load_audio, load_noises
 from tools.machine import machine
+from tools.meaning import same_meaning
 from tools.peers import ENGINES, Hyp, make_engine, single_thread_env, text_variants
 from tools.sets import BenchSet, Item, load_set
 
@@ -206,9 +207,7 @@ def best_reading(ref: str, text: str) -> tuple[str, int]:
 def is_right(bench: BenchSet, item: Item, hyp: Hyp) -> bool:
     if bench.scoring == "text":
         return best_reading(item.text, hyp.text)[1] == 0
-    if hyp.intent != item.intent:
-        return False
-    return all(str(hyp.slots.get(k)) == str(v) for k, v in item.slots.items())
+    return same_meaning(hyp.intent, hyp.slots, item.intent, item.slots, labelled_only=True)
 
 
 def wer_eligible(bench: BenchSet, item: Item) -> bool:

@@ -51,7 +51,8 @@ from tools.bench_daemon import (
 )
 from tools.corpus import DEFAULT_DATA, load_audio, read_manifest
 from tools.evaluate import speech_commands_items
-from tools.heldout import expected_meaning, read_labels, same_meaning
+from tools.heldout import expected_meaning, read_labels
+from tools.meaning import same_meaning
 from tools.streamed import room_of, vad_cuts
 
 FRAME = 480  # 30 ms at 16 kHz, the VAD's frame
@@ -92,7 +93,7 @@ def choose_turns(args: argparse.Namespace) -> list[Turn]:
             continue
         assert result.guess is not None
         expected = expected_meaning(recognizer, label)
-        right = same_meaning(result.guess.intent, result.guess.slots, expected)
+        right = same_meaning(result.guess.intent, result.guess.slots, *expected)
         reply = next(replies["yes" if right else "no"])
         room = to_int16(room_of(to_float_pcm(command), ROOM_SAMPLES))
         turns.append(Turn(path.name, command, right, to_int16(reply), room))

@@ -34,6 +34,7 @@ from tools.augment import mix_noise
 from tools.corpus import DEFAULT_DATA, load_audio, load_noises
 from tools.evaluate import Item, load_sets
 from tools.heldout import expected_meaning, read_labels
+from tools.meaning import same_meaning
 from tools.nonspeech import sounds
 from tools.package import update_manifest
 
@@ -54,8 +55,8 @@ def is_right(item: Item, intent: str | None, text: str, slots: dict) -> bool:
         return False
     if item.expected_intent == "*":
         return normalise_text(text) == normalise_text(item.text)
-    return intent == item.expected_intent and all(
-        str(slots.get(k)) == str(v) for k, v in item.expected_slots.items()
+    return same_meaning(
+        intent, slots, item.expected_intent, item.expected_slots, labelled_only=True
     )
 
 

@@ -53,6 +53,7 @@ from assistant.recognizer import Recognizer
 from assistant.result import Meaning, Result
 from tools.augment import MIC_8K_RATE, narrow_band, trim_to_speech
 from tools.corpus import DEFAULT_DATA, Clip, is_dev_speaker, load_audio, load_noises, read_manifest
+from tools.meaning import same_meaning
 from tools.streamed import as_streamed
 
 EVAL_GRAMMARS = Path(__file__).resolve().parent.parent / "models" / "eval"
@@ -113,16 +114,10 @@ def false_accept_items(clips: list[Clip], split: str, data: Path) -> Iterator[It
         yield Item(load_audio(c.path), None, {}, c.text)
 
 
-def _slots_match(expected: dict, got: dict) -> bool:
-    return all(str(got.get(k)) == str(v) for k, v in expected.items())
-
-
 def _means(reading: Result | Meaning | None, item: Item) -> bool:
     """Whether a reading has the item's intent and slots."""
-    return (
-        reading is not None
-        and reading.intent == item.expected_intent
-        and _slots_match(item.expected_slots, reading.slots)
+    return reading is not None and same_meaning(
+        reading.intent, reading.slots, item.expected_intent, item.expected_slots, labelled_only=True
     )
 
 

@@ -14,6 +14,7 @@ from assistant.grammar import normalise_text
 from assistant.recognizer import Recognizer
 from tools.augment import mix_noise
 from tools.corpus import load_audio
+from tools.meaning import same_meaning
 
 SNRS: tuple[float | None, ...] = (None, 24.0, 18.0, 12.0, 6.0, 0.0)  # None = clean
 
@@ -24,12 +25,6 @@ def read_labels(folder: Path) -> list[tuple[Path, dict]]:
     for name, label in sorted(labels.items()):
         items.append((folder / name, label if isinstance(label, dict) else {"text": label}))
     return items
-
-
-def same_meaning(intent: str | None, slots: dict, expected: tuple[str | None, dict]) -> bool:
-    """Intent and slot values as expected (values compared as text: 50 and "50" alike)."""
-    as_text = {k: str(v) for k, v in slots.items()}
-    return intent == expected[0] and as_text == {k: str(v) for k, v in expected[1].items()}
 
 
 def expected_meaning(recognizer: Recognizer, label: dict) -> tuple[str | None, dict]:
@@ -61,7 +56,7 @@ def accuracy_by_snr(
             if snr is not None:
                 clip = mix_noise(clip, noises[int(rng.integers(len(noises)))], snr, rng)
             result = recognizer.recognize(clip)
-            ok = same_meaning(result.intent, result.slots, (intent, slots))
+            ok = same_meaning(result.intent, result.slots, intent, slots)
             right += ok
             wrong += result.intent is not None and not ok  # acted on, wrongly
             exact += normalise_text(result.text) == normalise_text(label["text"])
