@@ -138,20 +138,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             }
             print(json.dumps(record, ensure_ascii=False), flush=True)
         else:
-            verdict = result.intent if result.intent else "rejected"
-            slots = " ".join(f"{k}={_slot_text(v)}" for k, v in result.slots.items())
             print(
-                f"{name}: {result.text!r} -> {verdict} {slots}".rstrip()
-                + f" ({result.confidence:.2f}, {ms:.0f} ms)",
+                f"{name}: {result.text!r} -> {result.verdict()}"
+                f" ({result.confidence:.2f}, {ms:.0f} ms)",
                 flush=True,
             )
     return status
-
-
-def _slot_text(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("value", value.get("text", value)))
-    return str(value)
 
 
 # ----------------------------------------------------------------------------- say

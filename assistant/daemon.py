@@ -539,11 +539,11 @@ class Daemon:
             )
         self.published += 1
         log.info(
-            "%.2f-%.2f s: %r intent=%s confidence=%.2f latency=%.0f ms%s",
+            "%.2f-%.2f s: %r -> %s (confidence %.2f, latency %.0f ms)%s",
             heard.started - self._t0,
             heard.ended - self._t0,
             result.text,
-            result.intent,
+            result.verdict(),
             result.confidence,
             latency_ms,
             "" if confirmed is None else f" confirmed={confirmed}",
@@ -632,10 +632,10 @@ class Daemon:
         published here; each gets its spoken reply as a local answer does."""
         transcript, result = item.answer.transcript, item.answer.result()
         log.info(
-            "utterance %s heard by a worker: %r intent=%s confidence=%.2f%s",
+            "utterance %s heard by a worker: %r -> %s (confidence %.2f)%s",
             transcript.id,
             transcript.text,
-            transcript.intent,
+            result.verdict(),
             transcript.confidence,
             " (handed back)" if item.handed_back else "",
         )

@@ -6,12 +6,22 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+def _slot_text(value: Any) -> str:
+    if isinstance(value, dict):  # hassil's range and list values
+        return str(value.get("value", value.get("text", value)))
+    return str(value)
+
+
 @dataclass(frozen=True)
 class Meaning:
     """What an answer means: its intent and slot values."""
 
     intent: str
     slots: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        """One line for people: 'HassTurnOn area=kitchen name=light'."""
+        return " ".join([self.intent, *(f"{k}={_slot_text(v)}" for k, v in self.slots.items())])
 
 
 @dataclass(frozen=True)
@@ -38,3 +48,13 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def verdict(self) -> str:
+        """What was done, for people reading a log or the command line: the intent and its
+        slots, or "rejected", with what an answer under the bar was heard as, so that a
+        reader can tell a command heard right but not sure enough from one not heard."""
+        if self.intent is not None:
+            return str(Meaning(self.intent, self.slots))
+        if self.guess is not None:
+            return f"rejected, not sure enough of {self.guess}"
+        return "rejected"

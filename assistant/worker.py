@@ -237,11 +237,11 @@ class Worker:
         self._ack(item)  # only now: the transcript is on disk
         self.handled += 1
         log.info(
-            "%s %s: %r intent=%s confidence=%.2f",
+            "%s %s: %r -> %s (confidence %.2f)",
             utterance.site,
             utterance.id,
             result.text,
-            result.intent,
+            result.verdict(),
             result.confidence,
         )
         try:

@@ -148,3 +148,30 @@ def test_transcribe_min_confidence_holds_intents_to_a_higher_bar(tmp_path: Path)
     bad = assistant("transcribe", "--min-confidence", "2", str(wav))
     assert bad.returncode == 2 and "between 0 and 1" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_the_human_line_says_what_a_rejected_command_was_heard_as(tmp_path: Path) -> None:
+    from tools.voices import EspeakVoice
+
+    wav = tmp_path / "time.wav"
+    sf.write(wav, EspeakVoice("en-us").speak("what time is it"), 16000)
+    accepted = assistant("transcribe", str(wav))
+    assert f"{wav}: 'what time is it' -> HassGetCurrentTime (" in accepted.stdout, accepted
+    # Held to a bar nothing reaches: rejected, and the line says what it was heard as, so a
+    # user can tell "heard but not sure enough" from "not heard".
+    strict = assistant("transcribe", "--min-confidence", "1", str(wav))
+    assert "-> rejected, not sure enough of HassGetCurrentTime (" in strict.stdout, strict
+
+
+def test_a_verdict_names_the_slots() -> None:
+    from assistant.result import Meaning, Result
+
+    light = {"area": "kitchen", "brightness": {"value": 50, "text": "fifty"}}
+    assert Result("", "HassLightSet", light, 0.9).verdict() == (
+        "HassLightSet area=kitchen brightness=50"
+    )
+    unsure = Result("", None, {}, 0.2, guess=Meaning("HassLightSet", light))
+    assert (
+        unsure.verdict() == "rejected, not sure enough of HassLightSet area=kitchen brightness=50"
+    )
+    assert Result("", None).verdict() == "rejected"

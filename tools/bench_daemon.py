@@ -53,11 +53,11 @@ SITE = "bench"
 TOPIC = f"assistant/{SITE}/transcript"
 MOSQUITTO = "/usr/sbin/mosquitto"
 SAMPLE_EVERY_S = 0.2
-# "12.34-15.67 s: 'text' intent=X confidence=0.83 latency=120 ms" (daemon._handle), or with
+# "12.34-15.67 s: 'text' -> X (confidence 0.83, latency 120 ms)" (daemon._publish), or with
 # --remote "12.34-15.67 s: utterance ID sent to the recogniser workers" (_send_to_workers)
 TRANSCRIPT_LOG = re.compile(
     r"(\d+\.\d+)-(\d+\.\d+) s: "
-    r"(?:.* intent=\S+ confidence=\S+ latency=|utterance \S+ sent to the recogniser workers)"
+    r"(?:.* -> .* \(confidence \S+, latency |utterance \S+ sent to the recogniser workers)"
 )
 STOPPED_LOG = re.compile(r"stopped after (\d+) (?:transcript|utterance)")
 FAILED_LOG = re.compile(r"failed to handle utterance at")  # the utterance got no transcript
