@@ -62,12 +62,15 @@ def test_recognising_loads_no_optional_engine() -> None:
 
 
 def _reference_power_spectrum(audio: np.ndarray, params: FeatureParams) -> np.ndarray:
-    """All frames in one FFT call, as power_spectrum did before it went blockwise."""
+    """All frames in one FFT call, as power_spectrum did before it went blockwise (kept in
+    float32, as the log-mels take it)."""
     audio = np.asarray(audio, np.float32)
     frames = 1 + (audio.size - params.win_length) // params.hop_length
     idx = np.arange(params.win_length)[None, :] + params.hop_length * np.arange(frames)[:, None]
     window = np.hanning(params.win_length + 1)[:-1].astype(np.float32)
-    return np.abs(np.fft.rfft(audio[idx] * window, n=params.n_fft, axis=1)) ** 2
+    return (np.abs(np.fft.rfft(audio[idx] * window, n=params.n_fft, axis=1)) ** 2).astype(
+        np.float32
+    )
 
 
 def test_blockwise_power_spectrum_is_exactly_the_whole_one() -> None:
