@@ -49,12 +49,18 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def reading(self) -> Meaning | None:
+        """The best reading, accepted or not: the answer acted on, else the guess under the
+        bar (None when nothing in the grammar was heard)."""
+        return Meaning(self.intent, self.slots) if self.intent is not None else self.guess
+
     def verdict(self) -> str:
         """What was done, for people reading a log or the command line: the intent and its
         slots, or "rejected", with what an answer under the bar was heard as, so that a
         reader can tell a command heard right but not sure enough from one not heard."""
         if self.intent is not None:
-            return str(Meaning(self.intent, self.slots))
+            return str(self.reading)
         if self.guess is not None:
             return f"rejected, not sure enough of {self.guess}"
         return "rejected"

@@ -55,7 +55,7 @@ class Heard:
 
 
 def _heard(result: Result, expected: tuple[str | None, dict]) -> Heard:
-    meaning = result.guess if result.intent is None else result
+    meaning = result.reading
     right = meaning is not None and same_meaning(meaning.intent, meaning.slots, *expected)
     return Heard(result, right, must_reject=expected[0] is None)
 

@@ -126,7 +126,7 @@ def _heard_right(result: Result, item: Item) -> bool:
     confidence bar decided. The gap to the accuracy is right answers the bar turned away,
     which only a lower bar or asking (tools.asking) wins back; a better model is needed
     for the rest."""
-    return _means(result if result.accepted else result.guess, item)
+    return _means(result.reading, item)
 
 
 def run_set(
